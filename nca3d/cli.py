@@ -1,0 +1,87 @@
+"""The `nca3d` command. Bad input prints one line on stderr and exits 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import __version__
+from .errors import NCA3DError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line and exit code 2."""
+
+    def error(self, message):
+        raise NCA3DError(f"{message} (see: {self.prog} --help)")
+
+
+def _cmd_new(args) -> int:
+    from .io.model_file import save_model
+    from .model import Model, ModelConfig
+    import torch
+
+    try:
+        config = ModelConfig(domain=args.domain, outputs=args.outputs or "", channels=args.channels,
+                             hidden=args.hidden, harmonics=args.harmonics)
+    except ValueError as exc:
+        raise NCA3DError(str(exc)) from None
+    torch.manual_seed(args.seed)
+    header = save_model(Model(config), args.out)
+    print(json.dumps({"written": str(args.out), "domain": header["domain"],
+                      "nca_params": header["nca_params"], "lppn_params": header["lppn_params"]}))
+    return 0
+
+
+def _cmd_info(args) -> int:
+    from .io.model_file import load_model, read_header
+
+    load_model(args.model)  # full validation before printing
+    print(json.dumps(read_header(args.model)[0], indent=2, sort_keys=True))
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    from .bench import main as bench_main
+
+    return bench_main(args.bench_args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="nca3d", description="Self-organising neural textures for meshes, volumes and 2D maps.")
+    parser.add_argument("--version", action="version", version=f"nca3d {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    new = sub.add_parser("new", help="write a freshly initialised model")
+    new.add_argument("--domain", required=True, choices=["2d", "mesh", "volume"])
+    new.add_argument("--outputs", choices=["pbr", "rgb", "rgba"], help="output channels (default per domain)")
+    new.add_argument("--channels", type=int, default=16, help="cell state channels (default 16)")
+    new.add_argument("--hidden", type=int, default=128, help="NCA hidden width (default 128)")
+    new.add_argument("--harmonics", type=int, default=0, help="sin/cos harmonics of grid local coordinates")
+    new.add_argument("--seed", type=int, default=0)
+    new.add_argument("--out", required=True, help="output .nca3d path")
+    new.set_defaults(run=_cmd_new)
+
+    info = sub.add_parser("info", help="print a model's header as JSON")
+    info.add_argument("model")
+    info.set_defaults(run=_cmd_info)
+
+    bench = sub.add_parser("bench", help="benchmarks (same as python -m nca3d.bench)")
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bench.set_defaults(run=_cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.run(args)
+    except NCA3DError as exc:
+        print(f"nca3d: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("nca3d: interrupted", file=sys.stderr)
+        return 130

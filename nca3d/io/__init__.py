@@ -1,0 +1,1 @@
+"""Readers and writers: model files, images, meshes, volumes. Every writer is atomic."""

@@ -1,0 +1,173 @@
+"""Periodic square (2D) and cube (3D) lattices.
+
+Cells sit at integer positions. A state is (B, H, W, C) or (B, D, H, W, C); query points are
+(x, y[, z]) in cell units with x along the last cell axis, and wrap around (textures tile).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Iterator
+
+import torch
+from torch import Tensor
+
+from .base import Lattice, Located, cartesian_local, rows_per_block
+
+
+def _wrap_pad(state: Tensor, dims: range) -> Tensor:
+    """Circularly pad every cell axis by one cell on both sides."""
+    for d in dims:
+        n = state.shape[d]
+        state = torch.cat([state.narrow(d, n - 1, 1), state, state.narrow(d, 0, 1)], dim=d)
+    return state
+
+
+def _taps(x: Tensor, dim: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The (previous, centre, next) neighbours along `dim` of a padded tensor ('valid' extent)."""
+    n = x.shape[dim] - 2
+    return x.narrow(dim, 0, n), x.narrow(dim, 1, n), x.narrow(dim, 2, n)
+
+
+def _smooth(x: Tensor, dim: int) -> Tensor:
+    """[1, 2, 1] along dim."""
+    prev, centre, nxt = _taps(x, dim)
+    return prev + 2.0 * centre + nxt
+
+
+def _diff(x: Tensor, dim: int) -> Tensor:
+    """[-1, 0, 1] along dim."""
+    prev, _, nxt = _taps(x, dim)
+    return nxt - prev
+
+
+def _centre(x: Tensor, dim: int) -> Tensor:
+    return _taps(x, dim)[1]
+
+
+def _pair(x: Tensor, dim: int) -> Tensor:
+    """[1, 0, 1] along dim."""
+    prev, _, nxt = _taps(x, dim)
+    return prev + nxt
+
+
+class GridLattice(Lattice):
+    """Shared n-linear location for periodic grids; subclasses define the perception filters."""
+
+    def __init__(self, cell_shape: tuple[int, ...], harmonics: int = 0):
+        if any(int(n) < 3 for n in cell_shape):
+            raise ValueError(f"grid sizes must be >= 3 cells, got {tuple(cell_shape)}")
+        if harmonics < 0:
+            raise ValueError("harmonics must be >= 0")
+        self.cell_shape = tuple(int(n) for n in cell_shape)
+        self.harmonics = int(harmonics)
+        dims = len(self.cell_shape)
+        self.local_dim = dims if harmonics == 0 else 2 * harmonics * dims
+        # Strides of the flattened cell index for axes in query order (x, y[, z]).
+        strides_arraywise = [1] * dims
+        for axis in range(dims - 2, -1, -1):
+            strides_arraywise[axis] = strides_arraywise[axis + 1] * self.cell_shape[axis + 1]
+        self._sizes_xyz = torch.tensor(self.cell_shape[::-1])
+        self._strides_xyz = torch.tensor(strides_arraywise[::-1])
+        self._offsets = torch.tensor(list(itertools.product((0, 1), repeat=dims)))  # (2^d, d), x first
+
+    def to(self, device) -> "GridLattice":
+        return self
+
+    @property
+    def sizes_xyz(self) -> tuple[int, ...]:
+        """Number of cells along x, y[, z]."""
+        return self.cell_shape[::-1]
+
+    def perceive_blocks(self, state: Tensor, max_cells: int | None) -> Iterator[tuple[slice, Tensor]]:
+        dims = len(self.cell_shape)
+        rows = self.cell_shape[0]
+        per_row = state.shape[0] * (self.num_cells // rows)
+        step = rows_per_block(rows, per_row, max_cells)
+        for start in range(0, rows, step):
+            stop = min(rows, start + step)
+            # The slab with one wrapped halo row on each side, then wrapped along the other axes:
+            # padding per slab keeps every copy in cache.
+            halo_rows = torch.arange(start - 1, stop + 1, device=state.device) % rows
+            slab = _wrap_pad(state.index_select(1, halo_rows), range(2, dims + 1))
+            yield slice(start, stop), self._filters(slab)
+
+    def _filters(self, padded: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def locate(self, points: Tensor) -> Located:
+        """Points (Q, d) in cell units (x first, any real value, wrapped) -> Located."""
+        cell = torch.floor(points)
+        return self.locate_cells(cell.long(), points - cell)
+
+    def locate_cells(self, cell: Tensor, frac: Tensor) -> Located:
+        """Explicit primitive: lower corner cell (Q, d) long and position inside it frac (Q, d) in [0, 1]."""
+        device = frac.device
+        sizes = self._sizes_xyz.to(device)
+        strides = self._strides_xyz.to(device)
+        offsets = self._offsets.to(device)  # (K, d)
+        corner_xyz = torch.remainder(cell.unsqueeze(1) + offsets, sizes)  # (Q, K, d)
+        corners = (corner_xyz * strides).sum(-1)
+        per_axis = torch.where(offsets.bool(), frac.unsqueeze(1), 1.0 - frac.unsqueeze(1))  # (Q, K, d)
+        weights = per_axis.prod(-1)
+        return Located(corners=corners, weights=weights, local=cartesian_local(frac, self.harmonics))
+
+    def sample_points(self, scale: float, device=None) -> Tensor:
+        """Pixel/voxel centres of an output `scale` times the lattice resolution: (prod(n*scale), d).
+
+        Ordered like a C-contiguous array of shape (*cell_shape * scale), so a decode reshapes
+        straight to an image (H, W) or volume (D, H, W).
+        """
+        axes = [(torch.arange(round(n * scale), device=device, dtype=torch.float32) + 0.5) / scale
+                for n in self.cell_shape]
+        mesh = torch.meshgrid(*axes, indexing="ij")
+        return torch.stack([m.reshape(-1) for m in mesh[::-1]], dim=-1)
+
+
+class Grid2D(GridLattice):
+    """Periodic squares. Perception: identity, Sobel-x, Sobel-y, Laplacian (P = 4)."""
+
+    kind = "grid2d"
+    perception_size = 4
+
+    def __init__(self, size: int | tuple[int, int] = 128, harmonics: int = 0):
+        shape = (size, size) if isinstance(size, int) else tuple(size)
+        if len(shape) != 2:
+            raise ValueError(f"Grid2D needs 2 sizes (H, W), got {shape}")
+        super().__init__(shape, harmonics)
+
+    def _filters(self, padded: Tensor) -> Tensor:
+        y, x = 1, 2
+        identity = _centre(_centre(padded, y), x)
+        smooth_y = _smooth(padded, y)
+        sobel_x = _diff(smooth_y, x)
+        sobel_y = _smooth(_diff(padded, y), x)
+        laplacian = _smooth(smooth_y, x) - 16.0 * identity
+        return torch.cat([identity, sobel_x, sobel_y, laplacian], dim=-1)
+
+
+class Grid3D(GridLattice):
+    """Periodic cubes. Perception: identity, Sobel x/y/z (/2), 27-point Laplacian (/8) (P = 5)."""
+
+    kind = "grid3d"
+    perception_size = 5
+
+    def __init__(self, size: int | tuple[int, int, int] = 64, harmonics: int = 0):
+        shape = (size, size, size) if isinstance(size, int) else tuple(size)
+        if len(shape) != 3:
+            raise ValueError(f"Grid3D needs 3 sizes (D, H, W), got {shape}")
+        super().__init__(shape, harmonics)
+
+    def _filters(self, padded: Tensor) -> Tensor:
+        z, y, x = 1, 2, 3
+        identity = _centre(_centre(_centre(padded, z), y), x)
+        smooth_z = _smooth(padded, z)
+        smooth_zy = _smooth(smooth_z, y)
+        sobel_x = _diff(smooth_zy, x) * 0.5
+        sobel_y = _smooth(_diff(smooth_z, y), x) * 0.5
+        sobel_z = _smooth(_smooth(_diff(padded, z), y), x) * 0.5
+        # 27-point Laplacian (corners 2, edges 3, faces 6, centre -88) / 8, written separably as
+        # 1.5 [1,2,1]^3 + 0.5 [1,0,1]^3 - 100 delta.
+        laplacian = (1.5 * _smooth(smooth_zy, x) + 0.5 * _pair(_pair(_pair(padded, z), y), x)
+                     - 100.0 * identity) * 0.125
+        return torch.cat([identity, sobel_x, sobel_y, sobel_z, laplacian], dim=-1)

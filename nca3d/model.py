@@ -1,0 +1,230 @@
+"""A texture model: NCA dynamics on a lattice + LPPN decoder + named output channels."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .lattices import Grid2D, Grid3D, Lattice, MeshLattice, icosphere
+from .lppn import SIREN
+from .nca import NCA
+
+DECODE_CHUNK = 65536  # query points per decoder call: bounds peak memory at any resolution
+
+CHANNEL_NAMES = ("albedo", "height", "roughness", "ao", "normal", "rgb", "density")
+COLOUR_SPACES = ("srgb", "non-color")
+ACTIVATIONS = ("offset", "relu", "softplus")
+
+
+@dataclass(frozen=True)
+class OutputChannel:
+    """One named output map. activation: offset (raw + 0.5), relu, or softplus."""
+
+    name: str
+    size: int
+    colour_space: str
+    activation: str = "offset"
+
+
+OUTPUT_PRESETS: dict[str, tuple[OutputChannel, ...]] = {
+    "pbr": (
+        OutputChannel("albedo", 3, "srgb"),
+        OutputChannel("height", 1, "non-color"),
+        OutputChannel("roughness", 1, "non-color"),
+        OutputChannel("ao", 1, "non-color"),
+        OutputChannel("normal", 3, "non-color"),
+    ),
+    "rgb": (OutputChannel("rgb", 3, "srgb"),),
+    "rgba": (OutputChannel("rgb", 3, "srgb", "relu"), OutputChannel("density", 1, "non-color", "softplus")),
+}
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    lattice: str
+    outputs: tuple[str, ...]  # allowed presets, default first
+
+
+DOMAINS: dict[str, DomainSpec] = {
+    "2d": DomainSpec("grid2d", ("pbr", "rgb")),
+    "mesh": DomainSpec("mesh", ("rgb", "pbr")),
+    "volume": DomainSpec("grid3d", ("rgba",)),
+}
+DEFAULT_GRID_SIZE = {"2d": [128, 128], "volume": [64, 64, 64]}
+
+
+@dataclass
+class ModelConfig:
+    """Everything that fixes a model's architecture (saved in the .nca3d header)."""
+
+    domain: str = "2d"
+    outputs: str = ""  # preset name; "" picks the domain's default
+    channels: int = 16
+    hidden: int = 128
+    fire_rate: float = 0.5
+    lppn_width: int = 32
+    lppn_hidden_layers: int = 3
+    omega0: float = 10.0
+    harmonics: int = 0  # squares/cubes: sin/cos harmonics of the local coordinate (C0 when > 0)
+    triangle_coord: str = "sorted_cdf"  # triangles: sorted_cdf (C0) or barycentric
+    grid_size: list[int] = field(default_factory=list)  # 2d: [H, W]; volume: [D, H, W]
+    icosphere_frequency: int = 64  # mesh: the training lattice
+
+    def __post_init__(self):
+        if self.domain not in DOMAINS:
+            raise ValueError(f"unknown domain '{self.domain}'; use one of {', '.join(DOMAINS)}")
+        allowed = DOMAINS[self.domain].outputs
+        if not self.outputs:
+            self.outputs = allowed[0]
+        if self.outputs not in allowed:
+            raise ValueError(f"outputs '{self.outputs}' do not fit domain '{self.domain}'; use {' or '.join(allowed)}")
+        if self.domain in DEFAULT_GRID_SIZE:
+            self.grid_size = list(self.grid_size or DEFAULT_GRID_SIZE[self.domain])
+            if len(self.grid_size) != len(DEFAULT_GRID_SIZE[self.domain]) or min(self.grid_size) < 3:
+                raise ValueError(f"grid_size {self.grid_size} is invalid for domain '{self.domain}'")
+        else:
+            self.grid_size = []
+        for name in ("channels", "hidden", "lppn_width", "lppn_hidden_layers", "icosphere_frequency"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if not 0.0 < self.fire_rate <= 1.0:
+            raise ValueError("fire_rate must be in (0, 1]")
+        if self.harmonics < 0:
+            raise ValueError("harmonics must be >= 0")
+
+    @property
+    def lattice_kind(self) -> str:
+        return DOMAINS[self.domain].lattice
+
+    @property
+    def output_channels(self) -> tuple[OutputChannel, ...]:
+        return OUTPUT_PRESETS[self.outputs]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown config keys {sorted(unknown)}")
+        return cls(**data)
+
+
+class Model(nn.Module):
+    """NCA + LPPN + named outputs. States are (B, *cells, C) on a lattice of the model's kind."""
+
+    def __init__(self, config: ModelConfig, provenance: dict | None = None):
+        super().__init__()
+        self.config = config
+        self.provenance = dict(provenance or {})
+        perception = Grid2D.perception_size if config.lattice_kind == "grid2d" else Grid3D.perception_size
+        self.nca = NCA(config.channels, config.hidden, perception, config.fire_rate)
+        local_dim = self.local_dim
+        self.lppn = SIREN(local_dim + config.channels, self.num_outputs, config.lppn_width,
+                          config.lppn_hidden_layers, config.omega0)
+
+    # --- structure -------------------------------------------------------------------------
+    @property
+    def outputs(self) -> tuple[OutputChannel, ...]:
+        return self.config.output_channels
+
+    @property
+    def num_outputs(self) -> int:
+        return sum(c.size for c in self.outputs)
+
+    @property
+    def local_dim(self) -> int:
+        dims = {"grid2d": 2, "grid3d": 3}.get(self.config.lattice_kind)
+        if dims is None:
+            return MeshLattice.local_dim
+        return dims if self.config.harmonics == 0 else 2 * self.config.harmonics * dims
+
+    def channel_slices(self) -> dict[str, slice]:
+        """Output channel name -> slice of the decoded K values."""
+        slices, start = {}, 0
+        for channel in self.outputs:
+            slices[channel.name] = slice(start, start + channel.size)
+            start += channel.size
+        return slices
+
+    @property
+    def nca_params(self) -> int:
+        return sum(p.numel() for p in self.nca.parameters())
+
+    @property
+    def lppn_params(self) -> int:
+        return sum(p.numel() for p in self.lppn.parameters())
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def make_lattice(self, mesh: tuple | None = None) -> Lattice:
+        """The model's lattice: its grid, the training icosphere, or a given (vertices, faces) mesh."""
+        cfg = self.config
+        if cfg.lattice_kind == "grid2d":
+            lattice = Grid2D(tuple(cfg.grid_size), cfg.harmonics)
+        elif cfg.lattice_kind == "grid3d":
+            lattice = Grid3D(tuple(cfg.grid_size), cfg.harmonics)
+        else:
+            vertices, faces = mesh if mesh is not None else icosphere(cfg.icosphere_frequency)
+            lattice = MeshLattice(vertices, faces, cfg.triangle_coord)
+        return lattice.to(self.device)
+
+    def check_lattice(self, lattice: Lattice) -> None:
+        if lattice.perception_size != self.nca.perception or lattice.local_dim != self.local_dim:
+            raise ValueError(f"a {self.config.domain} model cannot run on a {lattice.kind} lattice "
+                             f"with these settings")
+
+    # --- dynamics --------------------------------------------------------------------------
+    def seed(self, lattice: Lattice, batch: int = 1) -> Tensor:
+        return lattice.seed(batch, self.config.channels, device=self.device)
+
+    def rollout(self, state: Tensor, lattice: Lattice, steps: int, generator=None, callback=None) -> Tensor:
+        self.check_lattice(lattice)
+        return self.nca.rollout(state, lattice, steps, generator, callback)
+
+    # --- decoding --------------------------------------------------------------------------
+    def activate(self, raw: Tensor) -> Tensor:
+        """Apply each output channel's activation to raw LPPN outputs (..., K)."""
+        parts = []
+        for channel, part in zip(self.outputs, raw.split([c.size for c in self.outputs], dim=-1)):
+            if channel.activation == "offset":
+                parts.append(part + 0.5)
+            elif channel.activation == "relu":
+                parts.append(F.relu(part))
+            else:
+                parts.append(F.softplus(part))
+        return torch.cat(parts, dim=-1)
+
+    def decode_located(self, state: Tensor, located) -> Tensor:
+        """state (B, *cells, C), Located with Q points -> decoded outputs (B, Q, K)."""
+        flat = state.reshape(state.shape[0], -1, state.shape[-1])
+        corners = flat[:, located.corners]  # (B, Q, K, C)
+        interpolated = torch.einsum("bqkc,qk->bqc", corners, located.weights.to(flat.dtype))
+        batch, count = interpolated.shape[:2]
+        local = located.local.to(flat.dtype).unsqueeze(0).expand(batch, -1, -1)
+        raw = self.lppn(torch.cat([local, interpolated], dim=-1).reshape(batch * count, -1))
+        return self.activate(raw.reshape(batch, count, -1))
+
+    def decode_chunks(self, state: Tensor, lattice: Lattice, query, chunk: int = DECODE_CHUNK
+                      ) -> Iterator[tuple[slice, Tensor]]:
+        """Yield (query slice, outputs (B, q, K)) over chunks of `chunk // B` query points."""
+        self.check_lattice(lattice)
+        step = max(1, chunk // max(state.shape[0], 1))
+        total = len(query)
+        for start in range(0, total, step):
+            rows = slice(start, min(total, start + step))
+            yield rows, self.decode_located(state, lattice.locate(query[rows].to(self.device)))
+
+    def decode(self, state: Tensor, lattice: Lattice, query, chunk: int = DECODE_CHUNK) -> Tensor:
+        """Decode all query points (grid points (Q, d) or SurfacePoints) -> (B, Q, K)."""
+        parts = [values for _, values in self.decode_chunks(state, lattice, query, chunk)]
+        return torch.cat(parts, dim=1)

@@ -1,0 +1,155 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nca3d.lattices import Grid2D, Grid3D
+from nca3d.lattices.base import cartesian_local
+from tests.conftest import random_model
+
+C = 3
+
+
+def _filters(perception, p):
+    return perception.reshape(*perception.shape[:-1], p, C)
+
+
+def test_grid2d_ramp_gives_constant_sobel_and_zero_laplacian():
+    grid = Grid2D((12, 16))
+    x = torch.arange(16.0).expand(12, 16)
+    y = torch.arange(12.0)[:, None].expand(12, 16)
+    for ramp, sobel_index in ((x, 1), (y, 2)):
+        state = (ramp[None, ..., None] * torch.tensor([1.0, 2.0, -0.5])).contiguous()
+        out = _filters(grid.perceive(state), 4)[0, 1:-1, 1:-1]  # away from the wrap
+        assert torch.allclose(out[..., 0, :], state[0, 1:-1, 1:-1])
+        assert torch.allclose(out[..., sobel_index, :], 8.0 * torch.tensor([1.0, 2.0, -0.5]).expand_as(out[..., 0, :]))
+        assert torch.allclose(out[..., 3 - sobel_index, :], torch.zeros(()), atol=1e-5)
+        assert torch.allclose(out[..., 3, :], torch.zeros(()), atol=1e-4)
+
+
+def test_grid3d_ramp_gives_constant_sobel_and_zero_laplacian():
+    grid = Grid3D((8, 9, 10))
+    z, y, x = torch.meshgrid(torch.arange(8.0), torch.arange(9.0), torch.arange(10.0), indexing="ij")
+    for ramp, sobel_index in ((x, 1), (y, 2), (z, 3)):
+        state = ramp[None, ..., None].expand(1, 8, 9, 10, C).contiguous()
+        out = _filters(grid.perceive(state), 5)[0, 1:-1, 1:-1, 1:-1]
+        for k in (1, 2, 3):
+            expected = 16.0 if k == sobel_index else 0.0  # [1,2,1]x[1,2,1]x[-1,0,1] / 2 on a unit ramp
+            assert torch.allclose(out[..., k, :], torch.full_like(out[..., k, :], expected), atol=1e-4)
+        assert torch.allclose(out[..., 4, :], torch.zeros(()), atol=1e-4)
+
+
+@pytest.mark.parametrize("grid", [Grid2D(7), Grid3D(5)])
+def test_constant_state_gives_zero_for_non_identity_filters(grid):
+    state = torch.full((2, *grid.cell_shape, C), 0.7)
+    out = _filters(grid.perceive(state), grid.perception_size)
+    assert torch.allclose(out[..., 0, :], state)
+    assert out[..., 1:, :].abs().max() < 1e-5
+
+
+def _conv_reference(state, kernels):
+    """Depthwise circular convolution with explicit kernels: the textbook definition."""
+    dims = state.dim() - 2
+    x = state.movedim(-1, 1)  # (B, C, *cells)
+    x = F.pad(x, (1, 1) * dims, mode="circular")
+    conv = F.conv2d if dims == 2 else F.conv3d
+    outs = [conv(x, k.expand(C, 1, *k.shape), groups=C).movedim(1, -1) for k in kernels]
+    return torch.cat(outs, -1)
+
+
+def test_grid2d_matches_explicit_kernels():
+    sobel_x = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]])
+    identity = torch.zeros(3, 3)
+    identity[1, 1] = 1
+    laplacian = torch.tensor([[1.0, 2, 1], [2, -12, 2], [1, 2, 1]])
+    state = torch.randn(2, 9, 11, C)
+    expected = _conv_reference(state, [identity, sobel_x, sobel_x.t(), laplacian])
+    assert torch.allclose(Grid2D((9, 11)).perceive(state), expected, atol=1e-5)
+
+
+def test_grid3d_matches_explicit_kernels():
+    smooth = torch.tensor([1.0, 2, 1])
+    diff = torch.tensor([-1.0, 0, 1])
+    outer = lambda a, b, c: a[:, None, None] * b[None, :, None] * c[None, None, :]  # (z, y, x)
+    identity = torch.zeros(3, 3, 3)
+    identity[1, 1, 1] = 1
+    offsets = torch.stack(torch.meshgrid(*[torch.tensor([-1, 0, 1])] * 3, indexing="ij")).abs().sum(0)
+    laplacian = torch.tensor([-88.0, 6, 3, 2])[offsets] / 8  # centre, faces, edges, corners
+    kernels = [identity, outer(smooth, smooth, diff) / 2, outer(smooth, diff, smooth) / 2,
+               outer(diff, smooth, smooth) / 2, laplacian]
+    state = torch.randn(1, 6, 7, 5, C)
+    assert torch.allclose(Grid3D((6, 7, 5)).perceive(state), _conv_reference(state, kernels), atol=1e-4)
+
+
+@pytest.mark.parametrize("grid", [Grid2D((10, 6)), Grid3D((5, 4, 6))])
+def test_perception_blocks_cover_the_grid_exactly(grid):
+    state = torch.randn(2, *grid.cell_shape, C)
+    whole = grid.perceive(state)
+    blocks = list(grid.perceive_blocks(state, max_cells=2 * grid.num_cells // grid.cell_shape[0]))
+    assert len(blocks) == grid.cell_shape[0]
+    assert torch.equal(torch.cat([b for _, b in blocks], 1), whole)
+
+
+@pytest.mark.parametrize("grid", [Grid2D((5, 7)), Grid3D((4, 5, 6))])
+def test_locate_weights_are_a_partition_of_unity(grid):
+    points = torch.randn(500, len(grid.cell_shape)) * 20
+    located = grid.locate(points)
+    assert located.corners.shape == (500, 2 ** len(grid.cell_shape))
+    assert (located.weights >= 0).all()
+    assert torch.allclose(located.weights.sum(-1), torch.ones(500))
+    assert located.corners.min() >= 0 and located.corners.max() < grid.num_cells
+    assert located.local.abs().max() <= 1.0
+
+
+def test_locate_interpolates_a_linear_field_and_wraps():
+    grid = Grid2D((6, 8))
+    field = (torch.arange(8.0)[None, :] * 2 + torch.arange(6.0)[:, None] * 3).reshape(-1)
+    points = torch.tensor([[2.25, 1.5], [0.0, 0.0], [8.0 + 2.25, -6.0 + 1.5]])
+    located = grid.locate(points)
+    values = (field[located.corners] * located.weights).sum(-1)
+    assert torch.allclose(values, torch.tensor([2.25 * 2 + 1.5 * 3, 0.0, 2.25 * 2 + 1.5 * 3]))
+
+
+def test_sample_points_are_ordered_like_an_image():
+    grid = Grid2D((3, 4))
+    points = grid.sample_points(2.0)
+    assert points.shape == (6 * 8, 2)
+    assert torch.equal(points[1], torch.tensor([0.75, 0.25]))  # x moves fastest
+    assert torch.equal(points[8], torch.tensor([0.25, 0.75]))
+
+
+def _decode_both_sides(model, grid, axis):
+    """Decode at points on a shared cell face, located from the cell on each side."""
+    state = torch.randn(1, *grid.cell_shape, model.config.channels)
+    dims = len(grid.cell_shape)
+    g = torch.Generator().manual_seed(3)
+    frac = torch.rand(200, dims, generator=g)
+    cell = torch.randint(0, 4, (200, dims), generator=g)
+    frac[:, axis] = 0.0
+    lower = cell.clone()
+    lower[:, axis] -= 1
+    frac_lower = frac.clone()
+    frac_lower[:, axis] = 1.0
+    a = model.decode_located(state, grid.locate_cells(cell, frac))
+    b = model.decode_located(state, grid.locate_cells(lower, frac_lower))
+    return (a - b).abs().max().item()
+
+
+@pytest.mark.parametrize("domain", ["2d", "volume"])
+def test_decoding_is_c0_across_cell_faces_with_harmonics(domain):
+    model = random_model(domain, grid_size=[5] * (2 if domain == "2d" else 3), harmonics=2)
+    grid = model.make_lattice()
+    for axis in range(len(grid.cell_shape)):
+        assert _decode_both_sides(model, grid, axis) < 1e-5
+
+
+def test_raw_cartesian_coordinate_is_not_c0():
+    model = random_model("2d", grid_size=[5, 5], harmonics=0)
+    assert _decode_both_sides(model, model.make_lattice(), 0) > 1e-3
+
+
+def test_cartesian_local_harmonics_shape_and_range():
+    frac = torch.rand(10, 3)
+    assert cartesian_local(frac, 0).shape == (10, 3)
+    encoded = cartesian_local(frac, 2)
+    assert encoded.shape == (10, 12) and encoded.abs().max() <= 1.0
+    assert torch.allclose(cartesian_local(torch.zeros(1, 2), 3), cartesian_local(torch.ones(1, 2), 3), atol=1e-6)

@@ -1,0 +1,72 @@
+import pytest
+import torch
+
+from nca3d.lattices import Grid2D, Grid3D, MeshLattice, icosphere
+from nca3d.nca import NCA, make_generator
+from tests.conftest import random_model
+
+LATTICES = {"2d": lambda: Grid2D(12), "volume": lambda: Grid3D(6), "mesh": lambda: MeshLattice(*icosphere(3))}
+
+
+@pytest.mark.parametrize("domain,expected", [("2d", 10368), ("mesh", 12416), ("volume", 12416)])
+def test_nca_parameter_counts_match_the_spec(domain, expected):
+    assert random_model(domain).nca_params == expected
+
+
+def test_new_nca_is_the_identity():
+    nca = NCA(16, 128, 4)
+    lattice = Grid2D(8)
+    state = torch.randn(2, 8, 8, 16)
+    assert torch.equal(nca.rollout(state, lattice, 5, make_generator(0)), state)
+    assert nca.hidden_to_update.weight.abs().sum() == 0
+    std = nca.perceive_to_hidden.weight.std().item()
+    assert 0.2 * (2 / (64 + 128)) ** 0.5 * 0.8 < std < 0.2 * (2 / (64 + 128)) ** 0.5 * 1.2  # Xavier, gain 0.2
+
+
+@pytest.mark.parametrize("domain", list(LATTICES))
+def test_rollout_is_reproducible_under_a_seed(domain):
+    model = random_model(domain)
+    lattice = LATTICES[domain]()
+    seed = torch.randn(2, *lattice.cell_shape, 16) * 0.1
+    with torch.no_grad():
+        a = model.rollout(seed, lattice, 6, make_generator(7))
+        b = model.rollout(seed, lattice, 6, make_generator(7))
+        c = model.rollout(seed, lattice, 6, make_generator(8))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    assert not torch.equal(a, seed)
+
+
+@pytest.mark.parametrize("domain", list(LATTICES))
+def test_inference_and_training_steps_agree(domain):
+    model = random_model(domain)
+    lattice = LATTICES[domain]()
+    seed = torch.randn(2, *lattice.cell_shape, 16) * 0.1
+    trained = model.rollout(seed, lattice, 3, make_generator(1))
+    assert trained.requires_grad
+    with torch.inference_mode():
+        inferred = model.rollout(seed, lattice, 3, make_generator(1))
+    assert torch.allclose(trained, inferred, atol=1e-5)
+
+
+def test_fire_rate_is_about_one_half():
+    model = random_model("2d")
+    lattice = Grid2D(32)
+    state = torch.randn(1, 32, 32, 16)
+    with torch.no_grad():
+        changed = (model.nca.step(state, lattice, make_generator(0)) != state).any(-1).float().mean().item()
+    assert 0.45 < changed < 0.55
+
+
+def test_wrong_lattice_is_refused():
+    model = random_model("2d")
+    with pytest.raises(ValueError, match="perceives 4"):
+        model.nca.step(torch.zeros(1, 6, 6, 6, 16), Grid3D(6))
+
+
+def test_gradients_flow_through_a_rollout():
+    model = random_model("volume")
+    lattice = Grid3D(5)
+    out = model.rollout(torch.randn(1, 5, 5, 5, 16) * 0.1, lattice, 3, make_generator(0))
+    out.square().mean().backward()
+    assert model.nca.perceive_to_hidden.weight.grad.abs().sum() > 0
