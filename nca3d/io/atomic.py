@@ -26,6 +26,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise NCA3DError(f"cannot write to '{folder}': {exc.strerror}; choose a writable output location") from None
     os.close(fd)
     tmp_path = Path(tmp)
+    umask = os.umask(0)  # mkstemp makes 0600 files; finished outputs get the usual permissions
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
