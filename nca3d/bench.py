@@ -107,7 +107,13 @@ def _print_core(results: dict) -> None:
           "decode ratio: SIREN matmul FLOP/s / matmul.")
 
 
-BENCHES = {"core": (bench_core, _print_core)}
+def _volume_bench():
+    from .volume import bench_volume, print_bench_volume
+
+    return bench_volume, print_bench_volume
+
+
+BENCHES = {"core": lambda: (bench_core, _print_core), "volume": _volume_bench}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         device = resolve_device(args.device)
-        run, show = BENCHES[args.bench]
+        run, show = BENCHES[args.bench]()
         results = run(device=device, quick=args.quick)
     except NCA3DError as exc:
         print(f"nca3d.bench: error: {exc}", file=sys.stderr)

@@ -44,6 +44,19 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _cmd_train(args) -> int:
+    from .progress import Progress
+    from .train.trainer import TrainConfig, Trainer
+
+    maps = {name: getattr(args, name) for name in ("normal", "height", "roughness", "ao") if getattr(args, name)}
+    options = {key: value for key, value in vars(args).items()
+               if key in TrainConfig.__dataclass_fields__ and value is not None and key != "maps"}
+    config = TrainConfig(maps=maps, **options)
+    files = Trainer(config, Progress(args.progress)).run(resume=args.resume)
+    Progress(args.progress).done(files)
+    return 0
+
+
 def _cmd_bench(args) -> int:
     from .bench import main as bench_main
 
@@ -68,6 +81,37 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="print a model's header as JSON")
     info.add_argument("model")
     info.set_defaults(run=_cmd_info)
+
+    train = sub.add_parser("train", help="train a model from an exemplar image")
+    train.add_argument("exemplar", help="exemplar image (PNG/JPEG); for PBR, the albedo")
+    for name in ("normal", "height", "roughness", "ao"):
+        train.add_argument(f"--{name}", metavar="F", help=f"{name} map of the same size (PBR training)")
+    train.add_argument("--domain", default="2d", choices=["2d", "mesh", "volume"])
+    train.add_argument("--out", required=True, help="output NAME.nca3d (checkpoint NAME.ckpt beside it)")
+    budget = train.add_mutually_exclusive_group()
+    budget.add_argument("--iters", type=int, help="iterations (default 2000)")
+    budget.add_argument("--minutes", type=float, help="wall-clock budget instead of an iteration count")
+    train.add_argument("--resume", action="store_true", help="continue from NAME.ckpt")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--features", choices=["effnet", "patches", "vgg16"], help="texture features (default effnet)")
+    train.add_argument("--distance", choices=["emd", "swd"], help="feature distance (default emd)")
+    train.add_argument("--vgg-weights", dest="vgg_weights", metavar="PATH", help="torchvision VGG16 weights")
+    for name, kind in (("channels", int), ("hidden", int), ("grid", int), ("harmonics", int), ("batch", int),
+                       ("pool", int), ("patch", int), ("checkpoint_every", int), ("lr", float),
+                       ("ray_samples", int), ("samples", int), ("min_steps", int), ("max_steps", int),
+                       ("seed_every", int), ("overflow_weight", float)):
+        train.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind)
+    train.add_argument("--license", help="licence of the exemplar (stored in the model header)")
+    train.add_argument("--credit", help="credit line for the exemplar's author")
+    train.add_argument("--device", default="auto")
+    train.add_argument("--progress", default="bar", choices=["bar", "json", "none"])
+    train.set_defaults(run=_cmd_train)
+
+    volume = sub.add_parser("volume", help="grow a volume model and write OpenVDB (same as python -m nca3d.volume)")
+    from .volume import add_arguments as add_volume_arguments, run as run_volume
+
+    add_volume_arguments(volume)
+    volume.set_defaults(run=run_volume)
 
     bench = sub.add_parser("bench", help="benchmarks (same as python -m nca3d.bench)")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)

@@ -206,10 +206,15 @@ class Model(nn.Module):
 
     def decode_located(self, state: Tensor, located) -> Tensor:
         """state (B, *cells, C), Located with Q points -> decoded outputs (B, Q, K)."""
-        flat = state.reshape(state.shape[0], -1, state.shape[-1])
-        corners = flat[:, located.corners]  # (B, Q, K, C)
-        interpolated = torch.einsum("bqkc,qk->bqc", corners, located.weights.to(flat.dtype))
-        batch, count = interpolated.shape[:2]
+        batch, channels = state.shape[0], state.shape[-1]
+        flat = state.reshape(-1, channels)  # (B*M, C)
+        cells = flat.shape[0] // batch
+        count, corners = located.corners.shape
+        index = located.corners.unsqueeze(0) + (torch.arange(batch, device=flat.device) * cells).view(-1, 1, 1)
+        weights = located.weights.to(flat.dtype).unsqueeze(0).expand(batch, -1, -1)
+        # A fused weighted gather: sum_k w_k s[corner_k] for every point of every batch element.
+        interpolated = F.embedding_bag(index.reshape(-1, corners), flat, mode="sum",
+                                       per_sample_weights=weights.reshape(-1, corners)).view(batch, count, channels)
         local = located.local.to(flat.dtype).unsqueeze(0).expand(batch, -1, -1)
         raw = self.lppn(torch.cat([local, interpolated], dim=-1).reshape(batch * count, -1))
         return self.activate(raw.reshape(batch, count, -1))

@@ -1,0 +1,110 @@
+"""Image reading and writing: PNG (8/16-bit), JPEG and other Pillow formats; atomic writes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import NCA3DError
+from .atomic import atomic_path
+
+MIN_EXEMPLAR_SIZE = 16
+
+
+def read_image(path: str | os.PathLike) -> tuple[np.ndarray, str]:
+    """Read an image as float32 (H, W, C) in [0, 1]; returns (pixels, Pillow mode).
+
+    8- and 16-bit, greyscale, palette, RGB and RGBA inputs are all read; C is 1, 2, 3 or 4.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise NCA3DError(f"image '{path}' not found; check the path")
+    if not path.is_file():
+        raise NCA3DError(f"image '{path}' is not a file")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            mode = image.mode
+            if mode == "P":
+                image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+            elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+                image = image.convert("RGB")
+            array = np.asarray(image)
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise NCA3DError(f"'{path}' is not a readable image ({exc}); use a PNG or JPEG file") from None
+    if array.dtype == np.bool_:
+        pixels = array.astype(np.float32)
+    elif np.issubdtype(array.dtype, np.integer):
+        peak = 65535.0 if mode.startswith("I") or array.dtype == np.uint16 else 255.0
+        pixels = array.astype(np.float32) / peak
+    else:
+        pixels = array.astype(np.float32)
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    return np.clip(pixels, 0.0, 1.0), mode
+
+
+def write_png(path: str | os.PathLike, pixels: np.ndarray, bits: int = 8) -> None:
+    """Write float (H, W[, C]) in [0, 1] as an 8- or 16-bit PNG (C = 1, 3 or 4), atomically."""
+    pixels = np.asarray(pixels, dtype=np.float32)
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[..., 0]
+    pixels = np.clip(np.nan_to_num(pixels), 0.0, 1.0)
+    if bits == 8:
+        image = Image.fromarray(np.round(pixels * 255).astype(np.uint8))
+    elif bits == 16:
+        if pixels.ndim != 2:
+            # Pillow writes 16-bit PNG only for single-channel images; colour goes through numpy.
+            return _write_png16_colour(path, pixels)
+        image = Image.fromarray(np.round(pixels * 65535).astype(np.uint16))
+    else:
+        raise ValueError("bits must be 8 or 16")
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
+def _write_png16_colour(path, pixels: np.ndarray) -> None:
+    """16-bit RGB(A) PNG written directly (Pillow cannot), zlib-compressed."""
+    import struct
+    import zlib
+
+    height, width, channels = pixels.shape
+    colour_type = {3: 2, 4: 6}[channels]
+    data = np.round(pixels * 65535).astype(">u2").reshape(height, width * channels)
+    raw = b"".join(b"\x00" + row.tobytes() for row in data)
+
+    def chunk(tag: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    blob = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(blob)
+
+
+def read_exemplar(path: str | os.PathLike, role: str = "exemplar") -> tuple[np.ndarray, bool]:
+    """Read a texture exemplar as RGB float32 (H, W, 3); returns (pixels, is_grey).
+
+    Greyscale inputs are replicated to RGB and flagged so training can keep them grey; opaque
+    RGBA is accepted; transparency, tiny images and unreadable files are refused in one line.
+    """
+    pixels, mode = read_image(path)
+    height, width, channels = pixels.shape
+    if min(height, width) < MIN_EXEMPLAR_SIZE:
+        raise NCA3DError(f"{role} '{path}' is only {width}x{height} px; use an image of at least "
+                         f"{MIN_EXEMPLAR_SIZE}x{MIN_EXEMPLAR_SIZE} px (ideally 256 or more)")
+    if channels in (2, 4):
+        alpha = pixels[..., -1]
+        if alpha.min() < 1.0:
+            raise NCA3DError(f"{role} '{path}' has transparent pixels; flatten it onto a background "
+                             f"(or drop the alpha channel) first")
+        pixels = pixels[..., :-1]
+    grey = pixels.shape[2] == 1
+    if grey:
+        pixels = np.repeat(pixels, 3, axis=2)
+    else:
+        grey = bool(np.abs(pixels - pixels.mean(2, keepdims=True)).max() < 1.5 / 255)
+    return np.ascontiguousarray(pixels), grey

@@ -1,0 +1,1 @@
+"""Renderers: ray-marched volumes (training and previews)."""

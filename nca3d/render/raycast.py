@@ -1,0 +1,257 @@
+"""Ray casting and closest-point queries on triangle meshes, over Embree.
+
+The backend is open3d's `RaycastingScene` (Embree 3 inside; `pip install 'nca3d[mesh]'`), or
+`embreex` when open3d is missing. Both are imported only when a `RayCaster` is built.
+
+Barycentrics are always in the triangle's own vertex order: for face (i0, i1, i2) a point is
+    w0 * V[i0] + w1 * V[i1] + w2 * V[i2],  w0 = 1 - u - v, w1 = u, w2 = v
+with (u, v) Embree's hit coordinates (u weights the second vertex, v the third).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import NCA3DError
+
+BACKENDS = ("open3d", "embreex")
+INSTALL_HINT = ("install it with: pip install 'nca3d[mesh]' (open3d-cpu; on Linux it also needs the system "
+                "library libusb-1.0: apt-get install libusb-1.0-0) or pip install embreex")
+
+
+def _load_backend(name: str | None):
+    """(name, module) of the first usable backend, or one line saying how to get one."""
+    reasons = []
+    for candidate in ([name] if name else BACKENDS):
+        if candidate not in BACKENDS:
+            raise ValueError(f"unknown ray-casting backend '{candidate}'; use one of {', '.join(BACKENDS)}")
+        try:
+            if candidate == "open3d":
+                import open3d.core
+                import open3d.t.geometry
+
+                return candidate, open3d
+            import embreex.mesh_construction
+            import embreex.rtcore_scene
+
+            return candidate, embreex
+        except (ImportError, OSError) as exc:  # a missing shared library surfaces as either
+            reasons.append(f"{candidate}: {' '.join(str(exc).split())}")
+    raise NCA3DError(f"ray casting needs open3d or embreex ({'; '.join(reasons)}); {INSTALL_HINT}")
+
+
+def _as_points(array, name: str) -> np.ndarray:
+    array = np.asarray(array, dtype=np.float64)
+    if array.ndim != 2 or array.shape[1] != 3:
+        raise ValueError(f"{name} must have shape (n, 3), got {array.shape}")
+    return array
+
+
+class RayCaster:
+    """A static triangle mesh (vertices (N, 3), faces (F, 3)) for ray and closest-point queries.
+
+    backend: "open3d", "embreex" or None for the first that imports.
+    """
+
+    def __init__(self, vertices, faces, backend: str | None = None):
+        self.vertices = _as_points(vertices, "vertices")
+        self.faces = np.asarray(faces, dtype=np.int64)
+        if self.faces.ndim != 2 or self.faces.shape[1] != 3 or len(self.faces) == 0:
+            raise ValueError("faces must have shape (F, 3) with F > 0")
+        if self.faces.min() < 0 or self.faces.max() >= len(self.vertices):
+            raise ValueError("faces must index existing vertices")
+        self.backend, module = _load_backend(backend)
+        vertices32 = np.ascontiguousarray(self.vertices, dtype=np.float32)
+        if self.backend == "open3d":
+            self._o3c = module.core
+            self._scene = module.t.geometry.RaycastingScene()
+            self._scene.add_triangles(self._o3c.Tensor(vertices32),
+                                      self._o3c.Tensor(np.ascontiguousarray(self.faces, dtype=np.uint32)))
+        else:
+            from embreex.mesh_construction import TriangleMesh
+            from embreex.rtcore_scene import EmbreeScene
+
+            self._scene = EmbreeScene()
+            TriangleMesh(scene=self._scene, vertices=vertices32,
+                         indices=np.ascontiguousarray(self.faces, dtype=np.int32))
+        self._tree = None  # embreex closest points: KD-tree over face centroids, built on demand
+
+    def __repr__(self) -> str:
+        return f"RayCaster({len(self.vertices)} vertices, {len(self.faces)} faces, backend={self.backend})"
+
+    # --- rays --------------------------------------------------------------------------------
+    def cast(self, origins, directions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """First hits of rays origin + t * direction (t > 0; directions need not be unit).
+
+        Returns face_id (R,) int64 (-1 for a miss), bary (R, 3) float32 in the face's vertex
+        order (zeros for a miss) and t (R,) float32 in units of |direction| (inf for a miss).
+        """
+        origins = _as_points(origins, "origins").astype(np.float32)
+        directions = _as_points(directions, "directions").astype(np.float32)
+        if origins.shape != directions.shape:
+            raise ValueError(f"origins {origins.shape} and directions {directions.shape} differ")
+        if len(origins) == 0:
+            return np.zeros(0, np.int64), np.zeros((0, 3), np.float32), np.zeros(0, np.float32)
+        if self.backend == "open3d":
+            rays = self._o3c.Tensor(np.ascontiguousarray(np.concatenate([origins, directions], axis=1)))
+            hits = self._scene.cast_rays(rays)
+            t = hits["t_hit"].numpy().astype(np.float32)
+            face = hits["primitive_ids"].numpy().astype(np.int64)
+            uv = hits["primitive_uvs"].numpy()
+            miss = ~np.isfinite(t)
+        else:
+            hits = self._scene.run(origins, directions, output=1)
+            face = hits["primID"].astype(np.int64)
+            t = hits["tfar"].astype(np.float32)
+            uv = np.stack([hits["u"], hits["v"]], axis=1)
+            miss = face < 0
+        face[miss] = -1
+        t[miss] = np.inf
+        bary = np.empty((len(face), 3), np.float32)
+        bary[:, 1:] = uv
+        bary[:, 0] = 1.0 - uv[:, 0] - uv[:, 1]
+        bary[miss] = 0.0
+        return face, normalise_bary(bary), t
+
+    # --- closest points ----------------------------------------------------------------------
+    def closest_points(self, points) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The closest surface point to each query point (Q, 3).
+
+        Returns face_id (Q,) int64, bary (Q, 3) float32 in the face's vertex order and the
+        distance (Q,) float32 from the query to that surface point.
+        """
+        points = _as_points(points, "points")
+        if len(points) == 0:
+            return np.zeros(0, np.int64), np.zeros((0, 3), np.float32), np.zeros(0, np.float32)
+        if self.backend == "open3d":
+            found = self._scene.compute_closest_points(self._o3c.Tensor(points.astype(np.float32)))
+            face = found["primitive_ids"].numpy().astype(np.int64)
+        else:
+            face = self._closest_faces_numpy(points)
+        # Barycentrics and distance in float64 from the chosen face (exact on it).
+        a, b, c = (self.vertices[self.faces[face, k]] for k in range(3))
+        bary = closest_on_triangles(points, a, b, c)
+        surface = bary[:, :1] * a + bary[:, 1:2] * b + bary[:, 2:] * c
+        distance = np.linalg.norm(points - surface, axis=1)
+        return face, normalise_bary(bary.astype(np.float32)), distance.astype(np.float32)
+
+    def _closest_faces_numpy(self, points: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
+        """Exact closest face per point from the k nearest face centroids, k growing as needed.
+
+        A face whose centroid is at distance d is at least d - R away (R: the largest
+        centroid-to-corner distance), so the search stops once the best distance is <= d_k - R.
+        """
+        from scipy.spatial import cKDTree
+
+        corners = self.vertices[self.faces]  # (F, 3, 3)
+        if self._tree is None:
+            centroids = corners.mean(axis=1)
+            self._radius = float(np.linalg.norm(corners - centroids[:, None], axis=2).max())
+            self._tree = cKDTree(centroids)
+        total = len(self.faces)
+        result = np.zeros(len(points), np.int64)
+        pending = np.arange(len(points))
+        k = min(8, total)
+        while len(pending):
+            step = max(1, chunk // k)
+            unresolved = []
+            for start in range(0, len(pending), step):
+                rows = pending[start:start + step]
+                dist, cand = self._tree.query(points[rows], k=k)
+                dist, cand = dist.reshape(len(rows), k), cand.reshape(len(rows), k)
+                p = np.repeat(points[rows], k, axis=0)
+                tri = corners[cand.reshape(-1)]
+                bary = closest_on_triangles(p, tri[:, 0], tri[:, 1], tri[:, 2])
+                near = np.einsum("qk,qkd->qd", bary, tri)
+                d = np.linalg.norm(p - near, axis=1).reshape(len(rows), k)
+                best = d.argmin(axis=1)
+                result[rows] = cand[np.arange(len(rows)), best]
+                done = (k >= total) | (d[np.arange(len(rows)), best] <= dist[:, -1] - self._radius)
+                unresolved.append(rows[~done])
+            pending = np.concatenate(unresolved)
+            k = min(total, k * 4)
+        return result
+
+
+def normalise_bary(bary: np.ndarray) -> np.ndarray:
+    """Clip float noise below 0 and rescale rows to sum 1 (rows of zeros stay zero)."""
+    bary = np.clip(bary, 0.0, None)
+    total = bary.sum(axis=1, keepdims=True)
+    return np.divide(bary, total, out=np.zeros_like(bary), where=total > 0)
+
+
+def closest_on_triangles(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Barycentrics (Q, 3) of the point of triangle (a, b, c) closest to p, all (Q, 3).
+
+    Voronoi-region test (Ericson, Real-Time Collision Detection, 5.1.5), vectorised. A
+    degenerate triangle whose interior formula is undefined falls back to its corner a.
+    """
+    p, a, b, c = (np.asarray(x, dtype=np.float64) for x in (p, a, b, c))
+
+    def dot(x, y):
+        return np.einsum("qd,qd->q", x, y)
+
+    ab, ac, ap = b - a, c - a, p - a
+    bp, cp = p - b, p - c
+    d1, d2 = dot(ab, ap), dot(ac, ap)
+    d3, d4 = dot(ab, bp), dot(ac, bp)
+    d5, d6 = dot(ab, cp), dot(ac, cp)
+    va, vb, vc = d3 * d6 - d5 * d4, d5 * d2 - d1 * d6, d1 * d4 - d3 * d2
+    zero, one = np.zeros_like(d1), np.ones_like(d1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_ab = d1 / (d1 - d3)
+        t_ac = d2 / (d2 - d6)
+        t_bc = (d4 - d3) / ((d4 - d3) + (d5 - d6))
+        denom = 1.0 / (va + vb + vc)
+    v, w = vb * denom, vc * denom
+    regions = [
+        (d1 <= 0) & (d2 <= 0),                                  # corner a
+        (d3 >= 0) & (d4 <= d3),                                 # corner b
+        (vc <= 0) & (d1 >= 0) & (d3 <= 0),                      # edge ab
+        (d6 >= 0) & (d5 <= d6),                                 # corner c
+        (vb <= 0) & (d2 >= 0) & (d6 <= 0),                      # edge ac
+        (va <= 0) & (d4 - d3 >= 0) & (d5 - d6 >= 0),            # edge bc
+    ]
+    choices = [
+        np.stack([one, zero, zero], 1),
+        np.stack([zero, one, zero], 1),
+        np.stack([1 - t_ab, t_ab, zero], 1),
+        np.stack([zero, zero, one], 1),
+        np.stack([1 - t_ac, zero, t_ac], 1),
+        np.stack([zero, 1 - t_bc, t_bc], 1),
+    ]
+    inside = np.stack([1 - v - w, v, w], 1)
+    bary = np.select([r[:, None] for r in regions], choices, default=inside)
+    bad = ~np.isfinite(bary).all(axis=1)
+    bary[bad] = (1.0, 0.0, 0.0)
+    return bary
+
+
+def pinhole_rays(eye, target, up, fov_deg: float, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rays of a pinhole camera at `eye` looking at `target`, `up` pointing up in the image.
+
+    fov_deg is the vertical field of view; pixels are square. Returns origins and unit
+    directions (H*W, 3) float32 in image row order (row 0 at the top, x fastest).
+    """
+    eye, target, up = (np.asarray(x, dtype=np.float64).reshape(3) for x in (eye, target, up))
+    if width < 1 or height < 1 or not 0.0 < fov_deg < 180.0:
+        raise ValueError("pinhole_rays needs width, height >= 1 and 0 < fov_deg < 180")
+    forward = target - eye
+    if np.linalg.norm(forward) == 0:
+        raise ValueError("pinhole_rays: eye and target coincide")
+    forward /= np.linalg.norm(forward)
+    right = np.cross(forward, up)
+    if np.linalg.norm(right) < 1e-9:
+        raise ValueError("pinhole_rays: up is parallel to the view direction")
+    right /= np.linalg.norm(right)
+    true_up = np.cross(right, forward)
+    half = math.tan(math.radians(fov_deg) / 2.0)
+    ys = (1.0 - (np.arange(height) + 0.5) / height * 2.0) * half
+    xs = ((np.arange(width) + 0.5) / width * 2.0 - 1.0) * half * width / height
+    y, x = np.meshgrid(ys, xs, indexing="ij")
+    directions = forward + x.reshape(-1, 1) * right + y.reshape(-1, 1) * true_up
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    origins = np.broadcast_to(eye, directions.shape)
+    return np.ascontiguousarray(origins, dtype=np.float32), directions.astype(np.float32)

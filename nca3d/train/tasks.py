@@ -1,0 +1,87 @@
+"""Supervision tasks: each owns a lattice and renders a model's state as loss crops.
+
+`render` returns the crops in TextureLoss's layout: for each scale s (1, 2, 4), `s` crops each
+of (B, K, patch, patch), covering 1/s of the lattice's extent and rendered directly at patch
+resolution through the LPPN, so finer scales see finer decoded detail at flat memory.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..lattices import Grid2D, Grid3D
+from ..model import Model
+from ..render.volume import march_rays, orthographic_rays
+
+
+def crop_grid(patch: int, device=None) -> Tensor:
+    """Pixel centres of a patch x patch crop in [0, 1]^2, image order (y rows, x fastest): (p*p, 2)."""
+    t = (torch.arange(patch, device=device, dtype=torch.float32) + 0.5) / patch
+    y, x = torch.meshgrid(t, t, indexing="ij")
+    return torch.stack([x.reshape(-1), y.reshape(-1)], dim=-1)
+
+
+class Texture2DTask:
+    """Flat periodic textures: crops of the Grid2D torus, rendered at patch resolution."""
+
+    def __init__(self, grid: int, harmonics: int, patch: int, scales=(1, 2, 4)):
+        self.lattice = Grid2D(grid, harmonics)
+        self.patch, self.scales = patch, tuple(scales)
+
+    def render(self, model: Model, state: Tensor, generator: torch.Generator) -> list[Tensor]:
+        batch, extent = state.shape[0], float(self.lattice.cell_shape[1])
+        unit = crop_grid(self.patch, state.device)
+        points, crops = [], 0
+        for scale in self.scales:
+            for _ in range(scale):
+                origin = torch.rand(2, generator=generator, device=state.device) * extent
+                points.append(origin + unit * (extent / scale))
+                crops += 1
+        values = model.decode(state, self.lattice, torch.cat(points))  # (B, crops*p*p, K)
+        images = values.reshape(batch, crops, self.patch, self.patch, -1).permute(1, 0, 4, 2, 3)
+        return list(images.unbind(0))
+
+    @torch.no_grad()
+    def preview(self, model: Model, state: Tensor, scale: float = 4.0) -> np.ndarray:
+        """The whole tile of state[0] at `scale` x lattice resolution: (H, W, K) float."""
+        values = model.decode(state[:1], self.lattice, self.lattice.sample_points(scale))
+        h, w = (round(n * scale) for n in self.lattice.cell_shape)
+        return values.reshape(h, w, -1).cpu().numpy()
+
+
+class VolumeTask:
+    """Solid textures: near-orthographic emission-absorption renders of the periodic cube."""
+
+    def __init__(self, grid: int, harmonics: int, patch: int, scales=(1, 2, 4), samples: int = 48,
+                 background=(1.0, 1.0, 1.0)):
+        self.lattice = Grid3D(grid, harmonics)
+        self.patch, self.scales, self.samples = patch, tuple(scales), samples
+        self.background = torch.tensor(background, dtype=torch.float32)
+
+    def _views(self, batch: int, generator, device) -> list[tuple[Tensor, Tensor]]:
+        """Rays (origins, directions) of each crop, for a random direction per crop."""
+        unit = crop_grid(self.patch, device) * 2.0 - 1.0  # film coordinates in [-1, 1]
+        views = []
+        for scale in self.scales:
+            for _ in range(scale):
+                centre = (torch.rand(2, generator=generator, device=device) * 2 - 1) * (1 - 1 / scale)
+                film = centre + unit / scale
+                views.append(orthographic_rays(film, generator))
+        return views
+
+    def render(self, model: Model, state: Tensor, generator: torch.Generator) -> list[Tensor]:
+        crops = []
+        for origins, directions in self._views(state.shape[0], generator, state.device):
+            rgb = march_rays(model, state, self.lattice, origins, directions, self.samples,
+                             self.background.to(state.device))  # (B, p*p, 3)
+            crops.append(rgb.reshape(state.shape[0], self.patch, self.patch, 3).permute(0, 3, 1, 2))
+        return crops
+
+    @torch.no_grad()
+    def preview(self, model: Model, state: Tensor, size: int = 128) -> np.ndarray:
+        from ..render.volume import render_volume_image
+
+        return render_volume_image(model, state[:1], self.lattice, size=size, samples=96,
+                                   background=self.background)

@@ -1,0 +1,307 @@
+"""The training loop: state pool, random rollouts, texture loss, checkpoints and resume.
+
+A run writes NAME.nca3d (with provenance and the resolved config in its header), and next to it
+NAME.ckpt (safetensors: weights, Adam state, pool, RNG; rewritten atomically every
+`checkpoint_every` iterations), NAME.loss.png and NAME.preview.png.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from ..device import resolve_device
+from ..errors import NCA3DError
+from ..io.atomic import write_bytes_atomic
+from ..io.images import read_exemplar, write_png
+from ..io.model_file import save_model
+from ..model import Model, ModelConfig
+from ..progress import Progress
+from .features import make_feature_extractor
+from .losses import TextureLoss, overflow_loss
+from .tasks import Texture2DTask, VolumeTask
+
+PBR_MAPS = ("height", "roughness", "ao", "normal")
+FLAT_MAP_VALUES = {"height": (0.5,), "roughness": (0.5,), "ao": (1.0,), "normal": (0.5, 0.5, 1.0)}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; saved into the model header and the checkpoint."""
+
+    exemplar: str
+    out: str
+    domain: str = "2d"
+    maps: dict = field(default_factory=dict)  # PBR maps by name -> path (2d / mesh)
+    iters: int = 0  # 0: 2000, or unlimited when `minutes` is set
+    minutes: float = 0.0  # > 0: stop when this much time has been spent (checkpointed)
+    seed: int = 0
+    features: str = "effnet"
+    distance: str = "emd"
+    vgg_weights: str | None = None
+    channels: int = 12
+    hidden: int = 96
+    grid: int = 0  # 2d / volume: cells per side (0: 64 / 32); mesh: icosphere frequency (0: 64)
+    harmonics: int = 1
+    pool: int = 256
+    batch: int = 4
+    seed_every: int = 8
+    min_steps: int = 32
+    max_steps: int = 96
+    lr: float = 1e-3
+    lr_decay: float = 0.3
+    lr_decay_every: int = 1000
+    overflow_weight: float = 30.0
+    grey_weight: float = 10.0
+    patch: int = 96
+    samples: int = 512
+    ray_samples: int = 40
+    checkpoint_every: int = 50
+    license: str | None = None
+    credit: str | None = None
+    device: str = "auto"
+
+    def __post_init__(self):
+        if self.domain not in ("2d", "mesh", "volume"):
+            raise NCA3DError(f"unknown training domain '{self.domain}'; use 2d, mesh or volume")
+        if self.iters == 0:
+            self.iters = 10 ** 9 if self.minutes > 0 else 2000
+        if self.grid <= 0:
+            self.grid = 32 if self.domain == "volume" else 64
+        if self.domain == "volume":
+            self.min_steps, self.max_steps = min(self.min_steps, 16), min(self.max_steps, 48)
+        if self.maps and self.domain == "volume":
+            raise NCA3DError("volume models learn colour only; drop the --normal/--height/--roughness/--ao maps")
+        unknown = set(self.maps) - set(PBR_MAPS)
+        if unknown:
+            raise NCA3DError(f"unknown map kinds {sorted(unknown)}; use {', '.join(PBR_MAPS)}")
+        if self.iters < 1 or self.batch < 1 or self.pool < self.batch:
+            raise NCA3DError("need iters >= 1, batch >= 1 and pool >= batch")
+        if not 1 <= self.min_steps <= self.max_steps:
+            raise NCA3DError("need 1 <= min_steps <= max_steps")
+
+
+def _square(pixels: np.ndarray) -> np.ndarray:
+    """Centre-crop (H, W, C) to a square: the full lattice view maps onto the whole exemplar."""
+    h, w = pixels.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return pixels[top:top + side, left:left + side]
+
+
+def load_exemplar_stack(config: TrainConfig) -> tuple[torch.Tensor, list[slice], bool, str]:
+    """The exemplar (K, S, S) in [0, 1], its map slices, whether it is grey, and its sha256."""
+    albedo, grey = read_exemplar(config.exemplar)
+    digest = hashlib.sha256(Path(config.exemplar).read_bytes())
+    layers, slices = [_square(albedo)], [slice(0, 3)]
+    if config.maps:
+        size = albedo.shape[:2]
+        for name in PBR_MAPS:
+            start = sum(layer.shape[2] for layer in layers)
+            width = len(FLAT_MAP_VALUES[name])
+            if name in config.maps:
+                pixels, _ = read_exemplar(config.maps[name], role=f"{name} map")
+                if pixels.shape[:2] != size:
+                    raise NCA3DError(f"{name} map '{config.maps[name]}' is {pixels.shape[1]}x{pixels.shape[0]} px "
+                                     f"but the exemplar is {size[1]}x{size[0]}; give maps of the same size")
+                digest.update(Path(config.maps[name]).read_bytes())
+                layer = _square(pixels)[..., :width] if width == 3 else _square(pixels).mean(2, keepdims=True)
+                slices.append(slice(start, start + width))
+            else:
+                layer = np.broadcast_to(np.array(FLAT_MAP_VALUES[name], np.float32), layers[0].shape[:2] + (width,))
+            layers.append(layer)
+        grey = False
+    stack = np.concatenate(layers, axis=2).transpose(2, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(stack)).float(), slices, grey, digest.hexdigest()
+
+
+def checkpoint_path(out: str) -> Path:
+    return Path(out).with_suffix(".ckpt")
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, progress: Progress | None = None):
+        self.config = config
+        self.progress = progress or Progress("bar")
+        self.device = resolve_device(config.device)
+        exemplar, slices, self.grey, self.exemplar_sha256 = load_exemplar_stack(config)
+        outputs = "pbr" if config.maps else ("rgba" if config.domain == "volume" else "rgb")
+        sizes = {"2d": dict(grid_size=[config.grid] * 2), "volume": dict(grid_size=[config.grid] * 3),
+                 "mesh": dict(icosphere_frequency=config.grid)}[config.domain]
+        model_config = ModelConfig(domain=config.domain, outputs=outputs, channels=config.channels,
+                                   hidden=config.hidden, **sizes,
+                                   harmonics=0 if config.domain == "mesh" else config.harmonics)
+        torch.manual_seed(config.seed)
+        self.model = Model(model_config).to(self.device)
+        if config.domain == "2d":
+            self.task = Texture2DTask(config.grid, config.harmonics, config.patch)
+        elif config.domain == "volume":
+            self.task = VolumeTask(config.grid, config.harmonics, config.patch, samples=config.ray_samples)
+        else:
+            from .mesh_task import MeshTask
+
+            self.progress.update("raycast", 0.0, "ray-cast views of the icosphere (cached after the first run)")
+            self.task = MeshTask(frequency=config.grid, patch=config.patch).to(self.device)
+        self.progress.update("features", 0.0, f"loading {config.features} features")
+        extractor = make_feature_extractor(config.features, vgg_weights=config.vgg_weights, device=self.device)
+        self.loss_fn = TextureLoss(exemplar.to(self.device), extractor, distance=config.distance,
+                                   patch=config.patch, samples=config.samples, map_slices=slices, seed=config.seed)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.pool = self.model.seed(self.task.lattice, config.pool)
+        self.iteration, self.elapsed, self.losses = 0, 0.0, []
+
+    # --- checkpoints -----------------------------------------------------------------------
+    def _checkpoint_tensors(self) -> dict[str, torch.Tensor]:
+        tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        for index, param in enumerate(self.model.parameters()):
+            for key, value in self.optimizer.state.get(param, {}).items():
+                tensors[f"adam.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+        tensors["pool"] = self.pool.cpu().contiguous()
+        tensors["rng"] = self.generator.get_state().contiguous()
+        return tensors
+
+    def save_checkpoint(self) -> None:
+        meta = {"iteration": self.iteration, "elapsed": self.elapsed, "losses": self.losses,
+                "config": dataclasses.asdict(self.config), "exemplar_sha256": self.exemplar_sha256}
+        write_bytes_atomic(checkpoint_path(self.config.out),
+                           save(self._checkpoint_tensors(), metadata={"nca3d_checkpoint": json.dumps(meta)}))
+
+    def resume(self) -> bool:
+        """Continue from NAME.ckpt if it exists; False when there is none."""
+        path = checkpoint_path(self.config.out)
+        if not path.exists():
+            return False
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as f:
+                meta = json.loads(f.metadata()["nca3d_checkpoint"])
+            tensors = load_file(str(path))
+        except (SafetensorError, OSError, KeyError, ValueError) as exc:
+            raise NCA3DError(f"checkpoint '{path}' is unreadable ({exc}); delete it to start over") from None
+        if meta["exemplar_sha256"] != self.exemplar_sha256:
+            raise NCA3DError(f"checkpoint '{path}' was trained on a different exemplar; delete it or change --out")
+        saved = {k: v for k, v in meta["config"].items() if k not in ("iters", "minutes", "device")}
+        current = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in ("iters", "minutes", "device")}
+        if saved != current:
+            changed = sorted(k for k in current if saved.get(k) != current[k])
+            raise NCA3DError(f"checkpoint '{path}' was made with different settings ({', '.join(changed)}); "
+                             f"use the same options or delete it")
+        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        for index, param in enumerate(self.model.parameters()):
+            state = {k.split(".", 2)[2]: v.to(self.device) for k, v in tensors.items() if k.startswith(f"adam.{index}.")}
+            if state:
+                self.optimizer.state[param] = state
+        self.pool = tensors["pool"].to(self.device)
+        self.generator.set_state(tensors["rng"])
+        self.iteration, self.elapsed, self.losses = meta["iteration"], meta["elapsed"], meta["losses"]
+        return True
+
+    # --- one iteration ---------------------------------------------------------------------
+    def _lr(self) -> float:
+        return self.config.lr * self.config.lr_decay ** (self.iteration // self.config.lr_decay_every)
+
+    def step(self) -> float:
+        cfg, g = self.config, self.generator
+        index = torch.randperm(cfg.pool, generator=g, device=self.device)[:cfg.batch]
+        state = self.pool[index].clone()
+        if self.iteration % cfg.seed_every == 0:
+            state[0] = 0.0  # re-inject the seed
+        steps = int(torch.randint(cfg.min_steps, cfg.max_steps + 1, (1,), generator=g, device=self.device))
+        state = self.model.rollout(state, self.task.lattice, steps, g)
+        crops = self.task.render(self.model, state, g)
+        if self.grey:
+            greys = [c.mean(1, keepdim=True) for c in crops]
+            tie = sum((c - gc).abs().mean() for c, gc in zip(crops, greys)) / len(crops)
+            crops = [gc.expand_as(c) for c, gc in zip(crops, greys)]
+        texture = self.loss_fn.score(crops, generator=g)
+        loss = texture + cfg.overflow_weight * overflow_loss(state)
+        if self.grey:
+            loss = loss + cfg.grey_weight * tie
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for param in self.model.nca.parameters():  # per-tensor gradient normalisation
+            if param.grad is not None:
+                param.grad /= param.grad.norm() + 1e-8
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._lr()
+        self.optimizer.step()
+        self.pool[index] = state.detach()
+        self.iteration += 1
+        return float(texture.detach())
+
+    # --- the run ---------------------------------------------------------------------------
+    def run(self, resume: bool = False) -> list[str]:
+        cfg = self.config
+        if resume and self.resume():
+            self.progress.update("train", self.iteration / cfg.iters, f"resumed at iteration {self.iteration}", force=True)
+        start, start_elapsed = time.monotonic(), self.elapsed
+        while self.iteration < cfg.iters:
+            loss = self.step()
+            self.losses.append(loss)
+            self.elapsed = start_elapsed + time.monotonic() - start
+            fraction = self.iteration / cfg.iters
+            if cfg.minutes > 0:
+                fraction = max(fraction, self.elapsed / (cfg.minutes * 60))
+            self.progress.update("train", min(fraction, 1.0),
+                                 f"it {self.iteration} loss {loss:.4f} lr {self._lr():.1e}")
+            if self.iteration % cfg.checkpoint_every == 0:
+                self.save_checkpoint()
+            if cfg.minutes > 0 and self.elapsed >= cfg.minutes * 60:
+                break
+        self.save_checkpoint()
+        return self.finish()
+
+    def finish(self) -> list[str]:
+        cfg = self.config
+        out = Path(cfg.out)
+        self.model.provenance.update(
+            exemplar=Path(cfg.exemplar).name, exemplar_sha256=self.exemplar_sha256, license=cfg.license,
+            credit=cfg.credit, iterations=self.iteration,
+            final_loss=float(np.mean(self.losses[-50:])) if self.losses else None,
+            grey=self.grey, config=dataclasses.asdict(cfg), minutes=round(self.elapsed / 60, 2))
+        save_model(self.model, out)
+        files = [str(out)]
+        loss_png = out.with_suffix(".loss.png")
+        write_png(loss_png, plot_curve(self.losses))
+        preview_png = out.with_suffix(".preview.png")
+        with torch.no_grad():
+            state = self.model.rollout(self.model.seed(self.task.lattice), self.task.lattice, 128,
+                                       torch.Generator(device=self.device).manual_seed(1))
+            image = self.task.preview(self.model, state)
+        write_png(preview_png, image[..., :3])
+        return files + [str(loss_png), str(preview_png)]
+
+
+def plot_curve(values: list[float], width: int = 480, height: int = 240) -> np.ndarray:
+    """A loss curve (log scale, with a moving average) as an RGB image (H, W, 3)."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    values = np.asarray([v for v in values if np.isfinite(v) and v > 0], dtype=np.float64)
+    if len(values) >= 2:
+        logs = np.log10(values)
+        smooth = np.convolve(logs, np.ones(min(25, len(logs))) / min(25, len(logs)), mode="valid")
+        lo, hi = logs.min(), logs.max() if logs.max() > logs.min() else logs.min() + 1
+        margin = 30
+
+        def xy(i, v, n):
+            return (margin + (width - 2 * margin) * i / max(n - 1, 1),
+                    height - margin - (height - 2 * margin) * (v - lo) / (hi - lo))
+
+        draw.line([xy(i, v, len(logs)) for i, v in enumerate(logs)], fill=(190, 190, 220))
+        offset = (len(logs) - len(smooth)) // 2
+        draw.line([xy(i + offset, v, len(logs)) for i, v in enumerate(smooth)], fill=(20, 40, 160), width=2)
+        draw.text((margin, 5), f"loss (log10) {10 ** hi:.3g} .. {10 ** lo:.3g}; {len(values)} iterations", fill="black")
+    return np.asarray(image, dtype=np.float32) / 255.0

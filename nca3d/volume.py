@@ -1,0 +1,928 @@
+"""Volume export: grow a volume model's texture and write it as OpenVDB for Blender.
+
+``python -m nca3d.volume [--model M.nca3d] [--res 128] [--steps 96] [--frames N --every K] ...``
+
+The NCA runs on its periodic cube lattice (64^3 cells by default) from the seed for ``--steps``
+steps; the LPPN then decodes density and colour at the centres of a dense ``res^3`` voxel grid
+spanning the whole lattice, in chunks of ``--chunk`` points streamed straight into preallocated
+float32 arrays (so decoder memory stays bounded at any resolution). Written into ``--out``:
+
+* ``NAME.vdb``: float grid ``density`` (class fog volume) and vec3 grid ``color``; the transform
+  places the volume in the cube ``[-S/2, S/2]^3`` centred at the origin (S = ``--size``), voxel
+  ``(i, j, k)`` at world ``(x, y, z)`` = the lattice's own x, y, z axes (x along the last state
+  axis), with ``voxel_size = S / res``.
+* ``NAME.npz``: the same arrays, ``density`` (X, Y, Z) and ``color`` (X, Y, Z, 3), plus
+  ``voxel_size``, ``origin`` (world centre of voxel (0, 0, 0)), ``size``, ``density_scale``,
+  ``color_space``, ``steps`` and ``seed`` (``--no-npz`` skips it; stored uncompressed).
+* ``NAME.png``: an emission-absorption preview (``--preview-size``, 0 = none), the same renderer
+  training uses, on a white background.
+* ``NAME.json``: the settings, transform and units (used by ``--resume``).
+
+With ``--frames N`` the rollout continues ``--every K`` steps between frames and the files are
+numbered ``NAME.0001.vdb`` ... (one numbered npz/png per frame too); ``--resume`` skips frames
+whose files are all present, after checking that ``NAME.json`` records the same settings. Every
+file is written under a temporary name and renamed when complete.
+
+Units
+-----
+The model's density is an extinction coefficient per *model* unit, where the lattice fills the
+cube [-1, 1]^3 (2 units wide); that is what training and the preview render with. The written
+``density`` is an extinction coefficient per **world unit** (Blender unit) of the exported cube::
+
+    density_written = density_model * (2 / size) * density_scale
+
+so the optical depth through the cube, and thus the look, is the same for every ``--size``: a
+ray through the VDB at Principled Volume density 1.0 sees what the preview (rendered with the
+same ``density_scale``) sees. ``--density-scale`` thickens or thins both alike.
+
+Colour: the model's ``rgb`` is display-encoded (sRGB), as its renders are compared to sRGB
+exemplars. ``--color-space linear`` (default) writes it linearised (sRGB EOTF) because Blender
+reads attribute values as scene-linear; ``srgb`` writes the decoder's values unchanged.
+
+To reproduce the preview's emission-absorption in Blender, use a Principled Volume with
+Density = 1 (Density Attribute ``density``), Color = black, Absorption Color = black, Emission
+Color = Attribute ``color`` (Color output) and Emission Strength = Attribute ``density`` (Fac):
+Cycles then absorbs ``density`` per unit length and emits ``density * color`` per unit length,
+the preview's model (up to the compositing colour space). Checked with Cycles (bpy 5.0.1) on a
+constant-density cube of edge 1: transmittance exp(-density) and the emission term agree within
+2 %. For smoke-like scattering instead, plug ``color`` into Color.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import NCA3DError
+
+DEFAULT_MODEL_NAME = "volume_default.nca3d"
+DEFAULT_OUT = "nca3d_out"
+DEFAULT_NAME = "volume"
+DEFAULT_RES = 128
+MIN_RES, MAX_RES = 8, 1024
+DEFAULT_STEPS = 96
+DEFAULT_EVERY = 8
+DEFAULT_PREVIEW = 256
+PREVIEW_SAMPLES = 128
+MIN_LATTICE, MAX_LATTICE = 3, 512
+DEFAULT_CHUNK = 65536  # query points per decoder call (same as nca3d.model.DECODE_CHUNK)
+COLOR_SPACES = ("linear", "srgb")
+# zlib level of the .vdb grids: dense float noise barely compresses better at higher levels
+# (192^3 model volume: level 1 -> 71.5 MiB in 3.3 s, level 6 -> 70.2 MiB in 5.4 s, none -> 107 MiB).
+VDB_ZLIB_LEVEL = 1
+
+# Memory model of an export, in bytes (checked against available RAM before any work starts):
+#  * the output arrays: density 4 + colour 12 bytes per voxel, held for the whole run;
+#  * write_vdb's transient peak while it writes a grid: measured about 60 bytes per voxel on
+#    dense 128^3 and 192^3 volumes (activity masks, the leaf copy, the active values, their raw
+#    bytes and the zlib output of the 12-byte colour grid), rounded up;
+#  * the NCA state and its perception/update temporaries, and one decoder chunk.
+ARRAY_BYTES_PER_VOXEL = 16
+VDB_WRITE_BYTES_PER_VOXEL = 64
+STATE_COPIES = 8  # state + fire mask + perception slabs + update blocks + cat, generously
+CHUNK_BYTES_PER_POINT = 2048  # corners (8 x C floats), weights, local, SIREN activations, indices
+PLANE_BYTES = 64 << 20  # the separable decoder's interpolated (y, z) planes of one chunk
+TABLE_BYTES_PER_PIXEL = 256  # its (y, z) corner/weight/local tables, per voxel of one res^2 slice
+BASE_BYTES = 256 << 20  # interpreter, torch, the model, the preview
+
+_FORMAT = "nca3d-volume"
+
+
+# --------------------------------------------------------------------------- model and settings
+
+
+def default_model_candidates() -> list[Path]:
+    """Where the bundled default volume model is looked for, in order: inside the installed
+    package (``nca3d/assets/models/``), then the source checkout's ``assets/models/``."""
+    package = Path(__file__).resolve().parent
+    return [package / "assets" / "models" / DEFAULT_MODEL_NAME,
+            package.parent / "assets" / "models" / DEFAULT_MODEL_NAME]
+
+
+def default_model_path(candidates: list[Path] | None = None) -> Path:
+    """The bundled default volume model, or NCA3DError saying how to get one."""
+    candidates = default_model_candidates() if candidates is None else [Path(c) for c in candidates]
+    for path in candidates:
+        if path.is_file():
+            return path
+    looked = " or ".join(f"'{p}'" for p in candidates)
+    raise NCA3DError(f"no default volume model is installed (looked for {looked}); pass --model PATH, "
+                     f"or make one with 'nca3d new --domain volume --out M.nca3d' (untrained) or "
+                     f"'nca3d train EXEMPLAR --domain volume --out M.nca3d'")
+
+
+def check_volume_model(model, source: str = "the model") -> None:
+    """Refuse anything but a volume model with rgb + density outputs."""
+    domain = model.config.domain
+    if domain != "volume":
+        kind = {"2d": "a 2D texture", "mesh": "a mesh texture"}.get(domain, f"a '{domain}'")
+        raise NCA3DError(f"{source} is {kind} model; volume export needs a volume model "
+                         f"(made with 'nca3d new --domain volume' or 'nca3d train --domain volume')")
+    slices = model.channel_slices()
+    missing = [name for name in ("rgb", "density") if name not in slices]
+    if missing:
+        raise NCA3DError(f"{source} has no {' and '.join(missing)} output; volume export needs rgb + density")
+
+
+def _human(nbytes: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(nbytes) < 1024 or unit == "PiB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024.0
+    return f"{nbytes:.1f} PiB"
+
+
+def estimate_memory(res: int, lattice_cells: int = 64 ** 3, channels: int = 16, chunk: int = DEFAULT_CHUNK) -> int:
+    """Peak host memory (bytes) of exporting a res^3 volume: see the memory model above."""
+    voxels = int(res) ** 3
+    return (voxels * (ARRAY_BYTES_PER_VOXEL + VDB_WRITE_BYTES_PER_VOXEL)
+            + int(lattice_cells) * int(channels) * 4 * STATE_COPIES
+            + int(res) ** 2 * TABLE_BYTES_PER_PIXEL + PLANE_BYTES
+            + int(chunk) * CHUNK_BYTES_PER_POINT + BASE_BYTES)
+
+
+def available_memory() -> tuple[int | None, int | None]:
+    """(available, total) physical memory in bytes for this process, None where unknown.
+
+    Available is MemAvailable from /proc/meminfo (free + reclaimable cache), else the free pages
+    from sysconf, capped by a cgroup (container) limit minus its usage when one is set.
+    """
+    available = total = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                if key in ("MemAvailable", "MemTotal"):
+                    value = int(rest.split()[0]) * 1024
+                    if key == "MemAvailable":
+                        available = value
+                    else:
+                        total = value
+    except (OSError, ValueError, IndexError):
+        pass
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        page = os.sysconf("SC_PAGE_SIZE")
+        if total is None:
+            total = os.sysconf("SC_PHYS_PAGES") * page
+        if available is None:
+            available = os.sysconf("SC_AVPHYS_PAGES") * page
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            limit_text = Path(limit_file).read_text().strip()
+            if limit_text == "max":
+                continue
+            limit, usage = int(limit_text), int(Path(usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit >= 1 << 60:  # cgroup v1 "unlimited"
+            continue
+        total = min(total, limit) if total else limit
+        room = max(0, limit - usage)
+        available = min(available, room) if available is not None else room
+    return available, total
+
+
+def _largest_res(budget: int, lattice_cells: int, channels: int, chunk: int) -> int:
+    res = MAX_RES
+    while res > MIN_RES and estimate_memory(res, lattice_cells, channels, chunk) > budget:
+        res -= 8 if res > 64 else 1
+    return res
+
+
+def check_memory(res: int, lattice_cells: int, channels: int, chunk: int, available: int | None = None) -> int:
+    """Refuse (NCA3DError naming the estimate) an export that does not fit in available RAM."""
+    need = estimate_memory(res, lattice_cells, channels, chunk)
+    if available is None:
+        available, total = available_memory()
+    else:
+        total = None
+    if available is not None and need > available:
+        best = _largest_res(available, lattice_cells, channels, chunk)
+        of_total = f" of {_human(total)}" if total else ""
+        hint = f"use --res {best} or less" if estimate_memory(best, lattice_cells, channels, chunk) <= available \
+            else "free some memory"
+        raise NCA3DError(f"--res {res} needs about {_human(need)} of memory (output arrays and VDB writer) "
+                         f"but only {_human(available)}{of_total} is available; {hint}")
+    return need
+
+
+def _check_int(name: str, value, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise NCA3DError(f"{name} must be a whole number, got {value!r}")
+    if value < low or (high is not None and value > high):
+        span = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise NCA3DError(f"{name} must be {span}, got {value}")
+    return int(value)
+
+
+def _check_positive(name: str, value) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise NCA3DError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number) or number <= 0:
+        raise NCA3DError(f"{name} must be a positive finite number, got {value!r}")
+    return number
+
+
+def _check_res(res) -> int:
+    if isinstance(res, (int, np.integer)) and not isinstance(res, bool) and res > MAX_RES:
+        raise NCA3DError(f"--res {res} is too large: at most {MAX_RES} voxels per axis (a {res}^3 volume "
+                         f"would need about {_human(estimate_memory(res))} of memory)")
+    return _check_int("--res", res, MIN_RES, MAX_RES)
+
+
+def _check_name(name) -> str:
+    if not isinstance(name, str) or not name.strip() or name in (".", ".."):
+        raise NCA3DError(f"--name must be a non-empty file name, got {name!r}")
+    if "/" in name or "\\" in name or (os.sep in name) or any(ord(ch) < 32 for ch in name):
+        raise NCA3DError(f"--name must be a plain file name without folders or control characters, got {name!r}")
+    return name
+
+
+def prepare_out_dir(out_dir) -> Path:
+    """Create the output folder if needed and prove it writable; refuse in one line otherwise."""
+    path = Path(out_dir)
+    if path.exists() and not path.is_dir():
+        raise NCA3DError(f"output folder '{path}' is an existing file, not a folder; choose another --out")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NCA3DError(f"cannot create output folder '{path}': {exc.strerror or exc}; "
+                         f"choose a writable --out") from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".nca3d-write-test.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise NCA3DError(f"cannot write to output folder '{path}': {exc.strerror or exc}; "
+                         f"choose a writable --out") from None
+    return path
+
+
+# --------------------------------------------------------------------------- growing and decoding
+
+
+def grow(model, state: torch.Tensor, lattice, steps: int, generator, progress=None, label: str = "") -> torch.Tensor:
+    """Run `steps` NCA steps (no autograd), reporting stage 'grow'."""
+    def report(index, _state):
+        if progress is not None:
+            progress.update("grow", index / steps, f"{label}step {index}/{steps}")
+
+    if progress is not None:
+        progress.update("grow", 0.0 if steps else 1.0, f"{label}step 0/{steps}")
+    with torch.inference_mode():
+        return model.rollout(state, lattice, steps, generator, report if steps else None)
+
+
+def volume_points(start: int, stop: int, res: int, lattice, device=None) -> torch.Tensor:
+    """Cell-unit query points (q, 3) = (x, y, z) of the voxel centres with flat indices
+    [start, stop) of a C-ordered (X, Y, Z) array of res^3 voxels spanning the whole lattice."""
+    index = torch.arange(start, stop, device=device, dtype=torch.int64)
+    ijk = torch.stack([index // (res * res), (index // res) % res, index % res], dim=-1)
+    scale = torch.tensor([res / n for n in lattice.sizes_xyz], device=device, dtype=torch.float32)
+    return (ijk.to(torch.float32) + 0.5) / scale
+
+
+def srgb_to_linear(values: torch.Tensor) -> torch.Tensor:
+    """The sRGB EOTF (values >= 0; above 1 the power law continues)."""
+    return torch.where(values <= 0.04045, values / 12.92, ((values + 0.055) / 1.055).pow(2.4))
+
+
+class _SeparableDecoder:
+    """Decodes voxel centres of a res^3 grid over a periodic cube lattice, exploiting that
+    their cells, trilinear weights and local coordinates factor per axis.
+
+    Per block of x slices it interpolates the state along x into one (y, z) plane per slice,
+    then takes the 4-corner bilinear (y, z) interpolation of each voxel in one embedding_bag
+    (a fused weighted gather) with (y, z) corner tables computed once; the local coordinates
+    are per-axis tables too. The LPPN and the output activations are the model's own, so the
+    values equal the model's decode at the same points up to float rounding (tested). All
+    per-block buffers are allocated once and reused.
+    """
+
+    def __init__(self, model, state: torch.Tensor, lattice, res: int, chunk: int):
+        from .lattices.base import cartesian_local
+
+        self.model, self.res = model, res
+        device = state.device
+        sizes = lattice.sizes_xyz  # cells along x, y, z
+        self.by_x = state[0].permute(2, 1, 0, 3).contiguous()  # (x, y, z, C): a (y, z) plane per x cell
+        channels = self.by_x.shape[-1]
+        axes = []
+        for n in sizes:
+            scale = torch.tensor(res / n, device=device, dtype=torch.float32)
+            coord = (torch.arange(res, device=device, dtype=torch.float32) + 0.5) / scale
+            cell = torch.floor(coord)
+            frac = coord - cell
+            low = torch.remainder(cell.long(), n)
+            axes.append((low.tolist(), torch.remainder(low + 1, n).tolist(), frac,
+                         cartesian_local(frac.unsqueeze(1), lattice.harmonics)))
+        (self.x_low, self.x_high, x_frac, self.x_local), (y_low, y_high, y_frac, y_local), \
+            (z_low, z_high, z_frac, z_local) = axes
+        self.x_frac = x_frac.tolist()
+        y_low, y_high, z_low, z_high = (torch.tensor(v, device=device) for v in (y_low, y_high, z_low, z_high))
+        plane_cells = sizes[1] * sizes[2]
+        per_slice = res * res
+        # Blocks: whole slices (at most `chunk` voxels and ~64 MiB of planes), or parts of one slice.
+        plane_bytes = plane_cells * channels * 4
+        self.slices_per_block = max(1, min(chunk // per_slice, (64 << 20) // plane_bytes)) if per_slice <= chunk else 0
+        self.rows_per_block = min(per_slice, chunk)
+        block_slices = max(1, self.slices_per_block)
+        # (y, z) tables over the res^2 voxels of a slice (z fastest), repeated for a block's slices.
+        corners_y = torch.stack([y_low, y_low, y_high, y_high], dim=-1)[:, None, :]
+        corners_z = torch.stack([z_low, z_high, z_low, z_high], dim=-1)[None, :, :]
+        yz_index = (corners_y * sizes[2] + corners_z).reshape(per_slice, 4)
+        offsets = (torch.arange(block_slices, device=device) * plane_cells).view(-1, 1, 1)
+        self.index = (yz_index.unsqueeze(0) + offsets).reshape(-1, 4)
+        wy = torch.stack([1 - y_frac, 1 - y_frac, y_frac, y_frac], dim=-1)[:, None, :]
+        wz = torch.stack([1 - z_frac, z_frac, 1 - z_frac, z_frac], dim=-1)[None, :, :]
+        self.weight = (wy * wz).reshape(1, per_slice, 4).expand(block_slices, -1, -1).reshape(-1, 4).contiguous()
+        self.yz_local = torch.cat([y_local[:, None, :].expand(res, res, -1),
+                                   z_local[None, :, :].expand(res, res, -1)], dim=-1).reshape(per_slice, -1)
+        self.local_dim = self.x_local.shape[1] + self.yz_local.shape[1]
+        self.planes = torch.empty((block_slices, sizes[1], sizes[2], channels), device=device)
+        block_points = block_slices * self.rows_per_block
+        self.features = torch.empty((block_points, self.local_dim + channels), device=device)
+
+    def blocks(self) -> Iterator[tuple[int, int, int, int]]:
+        """(x0, x1, p0, p1): voxels of slices x0..x1-1 at in-slice positions p0..p1-1, in flat
+        (x-major) order, each block holding at most about `chunk` voxels."""
+        per_slice = self.res * self.res
+        if self.slices_per_block:
+            for x0 in range(0, self.res, self.slices_per_block):
+                yield x0, min(self.res, x0 + self.slices_per_block), 0, per_slice
+        else:
+            for x0 in range(self.res):
+                for p0 in range(0, per_slice, self.rows_per_block):
+                    yield x0, x0 + 1, p0, min(per_slice, p0 + self.rows_per_block)
+
+    def decode(self, x0: int, x1: int, p0: int, p1: int) -> torch.Tensor:
+        """Activated outputs (q, K) of the block's voxels, q = (x1 - x0) * (p1 - p0)."""
+        slices, count = x1 - x0, p1 - p0
+        q = slices * count
+        channels = self.by_x.shape[-1]
+        for s, x in enumerate(range(x0, x1)):
+            torch.lerp(self.by_x[self.x_low[x]], self.by_x[self.x_high[x]], self.x_frac[x], out=self.planes[s])
+        planes = self.planes.view(-1, channels)
+        if self.slices_per_block:
+            index, weight = self.index[:q], self.weight[:q]
+        else:
+            index, weight = self.index[p0:p1], self.weight[p0:p1]
+        features = self.features[:q].view(slices, count, -1)
+        lx = self.x_local.shape[1]
+        features[:, :, :lx] = self.x_local[x0:x1, None, :]
+        features[:, :, lx:self.local_dim] = self.yz_local[p0:p1]
+        features.view(q, -1)[:, self.local_dim:] = F.embedding_bag(index, planes, per_sample_weights=weight,
+                                                                    mode="sum")
+        return self.model.activate(self.model.lppn(self.features[:q]))
+
+
+def decode_volume(model, state: torch.Tensor, lattice, res: int, *, density_factor: float = 1.0,
+                  color_space: str = "linear", chunk: int = DEFAULT_CHUNK, out=None, progress=None,
+                  label: str = "", method: str = "separable") -> tuple[np.ndarray, np.ndarray]:
+    """Decode state[0] at the centres of a res^3 grid over the whole lattice.
+
+    Returns float32 C-contiguous arrays density (X, Y, Z) (times `density_factor`) and color
+    (X, Y, Z, 3), index (i, j, k) = voxel (x, y, z). Each chunk of about `chunk` points is
+    decoded and copied into the arrays before the next one starts, so decoder memory is one
+    chunk's worth; `out` = (density, color) reuses preallocated arrays. method: "separable"
+    (fast, see _SeparableDecoder) or "generic" (the model's locate + decode_located).
+    """
+    if color_space not in COLOR_SPACES:
+        raise NCA3DError(f"unknown colour space '{color_space}'; use {' or '.join(COLOR_SPACES)}")
+    if method not in ("separable", "generic"):
+        raise ValueError("method must be 'separable' or 'generic'")
+    model.check_lattice(lattice)
+    chunk = max(1, int(chunk))
+    shape = (res, res, res)
+    if out is None:
+        density, color = np.empty(shape, np.float32), np.empty(shape + (3,), np.float32)
+    else:
+        density, color = out
+        if density.shape != shape or color.shape != shape + (3,) or density.dtype != np.float32 \
+                or color.dtype != np.float32 or not (density.flags.c_contiguous and color.flags.c_contiguous):
+            raise ValueError("out arrays must be C-contiguous float32 (res, res, res) and (res, res, res, 3)")
+    density_flat = torch.from_numpy(density.reshape(-1))
+    color_flat = torch.from_numpy(color.reshape(-1, 3))
+    slices = model.channel_slices()
+    d_slice, c_slice = slices["density"], slices["rgb"]
+    one = state[:1]
+    device = one.device
+    total = res ** 3
+    with torch.inference_mode():
+        if method == "separable":
+            decoder = _SeparableDecoder(model, one, lattice, res, chunk)
+            per_slice = res * res
+            ranges = ((x0 * per_slice + p0, (x1 - 1) * per_slice + p1, (x0, x1, p0, p1))
+                      for x0, x1, p0, p1 in decoder.blocks())
+        else:
+            ranges = ((start, min(total, start + chunk), None) for start in range(0, total, chunk))
+        for start, stop, block in ranges:
+            if block is not None:
+                values = decoder.decode(*block)
+            else:
+                located = lattice.locate(volume_points(start, stop, res, lattice, device))
+                values = model.decode_located(one, located)[0]  # (q, K)
+                del located
+            dens = values[:, d_slice].reshape(-1)
+            if density_factor != 1.0:
+                dens = dens * density_factor
+            rgb = values[:, c_slice]
+            if color_space == "linear":
+                rgb = srgb_to_linear(rgb)
+            density_flat[start:stop].copy_(dens)
+            color_flat[start:stop].copy_(rgb)
+            del values, dens, rgb
+            if progress is not None:
+                progress.update("decode", stop / total, f"{label}{stop:,}/{total:,} voxels")
+    return density, color
+
+
+def volume_transform(res: int, size: float) -> tuple[float, tuple[float, float, float]]:
+    """(voxel_size, origin) placing res^3 voxels in [-size/2, size/2]^3 (origin = centre of voxel 0)."""
+    from .io.vdb import fit_to_box
+
+    half = float(size) / 2.0
+    return fit_to_box((res, res, res), (-half,) * 3, (half,) * 3)
+
+
+class _DensityScaled:
+    """Stands in for a Model in render_volume_image: the same decode, density times a factor."""
+
+    def __init__(self, model, factor: float):
+        self._model, self._factor = model, float(factor)
+        self._slice = model.channel_slices()["density"]
+
+    def channel_slices(self):
+        return self._model.channel_slices()
+
+    def decode(self, state, lattice, query, *args, **kwargs):
+        values = self._model.decode(state, lattice, query, *args, **kwargs)
+        if self._factor != 1.0:
+            values[..., self._slice] *= self._factor
+        return values
+
+
+def render_preview(model, state: torch.Tensor, lattice, size: int, density_scale: float = 1.0,
+                   samples: int = PREVIEW_SAMPLES) -> np.ndarray:
+    """The preview image (size, size, 3) in [0, 1], density scaled like the exported volume."""
+    from .render.volume import render_volume_image
+
+    with torch.inference_mode():
+        return render_volume_image(_DensityScaled(model, density_scale), state[:1], lattice, size=size,
+                                   samples=samples)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _write_npz(path: Path, arrays: dict) -> None:
+    from .io.atomic import atomic_path
+
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)  # streams each array in 16 MiB pieces: no extra copy
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise NCA3DError(f"cannot write '{path}': {exc.strerror or exc}") from None
+
+
+def _write_text(path: Path, text: str) -> None:
+    from .io.atomic import write_bytes_atomic
+
+    try:
+        write_bytes_atomic(path, text.encode("utf-8"))
+    except OSError as exc:
+        raise NCA3DError(f"cannot write '{path}': {exc.strerror or exc}") from None
+
+
+def _write_preview(path: Path, image: np.ndarray) -> None:
+    from .io.images import write_png
+
+    try:
+        write_png(path, image)
+    except OSError as exc:
+        raise NCA3DError(f"cannot write '{path}': {exc.strerror or exc}") from None
+
+
+def _frame_files(out: Path, name: str, frames: int | None, npz: bool, preview: bool) -> list[dict]:
+    """Per frame: {'vdb', 'npz'?, 'png'?} paths (one unnumbered frame when frames is None)."""
+    width = max(4, len(str(frames or 0)))
+    stems = [name] if frames is None else [f"{name}.{index:0{width}d}" for index in range(1, frames + 1)]
+    result = []
+    for stem in stems:
+        files = {"vdb": out / f"{stem}.vdb"}
+        if npz:
+            files["npz"] = out / f"{stem}.npz"
+        if preview:
+            files["png"] = out / f"{stem}.png"
+        result.append(files)
+    return result
+
+
+def _model_digest(model) -> str:
+    from .io.model_file import tensors_digest
+
+    return tensors_digest(model.state_dict())
+
+
+# --------------------------------------------------------------------------- the export
+
+
+def generate_volume(model, out_dir=DEFAULT_OUT, name: str = DEFAULT_NAME, res: int = DEFAULT_RES,
+                    steps: int = DEFAULT_STEPS, seed: int = 0, frames: int | None = None,
+                    every: int = DEFAULT_EVERY, size: float = 1.0, lattice_size: int | None = None,
+                    device=None, progress=None, *, density_scale: float = 1.0,
+                    preview_size: int = DEFAULT_PREVIEW, npz: bool = True, color_space: str = "linear",
+                    chunk: int = DEFAULT_CHUNK, resume: bool = False, model_source: str | None = None
+                    ) -> list[str]:
+    """Grow `model` and write NAME.vdb / .npz / .png (+ NAME.json) into `out_dir`; see the module doc.
+
+    frames=None writes one unnumbered volume after `steps` steps; frames=N writes NAME.0001 ...
+    NAME.000N, frame f after steps + (f - 1) * every steps of the same rollout. lattice_size=None
+    uses the model's grid. device=None runs where the model is (the model is moved otherwise).
+    Returns the written file paths (for frames: every frame's files, skipped ones included).
+    Raises NCA3DError for bad settings, a non-volume model, too little memory or an unwritable
+    folder, before anything is written.
+    """
+    from .io.vdb import write_vdb
+    from .lattices import Grid3D
+    from .nca import make_generator
+    from .progress import Progress
+
+    progress = progress if progress is not None else Progress("none")
+    source = f"model '{model_source}'" if model_source else "the model"
+    check_volume_model(model, source)
+    res = _check_res(res)
+    steps = _check_int("--steps", steps, 0)
+    seed = _check_int("--seed", seed, -(1 << 63), (1 << 64) - 1)
+    if frames is not None:
+        frames = _check_int("--frames", frames, 1, 999_999)
+        every = _check_int("--every", every, 1)
+    size = _check_positive("--size", size)
+    density_scale = _check_positive("--density-scale", density_scale)
+    preview_size = _check_int("--preview-size", preview_size, 0, 8192)
+    chunk = _check_int("--chunk", chunk, 1, 1 << 26)
+    name = _check_name(name)
+    if color_space not in COLOR_SPACES:
+        raise NCA3DError(f"--color-space must be {' or '.join(COLOR_SPACES)}, got {color_space!r}")
+    cfg = model.config
+    if lattice_size is None:
+        lattice = Grid3D(tuple(cfg.grid_size), cfg.harmonics)
+    else:
+        lattice = Grid3D(_check_int("--lattice", lattice_size, MIN_LATTICE, MAX_LATTICE), cfg.harmonics)
+    if device is not None:
+        model = model.to(device)
+    device = model.device
+    check_memory(res, lattice.num_cells, cfg.channels, chunk)
+
+    out = prepare_out_dir(out_dir)
+    plan = _frame_files(out, name, frames, npz, preview_size > 0)
+    for files in plan:
+        for path in files.values():
+            if path.is_dir():
+                raise NCA3DError(f"'{path}' is a folder; remove it or choose another --name")
+    voxel_size, origin = volume_transform(res, size)
+    density_factor = density_scale * 2.0 / size
+    # What fixes the content of every frame (--resume requires these to match; the frame count,
+    # --no-npz and --preview-size may change between runs).
+    settings = {"res": res, "steps": steps, "seed": seed, "every": every if frames else None,
+                "size": size, "lattice": list(lattice.cell_shape), "density_scale": density_scale,
+                "color_space": color_space, "device": device.type}
+    record = {
+        "format": _FORMAT, "model": model_source, "model_sha256": _model_digest(model), "settings": settings,
+        "frame_count": frames, "npz": bool(npz), "preview_size": preview_size,
+        "voxel_size": voxel_size, "origin": list(origin), "box": [[-size / 2] * 3, [size / 2] * 3],
+        "grids": {"density": "float, fog volume: extinction per world unit = model density x 2 / size x "
+                             "density_scale", "color": f"vec3, rgb ({color_space})"},
+        "frames": [{kind: path.name for kind, path in files.items()} for files in plan],
+    }
+    manifest = out / f"{name}.json"
+    if resume:
+        _check_resume(manifest, record, plan)
+    _write_text(manifest, json.dumps(record, indent=2) + "\n")
+
+    state = model.seed(lattice)
+    generator = make_generator(seed, device)
+    arrays = (np.empty((res,) * 3, np.float32), np.empty((res,) * 3 + (3,), np.float32))
+    written: list[str] = []
+    total = len(plan)
+    for index, files in enumerate(plan):
+        label = f"frame {index + 1}/{total}: " if frames is not None else ""
+        run_steps = steps if index == 0 else every
+        state = grow(model, state, lattice, run_steps, generator, progress, label)
+        paths = [str(p) for p in files.values()]
+        if resume and all(p.is_file() for p in files.values()):
+            progress.update("write", 1.0, f"{label}kept existing {files['vdb'].name}", force=True)
+            written += paths
+            continue
+        density, color = decode_volume(model, state, lattice, res, density_factor=density_factor,
+                                       color_space=color_space, chunk=chunk, out=arrays, progress=progress,
+                                       label=label)
+        if "npz" in files:
+            progress.update("write", 0.0, f"{label}{files['npz'].name}")
+            _write_npz(files["npz"], {
+                "density": density, "color": color, "voxel_size": np.float64(voxel_size),
+                "origin": np.asarray(origin, np.float64), "size": np.float64(size),
+                "density_scale": np.float64(density_scale), "color_space": np.str_(color_space),
+                "steps": np.int64(steps + index * (every if frames else 0)), "seed": np.int64(seed)})
+        progress.update("write", 0.5 if "npz" in files else 0.0, f"{label}{files['vdb'].name}", force=True)
+        write_vdb(files["vdb"], {"density": density, "color": color}, voxel_size=voxel_size, origin=origin,
+                  grid_classes={"density": "fog volume", "color": "unknown"}, zlib_level=VDB_ZLIB_LEVEL)
+        progress.update("write", 1.0, f"{label}{files['vdb'].name}")
+        if "png" in files:
+            progress.update("preview", 0.0, f"{label}{files['png'].name}")
+            _write_preview(files["png"], render_preview(model, state, lattice, preview_size, density_scale))
+            progress.update("preview", 1.0, f"{label}{files['png'].name}")
+        written += paths
+    return written + [str(manifest)]
+
+
+def _check_resume(manifest: Path, record: dict, plan: list[dict]) -> None:
+    """Refuse --resume unless the frames already there were made by the same model and settings."""
+    if not manifest.is_file():
+        present = [path.name for files in plan for path in files.values() if path.exists()]
+        if present:
+            raise NCA3DError(f"cannot resume: '{present[0]}' exists but '{manifest.name}', the record of the "
+                             f"settings that made it, does not; run without --resume to overwrite")
+        return  # nothing to resume: a fresh run
+    try:
+        old = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        raise NCA3DError(f"cannot resume: '{manifest}' is unreadable; remove it or run without --resume") from None
+    if not isinstance(old, dict) or old.get("format") != _FORMAT:
+        raise NCA3DError(f"cannot resume: '{manifest}' is not an nca3d volume record; "
+                         f"choose another --name or run without --resume")
+    if old.get("model_sha256") != record["model_sha256"]:
+        raise NCA3DError(f"cannot resume: the files in '{manifest.parent}' were made with a different model; "
+                         f"run without --resume to overwrite them")
+    old_settings = old.get("settings") or {}
+    changed = [f"{key} {old_settings.get(key)!r} -> {value!r}" for key, value in record["settings"].items()
+               if old_settings.get(key) != value]
+    if changed:
+        raise NCA3DError(f"cannot resume: settings differ from '{manifest.name}' ({', '.join(changed)}); "
+                         f"use the same options or run without --resume")
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the volume export options to `parser` (also used by `nca3d volume`)."""
+    parser.add_argument("--model", metavar="PATH",
+                        help=f"volume model .nca3d (default: the bundled {DEFAULT_MODEL_NAME})")
+    parser.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help=f"output folder (default ./{DEFAULT_OUT})")
+    parser.add_argument("--name", default=DEFAULT_NAME, help=f"output file name stem (default {DEFAULT_NAME})")
+    parser.add_argument("--res", type=int, default=DEFAULT_RES,
+                        help=f"voxels per axis of the exported volume ({MIN_RES}-{MAX_RES}, default {DEFAULT_RES})")
+    parser.add_argument("--lattice", type=int, metavar="N",
+                        help="NCA cells per axis (default: the model's grid); the cube holds N cells per axis")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"NCA steps to grow (default {DEFAULT_STEPS})")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the stochastic updates (default 0)")
+    parser.add_argument("--frames", type=int, metavar="N",
+                        help="write an animated sequence NAME.0001.vdb ... of N frames of one rollout")
+    parser.add_argument("--every", type=int, default=DEFAULT_EVERY, metavar="K",
+                        help=f"NCA steps between frames (default {DEFAULT_EVERY})")
+    parser.add_argument("--resume", action="store_true",
+                        help="with --frames: keep frames whose files exist (same settings required)")
+    parser.add_argument("--size", type=float, default=1.0,
+                        help="world edge length of the cube, centred at the origin (default 1.0)")
+    parser.add_argument("--density-scale", dest="density_scale", type=float, default=1.0,
+                        help="multiplies the density (VDB, npz and preview; default 1.0)")
+    parser.add_argument("--color-space", dest="color_space", choices=COLOR_SPACES, default="linear",
+                        help="colour grid values: linear (scene-linear, for Blender; default) or srgb")
+    parser.add_argument("--preview-size", dest="preview_size", type=int, default=DEFAULT_PREVIEW,
+                        help=f"preview PNG size in pixels (default {DEFAULT_PREVIEW}; 0 = no preview)")
+    parser.add_argument("--no-npz", dest="npz", action="store_false", help="do not write NAME.npz")
+    parser.add_argument("--chunk", type=int, default=DEFAULT_CHUNK,
+                        help=f"points per decoder call (default {DEFAULT_CHUNK}; larger is faster on GPUs)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    parser.add_argument("--progress", default="bar", choices=["bar", "json", "none"],
+                        help="progress display: bar (stderr), json (JSON lines on stdout) or none")
+    return parser
+
+
+def run(args) -> int:
+    """Run an export from parsed arguments; raises NCA3DError for bad input."""
+    from .device import resolve_device
+    from .io.model_file import load_model
+    from .progress import Progress
+
+    # Cheap checks first, so bad numbers are refused before a model is loaded.
+    _check_res(args.res)
+    _check_positive("--size", args.size)
+    _check_positive("--density-scale", args.density_scale)
+    _check_name(args.name)
+    device = resolve_device(args.device)
+    model_path = Path(args.model) if args.model else default_model_path()
+    model = load_model(model_path, device=device)
+    progress = Progress(args.progress)
+    files = generate_volume(
+        model, args.out, args.name, args.res, args.steps, args.seed, args.frames, args.every, args.size,
+        args.lattice, None, progress, density_scale=args.density_scale, preview_size=args.preview_size,
+        npz=args.npz, color_space=args.color_space, chunk=args.chunk, resume=args.resume,
+        model_source=str(model_path))
+    progress.done(files)
+    return 0
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one NCA3DError line (exit 2 via main)."""
+
+    def error(self, message):
+        raise NCA3DError(f"{message} (see: {self.prog} --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m nca3d.volume",
+                     description="Grow a volume texture and write it as OpenVDB (+ npz and a PNG preview).")
+    return add_arguments(parser)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(build_parser().parse_args(argv))
+    except NCA3DError as exc:
+        print(f"nca3d: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nca3d: interrupted", file=sys.stderr)
+        return 130
+
+
+# --------------------------------------------------------------------------- benchmark
+
+
+def _proc_status_bytes(key: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+@contextlib.contextmanager
+def _peak_memory() -> Iterator[dict]:
+    """Measure the peak resident memory a block adds above the resident memory before it.
+
+    tracemalloc does not see torch's allocations, so this reads the kernel's counters: on Linux
+    it resets the high-water mark (writing 5 to /proc/self/clear_refs) and reads VmHWM after the
+    block ('reset' method). Elsewhere, or where the reset is refused, it falls back to
+    getrusage's ru_maxrss, which never goes down: its delta is then only the growth of the
+    process-lifetime peak, a lower bound ('ru_maxrss' method).
+    """
+    result: dict = {}
+    before = _proc_status_bytes("VmRSS")
+    method = None
+    if before is not None:
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            method = "reset"
+        except OSError:
+            method = None
+    if method is None:
+        import resource
+
+        scale = 1 if sys.platform == "darwin" else 1024
+        start_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+        before = start_peak if before is None else before
+    try:
+        yield result
+    finally:
+        if method == "reset":
+            peak = _proc_status_bytes("VmHWM") or before
+        else:
+            import resource
+
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+            before = start_peak
+            method = "ru_maxrss"
+        result.update(peak_extra_bytes=max(0, peak - before), method=method)
+
+
+def bench_volume(device="cpu", quick: bool = False, *, lattice: int = 64, resolutions=None,
+                 steps: int | None = None, matmul_size: int = 2048) -> dict:
+    """Volume export figures: rollout step time on a 64^3 lattice, decode throughput at 128^3
+    and 256^3 (quick: 64^3 and 128^3), VDB write time/size of the last decode, and the peak
+    memory each stage adds; speeds also as ratios to a dense matmul timed in the same run.
+    lattice/resolutions/steps/matmul_size override the sizes (for smoke tests)."""
+    from .bench import _sync, matmul_gflops, siren_flops_per_point
+    from .io.vdb import write_vdb
+    from .model import Model, ModelConfig
+    from .nca import make_generator
+
+    device = torch.device(device)
+    torch.manual_seed(0)
+    reference = matmul_gflops(matmul_size, device=device)
+    model = Model(ModelConfig(domain="volume", grid_size=[lattice] * 3)).to(device)
+    with torch.no_grad():  # a non-trivial update that grows a varied state from the zero seed
+        model.nca.hidden_to_update.weight.normal_(std=0.02)
+        model.nca.perceive_to_hidden.bias.normal_(std=0.2)
+    lattice = model.make_lattice()
+    generator = make_generator(0, device)
+    results = {"device": str(device), "threads": torch.get_num_threads(), "matmul_gflops": reference,
+               "lattice": list(lattice.cell_shape), "quick": quick}
+
+    with torch.inference_mode():
+        state = model.rollout(model.seed(lattice), lattice, 4, generator)
+        steps = steps or (4 if quick else 16)
+        with _peak_memory() as grow_mem:
+            start, cpu_start = time.perf_counter(), time.process_time()
+            state = _sync(model.rollout(state, lattice, steps, generator), device)
+            step_s = (time.perf_counter() - start) / steps
+            step_cpu_s = (time.process_time() - cpu_start) / steps
+    nca = model.nca
+    mlp_flops = 2 * (nca.perception * nca.channels * nca.hidden + nca.hidden * nca.channels)
+    fired_gflops = lattice.num_cells * nca.fire_rate * mlp_flops / step_s / 1e9
+    results["rollout"] = {"steps_timed": steps, "step_ms": step_s * 1e3, "cpu_ms_per_step": step_cpu_s * 1e3,
+                          "cells_per_s": lattice.num_cells / step_s,
+                          "mlp_gflops": fired_gflops, "mlp_ratio_to_matmul": fired_gflops / reference,
+                          "peak_extra_mb": grow_mem["peak_extra_bytes"] / 2**20}
+
+    flops_per_point = siren_flops_per_point(model)
+    results["decode"] = []
+    arrays = None
+    for res in resolutions or ((64, 128) if quick else (128, 256)):
+        decode_volume(model, state, lattice, 32)  # warm up
+        with _peak_memory() as mem:
+            start, cpu_start = time.perf_counter(), time.process_time()
+            arrays = decode_volume(model, state, lattice, res)
+            _sync(None, device)
+            seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+        points = res ** 3
+        gflops = points / seconds * flops_per_point / 1e9
+        results["decode"].append({
+            "res": res, "seconds": seconds, "points_per_s": points / seconds, "siren_gflops": gflops,
+            "cpu_seconds": cpu_seconds, "points_per_cpu_s": points / max(cpu_seconds, 1e-9),
+            "ratio_to_matmul": gflops / reference, "peak_extra_mb": mem["peak_extra_bytes"] / 2**20,
+            "arrays_mb": points * ARRAY_BYTES_PER_VOXEL / 2**20, "memory_method": mem["method"]})
+
+    res = arrays[0].shape[0]
+    voxel_size, origin = volume_transform(res, 1.0)
+    with tempfile.TemporaryDirectory(prefix="nca3d-bench-") as folder:
+        path = Path(folder) / "bench.vdb"
+        with _peak_memory() as mem:
+            start = time.perf_counter()
+            write_vdb(path, {"density": arrays[0], "color": arrays[1]}, voxel_size=voxel_size, origin=origin,
+                      zlib_level=VDB_ZLIB_LEVEL)
+            seconds = time.perf_counter() - start
+        size = path.stat().st_size
+    voxels = res ** 3
+    results["vdb_write"] = {
+        "res": res, "seconds": seconds, "voxels_per_s": voxels / seconds, "file_mb": size / 2**20,
+        "bytes_per_voxel_on_disk": size / voxels, "raw_mb": voxels * ARRAY_BYTES_PER_VOXEL / 2**20,
+        "peak_extra_mb": mem["peak_extra_bytes"] / 2**20,
+        "peak_extra_bytes_per_voxel": mem["peak_extra_bytes"] / voxels, "memory_method": mem["method"],
+        "model_bytes_per_voxel": VDB_WRITE_BYTES_PER_VOXEL}
+    results["memory_note"] = ("peak_extra = peak resident memory during the stage minus resident memory before "
+                              "it (VmHWM after resetting it via /proc/self/clear_refs; ru_maxrss deltas, a lower "
+                              "bound, where that is unavailable); tracemalloc cannot see torch's allocations")
+    return results
+
+
+def print_bench_volume(results: dict) -> None:
+    print(f"device {results['device']}, {results['threads']} threads; dense fp32 matmul "
+          f"{results['matmul_gflops']:.1f} GFLOP/s (ratio 1.00)")
+    r = results["rollout"]
+    size = "x".join(str(n) for n in results["lattice"])
+    print(f"rollout {size}: {r['step_ms']:.1f} ms/step ({r['cpu_ms_per_step']:.0f} CPU-ms), "
+          f"{r['cells_per_s'] / 1e6:.2f} Mcells/s, "
+          f"MLP ratio {r['mlp_ratio_to_matmul']:.2f}, peak +{r['peak_extra_mb']:.0f} MiB")
+    print(f"{'decode':>10s} {'seconds':>8s} {'Mpts/s':>8s} {'Mpts/cpu-s':>11s} {'GFLOP/s':>8s} {'ratio':>6s} "
+          f"{'peak +MiB':>10s} {'arrays MiB':>11s}")
+    for row in results["decode"]:
+        print(f"{str(row['res']) + '^3':>10s} {row['seconds']:8.2f} {row['points_per_s'] / 1e6:8.2f} "
+              f"{row['points_per_cpu_s'] / 1e6:11.2f} {row['siren_gflops']:8.2f} {row['ratio_to_matmul']:6.2f} "
+              f"{row['peak_extra_mb']:10.0f} {row['arrays_mb']:11.0f}")
+    w = results["vdb_write"]
+    print(f"vdb write {w['res']}^3: {w['seconds']:.2f} s ({w['voxels_per_s'] / 1e6:.2f} Mvoxels/s), "
+          f"{w['file_mb']:.1f} MiB on disk ({w['bytes_per_voxel_on_disk']:.1f} B/voxel, raw {w['raw_mb']:.0f} MiB), "
+          f"peak +{w['peak_extra_mb']:.0f} MiB ({w['peak_extra_bytes_per_voxel']:.0f} B/voxel; "
+          f"the memory check assumes {w['model_bytes_per_voxel']})")
+    print("ratio: SIREN matmul FLOP/s / dense matmul FLOP/s; MLP ratio: useful update FLOP/s (firing cells) / matmul;"
+          " CPU figures use process time (all threads), steadier than wall time on a shared machine.")
+    print(results["memory_note"] + ".")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

