@@ -7,9 +7,11 @@ machines are noisy and differ.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
+from typing import Iterator
 
 import torch
 
@@ -42,6 +44,57 @@ def _sync(result, device):
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
     return result
+
+
+def _proc_status_bytes(key: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+@contextlib.contextmanager
+def peak_memory() -> Iterator[dict]:
+    """Measure the peak resident memory a block adds above the resident memory before it.
+
+    tracemalloc does not see torch's allocations, so this reads the kernel's counters: on Linux
+    it resets the high-water mark (writing 5 to /proc/self/clear_refs) and reads VmHWM after the
+    block ('reset' method). Elsewhere, or where the reset is refused, it falls back to
+    getrusage's ru_maxrss, which never goes down: its delta is then only the growth of the
+    process-lifetime peak, a lower bound ('ru_maxrss' method).
+    """
+    result: dict = {}
+    before = _proc_status_bytes("VmRSS")
+    method = None
+    if before is not None:
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            method = "reset"
+        except OSError:
+            method = None
+    if method is None:
+        import resource
+
+        scale = 1 if sys.platform == "darwin" else 1024
+        start_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+        before = start_peak if before is None else before
+    try:
+        yield result
+    finally:
+        if method == "reset":
+            peak = _proc_status_bytes("VmHWM") or before
+        else:
+            import resource
+
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+            before = start_peak
+            method = "ru_maxrss"
+        result.update(peak_extra_bytes=max(0, peak - before), method=method)
 
 
 def siren_flops_per_point(model: Model) -> int:
@@ -107,33 +160,58 @@ def _print_core(results: dict) -> None:
           "decode ratio: SIREN matmul FLOP/s / matmul.")
 
 
-def _volume_bench():
+def _run_core(args, device):
+    return bench_core(device=device, quick=args.quick), _print_core
+
+
+def _run_volume(args, device):
     from .volume import bench_volume, print_bench_volume
 
-    return bench_volume, print_bench_volume
+    return bench_volume(device=device, quick=args.quick), print_bench_volume
 
 
-BENCHES = {"core": lambda: (bench_core, _print_core), "volume": _volume_bench}
+def _run_quality(args, device):
+    from .progress import Progress
+    from .train.quality import bench_quality, print_quality
+
+    exemplars = [key for key in (args.exemplars or "").split(",") if key]
+    results = bench_quality(args.data, exemplars, args.out, domain=args.domain, minutes=args.minutes,
+                            models=args.models, device=device, progress=Progress("none" if args.json else "bar"))
+    return results, print_quality
+
+
+def _run_train(args, device):
+    from .train.bench import bench_train, print_bench_train
+
+    return bench_train(device=device, quick=args.quick), print_bench_train
+
+
+BENCHES = {"core": _run_core, "volume": _run_volume, "quality": _run_quality, "train": _run_train}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nca3d.bench", description=__doc__)
-    parser.add_argument("bench", choices=sorted(BENCHES))
+    parser.add_argument("bench", choices=list(BENCHES))
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quick", action="store_true", help="fewer repeats and points (smoke test)")
+    quality = parser.add_argument_group("quality")
+    quality.add_argument("--data", default="../shared/data/textures", help="folder of exemplar images")
+    quality.add_argument("--exemplars", help="comma-separated name fragments (default: all)")
+    quality.add_argument("--domain", default="2d", choices=["2d", "mesh", "volume"])
+    quality.add_argument("--minutes", type=float, default=30.0, help="training budget per exemplar")
+    quality.add_argument("--models", help="folder of trained NAME_DOMAIN.nca3d models to evaluate instead")
+    quality.add_argument("--out", default="nca3d_out/quality", help="where panels and figures go")
     args = parser.parse_args(argv)
     from .device import resolve_device
 
     try:
-        device = resolve_device(args.device)
-        run, show = BENCHES[args.bench]()
-        results = run(device=device, quick=args.quick)
+        results, show = BENCHES[args.bench](args, resolve_device(args.device))
     except NCA3DError as exc:
         print(f"nca3d.bench: error: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(results))
+        print(json.dumps(results, default=str))
     else:
         show(results)
     return 0

@@ -22,7 +22,8 @@ class NCA(nn.Module):
         self.perceive_to_hidden = nn.Linear(perception * channels, hidden)
         self.hidden_to_update = nn.Linear(hidden, channels, bias=False)
         nn.init.xavier_normal_(self.perceive_to_hidden.weight, gain=0.2)
-        nn.init.zeros_(self.perceive_to_hidden.bias)
+        # The bias keeps PyTorch's default U(+-1/sqrt(fan_in)) init: from the all-zero seed the
+        # hidden layer is relu(bias), so a zero bias would leave every NCA gradient at zero.
         nn.init.zeros_(self.hidden_to_update.weight)
 
     def update(self, perception: Tensor) -> Tensor:

@@ -769,64 +769,13 @@ def main(argv: list[str] | None = None) -> int:
 # --------------------------------------------------------------------------- benchmark
 
 
-def _proc_status_bytes(key: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-@contextlib.contextmanager
-def _peak_memory() -> Iterator[dict]:
-    """Measure the peak resident memory a block adds above the resident memory before it.
-
-    tracemalloc does not see torch's allocations, so this reads the kernel's counters: on Linux
-    it resets the high-water mark (writing 5 to /proc/self/clear_refs) and reads VmHWM after the
-    block ('reset' method). Elsewhere, or where the reset is refused, it falls back to
-    getrusage's ru_maxrss, which never goes down: its delta is then only the growth of the
-    process-lifetime peak, a lower bound ('ru_maxrss' method).
-    """
-    result: dict = {}
-    before = _proc_status_bytes("VmRSS")
-    method = None
-    if before is not None:
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-            method = "reset"
-        except OSError:
-            method = None
-    if method is None:
-        import resource
-
-        scale = 1 if sys.platform == "darwin" else 1024
-        start_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
-        before = start_peak if before is None else before
-    try:
-        yield result
-    finally:
-        if method == "reset":
-            peak = _proc_status_bytes("VmHWM") or before
-        else:
-            import resource
-
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
-            before = start_peak
-            method = "ru_maxrss"
-        result.update(peak_extra_bytes=max(0, peak - before), method=method)
-
-
 def bench_volume(device="cpu", quick: bool = False, *, lattice: int = 64, resolutions=None,
                  steps: int | None = None, matmul_size: int = 2048) -> dict:
     """Volume export figures: rollout step time on a 64^3 lattice, decode throughput at 128^3
     and 256^3 (quick: 64^3 and 128^3), VDB write time/size of the last decode, and the peak
     memory each stage adds; speeds also as ratios to a dense matmul timed in the same run.
     lattice/resolutions/steps/matmul_size override the sizes (for smoke tests)."""
-    from .bench import _sync, matmul_gflops, siren_flops_per_point
+    from .bench import _sync, matmul_gflops, peak_memory, siren_flops_per_point
     from .io.vdb import write_vdb
     from .model import Model, ModelConfig
     from .nca import make_generator
@@ -846,7 +795,7 @@ def bench_volume(device="cpu", quick: bool = False, *, lattice: int = 64, resolu
     with torch.inference_mode():
         state = model.rollout(model.seed(lattice), lattice, 4, generator)
         steps = steps or (4 if quick else 16)
-        with _peak_memory() as grow_mem:
+        with peak_memory() as grow_mem:
             start, cpu_start = time.perf_counter(), time.process_time()
             state = _sync(model.rollout(state, lattice, steps, generator), device)
             step_s = (time.perf_counter() - start) / steps
@@ -864,7 +813,7 @@ def bench_volume(device="cpu", quick: bool = False, *, lattice: int = 64, resolu
     arrays = None
     for res in resolutions or ((64, 128) if quick else (128, 256)):
         decode_volume(model, state, lattice, 32)  # warm up
-        with _peak_memory() as mem:
+        with peak_memory() as mem:
             start, cpu_start = time.perf_counter(), time.process_time()
             arrays = decode_volume(model, state, lattice, res)
             _sync(None, device)
@@ -881,7 +830,7 @@ def bench_volume(device="cpu", quick: bool = False, *, lattice: int = 64, resolu
     voxel_size, origin = volume_transform(res, 1.0)
     with tempfile.TemporaryDirectory(prefix="nca3d-bench-") as folder:
         path = Path(folder) / "bench.vdb"
-        with _peak_memory() as mem:
+        with peak_memory() as mem:
             start = time.perf_counter()
             write_vdb(path, {"density": arrays[0], "color": arrays[1]}, voxel_size=voxel_size, origin=origin,
                       zlib_level=VDB_ZLIB_LEVEL)

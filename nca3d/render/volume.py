@@ -29,18 +29,21 @@ def camera_frame(direction: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def orthographic_rays(film: Tensor, generator: torch.Generator | None = None,
-                      direction: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                      direction: Tensor | None = None, extent: float = HALF_DIAGONAL,
+                      back: float = 2 * HALF_DIAGONAL) -> tuple[Tensor, Tensor]:
     """Rays for film coordinates (Q, 2) in [-1, 1] (y down) of a view along `direction` (3,).
 
-    The film spans the cube's bounding sphere. A random direction is drawn when none is given.
-    Returns origins (Q, 3) outside the cube and the shared unit direction (3,).
+    The film's half-width is `extent` world units (the default spans the cube's bounding
+    sphere, so the whole cube is seen) and it sits `back` world units behind the origin along
+    the view (outside the cube by default). A random direction is drawn when none is given.
+    Returns origins (Q, 3) and the shared unit direction (3,).
     """
     if direction is None:
         direction = torch.randn(3, generator=generator, device=film.device)
     direction = direction.to(film.device, torch.float32)
     direction = direction / direction.norm()
     right, up = camera_frame(direction)
-    origins = (film[:, :1] * right - film[:, 1:] * up) * HALF_DIAGONAL - direction * 2 * HALF_DIAGONAL
+    origins = (film[:, :1] * right - film[:, 1:] * up) * extent - direction * back
     return origins, direction
 
 
@@ -55,9 +58,18 @@ def cube_span(origins: Tensor, direction: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def march_rays(model: Model, state: Tensor, lattice: Grid3D, origins: Tensor, direction: Tensor,
-               samples: int, background: Tensor) -> Tensor:
-    """Composite colour (B, Q, 3) of rays (origins (Q, 3), direction (3,)) over `background` (3,)."""
-    near, far = cube_span(origins, direction)
+               samples: int, background: Tensor, depth: float | None = None) -> Tensor:
+    """Composite colour (B, Q, 3) of rays (origins (Q, 3), direction (3,)) over `background` (3,).
+
+    depth None: each ray is clipped to the cube [-1, 1]^3. depth d: each ray runs d world units
+    from its origin through the periodic texture (no clipping), so every pixel sees the same
+    optical depth.
+    """
+    if depth is None:
+        near, far = cube_span(origins, direction)
+    else:
+        near = torch.zeros(origins.shape[0], device=origins.device)
+        far = torch.full_like(near, float(depth))
     length = (far - near).clamp_min(0.0)  # (Q,)
     t = near[:, None] + length[:, None] * (torch.arange(samples, device=origins.device) + 0.5) / samples
     points = origins[:, None, :] + t[..., None] * direction  # (Q, S, 3)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -23,15 +24,15 @@ from torch import nn
 from ..errors import NCA3DError
 
 __all__ = [
-    "FeatureExtractor",
+    "FEATURE_NAMES",
     "EfficientNetLite0Features",
+    "FeatureExtractor",
     "PatchFeatures",
     "VGG16Features",
-    "FEATURE_NAMES",
     "effnet_weights_path",
-    "vgg16_default_path",
-    "make_feature_extractor",
     "keep_cpu_allocations",
+    "make_feature_extractor",
+    "vgg16_default_path",
 ]
 
 FEATURE_NAMES = ("effnet", "patches", "vgg16")
@@ -43,12 +44,12 @@ class FeatureExtractor(nn.Module):
     #: channel count of each tap, in the order ``forward`` returns them
     tap_channels: tuple[int, ...] = ()
 
-    def freeze(self) -> "FeatureExtractor":
+    def freeze(self) -> FeatureExtractor:
         for p in self.parameters():
             p.requires_grad_(False)
         return super().train(False)
 
-    def train(self, mode: bool = True) -> "FeatureExtractor":  # noqa: D401 - always eval
+    def train(self, mode: bool = True) -> FeatureExtractor:
         """Stay in eval mode whatever is asked: the network is frozen (BatchNorm uses running stats)."""
         return super().train(False)
 
@@ -208,7 +209,9 @@ class EfficientNetLite0Features(FeatureExtractor):
         self.upsample = float(upsample)
         self.stages = int(stages)
         self.net = EfficientNetLite0()
-        path = Path(weights) if weights is not None else effnet_weights_path()
+        path = Path(weights).expanduser() if weights is not None else effnet_weights_path()
+        if not path.is_file():
+            raise NCA3DError(f"EfficientNet-Lite0 weights not found at {path}; use --features patches")
         try:
             self.net.load_state_dict(_load_state_dict(path), strict=True)
         except RuntimeError as exc:
@@ -395,9 +398,11 @@ class VGG16Features(FeatureExtractor):
             state = _load_state_dict(path)
         except NCA3DError:
             raise
-        except Exception as exc:  # unpickling refused, corrupt file, ...
+        except (pickle.UnpicklingError, RuntimeError, OSError, ValueError, EOFError) as exc:
+            # refused by weights_only=True (pickled objects), corrupt or truncated file, ...
+            reason = (str(exc).strip().splitlines() or [""])[0]
             raise NCA3DError(
-                f"could not load VGG16 weights from {path} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                f"could not load VGG16 weights from {path} ({type(exc).__name__}: {reason}); "
                 "it must be a plain torchvision state dict (--vgg-weights PATH) or use --features effnet"
             ) from None
         own = self.features.state_dict()

@@ -17,15 +17,15 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
-    "sample_vectors",
-    "relaxed_emd",
-    "sliced_wasserstein",
-    "multiscale_crops",
-    "overflow_loss",
+    "DISTANCES",
+    "TextureLoss",
     "autocorrelation",
     "autocorrelation_loss",
-    "TextureLoss",
-    "DISTANCES",
+    "multiscale_crops",
+    "overflow_loss",
+    "relaxed_emd",
+    "sample_vectors",
+    "sliced_wasserstein",
 ]
 
 DISTANCES = ("emd", "swd")
@@ -197,9 +197,7 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=down)
 
 
-def _random_crops(
-    images: torch.Tensor, count: int, ch: int, cw: int, generator, wrap: bool
-) -> torch.Tensor:
+def _random_crops(images: torch.Tensor, count: int, ch: int, cw: int, generator, wrap: bool) -> torch.Tensor:
     """``count`` random ``ch x cw`` crops per image, vectorised: ``(count*B, K, ch, cw)``, crop-major."""
     b, k, h, w = images.shape
     dev = images.device
@@ -521,8 +519,9 @@ class TextureLoss(nn.Module):
         hw = h * w
         n_crops = sum(self.scales)
         dev = f.device
-        vb = (torch.arange(n_views, device=dev).view(-1, 1, 1) * n_crops * batch
-              + torch.arange(batch, device=dev).view(1, -1, 1))  # image index of crop 0
+        vb = torch.arange(n_views, device=dev).view(-1, 1, 1) * n_crops * batch + torch.arange(batch, device=dev).view(
+            1, -1, 1
+        )  # image index of crop 0
         imgs, pixels, sizes = [], [], []
         start = 0
         for s in self.scales:

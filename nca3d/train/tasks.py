@@ -52,12 +52,17 @@ class Texture2DTask:
 
 
 class VolumeTask:
-    """Solid textures: near-orthographic emission-absorption renders of the periodic cube."""
+    """Solid textures: orthographic emission-absorption renders through the periodic volume.
+
+    A full view is one lattice period wide (the cube's width, 2 world units) and `depth` deep,
+    from a random direction; rays are not clipped to the cube (the texture wraps), so every
+    pixel is texture over the same optical depth and the exemplar maps onto one period.
+    """
 
     def __init__(self, grid: int, harmonics: int, patch: int, scales=(1, 2, 4), samples: int = 48,
-                 background=(1.0, 1.0, 1.0)):
+                 background=(1.0, 1.0, 1.0), depth: float = 2.0):
         self.lattice = Grid3D(grid, harmonics)
-        self.patch, self.scales, self.samples = patch, tuple(scales), samples
+        self.patch, self.scales, self.samples, self.depth = patch, tuple(scales), samples, depth
         self.background = torch.tensor(background, dtype=torch.float32)
 
     def _views(self, batch: int, generator, device) -> list[tuple[Tensor, Tensor]]:
@@ -68,14 +73,14 @@ class VolumeTask:
             for _ in range(scale):
                 centre = (torch.rand(2, generator=generator, device=device) * 2 - 1) * (1 - 1 / scale)
                 film = centre + unit / scale
-                views.append(orthographic_rays(film, generator))
+                views.append(orthographic_rays(film, generator, extent=1.0, back=self.depth / 2))
         return views
 
     def render(self, model: Model, state: Tensor, generator: torch.Generator) -> list[Tensor]:
         crops = []
         for origins, directions in self._views(state.shape[0], generator, state.device):
             rgb = march_rays(model, state, self.lattice, origins, directions, self.samples,
-                             self.background.to(state.device))  # (B, p*p, 3)
+                             self.background.to(state.device), depth=self.depth)  # (B, p*p, 3)
             crops.append(rgb.reshape(state.shape[0], self.patch, self.patch, 3).permute(0, 3, 1, 2))
         return crops
 

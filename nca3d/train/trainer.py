@@ -124,6 +124,18 @@ def load_exemplar_stack(config: TrainConfig) -> tuple[torch.Tensor, list[slice],
     return torch.from_numpy(np.ascontiguousarray(stack)).float(), slices, grey, digest.hexdigest()
 
 
+def make_task(domain: str, grid: int, harmonics: int, patch: int, ray_samples: int, device):
+    """The supervision task of a domain: its lattice and a renderer of loss crops."""
+    if domain == "2d":
+        return Texture2DTask(grid, harmonics, patch)
+    if domain == "volume":
+        return VolumeTask(grid, harmonics, patch, samples=ray_samples)
+    from .mesh_task import MeshTask
+
+    # A full view covers 64 cells at the default frequency (fewer on coarse test spheres).
+    return MeshTask(frequency=grid, patch=patch, view_cells=min(64, grid)).to(device)
+
+
 def checkpoint_path(out: str) -> Path:
     return Path(out).with_suffix(".ckpt")
 
@@ -142,15 +154,10 @@ class Trainer:
                                    harmonics=0 if config.domain == "mesh" else config.harmonics)
         torch.manual_seed(config.seed)
         self.model = Model(model_config).to(self.device)
-        if config.domain == "2d":
-            self.task = Texture2DTask(config.grid, config.harmonics, config.patch)
-        elif config.domain == "volume":
-            self.task = VolumeTask(config.grid, config.harmonics, config.patch, samples=config.ray_samples)
-        else:
-            from .mesh_task import MeshTask
-
+        if config.domain == "mesh":
             self.progress.update("raycast", 0.0, "ray-cast views of the icosphere (cached after the first run)")
-            self.task = MeshTask(frequency=config.grid, patch=config.patch).to(self.device)
+        self.task = make_task(config.domain, config.grid, config.harmonics, config.patch, config.ray_samples,
+                              self.device)
         self.progress.update("features", 0.0, f"loading {config.features} features")
         extractor = make_feature_extractor(config.features, vgg_weights=config.vgg_weights, device=self.device)
         self.loss_fn = TextureLoss(exemplar.to(self.device), extractor, distance=config.distance,

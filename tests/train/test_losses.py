@@ -1,5 +1,7 @@
 """Texture-loss pieces: sampling, distances, crops, the cached TextureLoss, auxiliary losses."""
 
+import itertools
+
 import pytest
 import torch
 
@@ -106,7 +108,7 @@ def test_sliced_wasserstein_zero_positive_and_decreasing():
     assert sliced_wasserstein(x, x, 32, gen(0)).abs().max() < 1e-10
     dists = [float(sliced_wasserstein((1 - t) * x + t * y, y, 32, gen(0)).mean()) for t in (0.0, 0.3, 0.6, 0.9)]
     assert dists[0] > 0.1
-    assert all(a > b for a, b in zip(dists, dists[1:]))
+    assert all(a > b for a, b in itertools.pairwise(dists))
 
 
 def test_sliced_wasserstein_resamples_targets():
@@ -216,8 +218,15 @@ def test_texture_loss_zero_ish_on_exemplar_and_cached_once():
 def test_texture_loss_pbr_stack_and_pseudo_targets():
     ex = texture(k=7, size=48)  # albedo (3) + height (1) + normal (3)
     slices = [slice(0, 3), slice(3, 4), slice(4, 7)]
-    loss_fn = TextureLoss(ex, make_feature_extractor("patches"), patch=24, samples=64, target_crops=2,
-                          map_slices=slices, pseudo_targets=10)
+    loss_fn = TextureLoss(
+        ex,
+        make_feature_extractor("patches"),
+        patch=24,
+        samples=64,
+        target_crops=2,
+        map_slices=slices,
+        pseudo_targets=10,
+    )
     assert loss_fn.n_views == 3 + 10
     assert loss_fn.views_for(iteration=3) == [0, 1, 2, 6]
     assert loss_fn.views_for(iteration=13) == [0, 1, 2, 6]
@@ -264,8 +273,9 @@ def test_texture_loss_score_takes_ready_crops():
 
 def test_texture_loss_swd_autocorr_and_validation():
     ex = texture(size=40)
-    loss_fn = TextureLoss(ex, make_feature_extractor("patches"), distance="swd", patch=20, samples=64,
-                          target_crops=2, autocorr_weight=1.0)
+    loss_fn = TextureLoss(
+        ex, make_feature_extractor("patches"), distance="swd", patch=20, samples=64, target_crops=2, autocorr_weight=1.0
+    )
     images = torch.rand(2, 3, 32, 32, requires_grad=True)
     loss_fn(images, gen()).backward()
     assert images.grad.abs().sum() > 0

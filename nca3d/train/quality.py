@@ -1,0 +1,149 @@
+"""Quality, shown not claimed: `python -m nca3d.bench quality --data DIR`.
+
+For each exemplar it trains a model for a fixed budget (or takes one from --models), grows it
+from the seed, and writes exemplar | after 256 steps | after 1024 steps side by side. It scores
+every result with a weight-free texture-statistics distance (Portilla-Simoncelli statistics,
+from the `plenoptic` package) against a crop of the exemplar, next to
+- the ceiling: the same distance for a different crop of the exemplar, and
+- the floor: the same distance for a blurred crop of the exemplar.
+`score` = (floor - d) / (floor - ceiling): 1 is as good as the exemplar itself, 0 as bad as a blur.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import NCA3DError, require
+from ..io.images import read_exemplar, write_png
+from ..io.model_file import load_model
+from ..nca import make_generator
+from ..progress import Progress
+from .trainer import TrainConfig, Trainer, make_task
+
+STATS_SIZE = 128  # images are compared at this size (a power of two for the pyramid)
+STEPS = (256, 1024)
+
+
+def _resize(image: torch.Tensor, size: int) -> torch.Tensor:
+    """(3, H, W) -> (3, size, size), antialiased."""
+    return F.interpolate(image[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+
+
+class TextureStatistics:
+    """Portilla-Simoncelli statistics of RGB images, per channel, at STATS_SIZE."""
+
+    def __init__(self, size: int = STATS_SIZE):
+        plenoptic = require("plenoptic", "bench", "the texture-statistics distance")
+        scales = max(1, min(4, size.bit_length() - 4))  # the coarsest band keeps >= 8 px for 7x7 correlations
+        self.model = plenoptic.models.PortillaSimoncelli((size, size), n_scales=scales, n_orientations=4,
+                                                         spatial_corr_width=7)
+        self.size = size
+
+    @torch.no_grad()
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        """(3, H, W) in [0, 1] -> statistics (3, S)."""
+        image = _resize(image.float().clamp(0, 1), self.size)
+        stats = self.model(image[:, None].double()).reshape(3, -1).float()
+        return torch.nan_to_num(stats)  # a flat image has undefined higher moments: count them as 0
+
+    def distance(self, a: torch.Tensor, b: torch.Tensor) -> float:
+        """Relative L2 distance of the statistics of a to those of b, averaged over channels."""
+        sa, sb = self(a), self(b)
+        return float(((sa - sb).norm(dim=1) / sb.norm(dim=1).clamp_min(1e-8)).mean())
+
+
+def _blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    radius = int(3 * sigma)
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-x ** 2 / (2 * sigma ** 2))
+    kernel = kernel / kernel.sum()
+    padded = F.pad(image[None], (radius,) * 4, mode="reflect")
+    out = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
+    return F.conv2d(out, kernel.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)[0]
+
+
+def reference_scores(exemplar: torch.Tensor, stats: TextureStatistics) -> dict:
+    """Reference crop (top-left half), ceiling (bottom-right half) and floor (blurred) distances."""
+    _, h, w = exemplar.shape
+    reference = exemplar[:, : h // 2, : w // 2]
+    other = exemplar[:, h - h // 2:, w - w // 2:]
+    blurred = _blur(_resize(other, stats.size), sigma=stats.size / 32)
+    return {"reference": reference, "ceiling": stats.distance(other, reference),
+            "floor": stats.distance(blurred, reference)}
+
+
+@torch.no_grad()
+def evaluate_model(model, exemplar: torch.Tensor, stats: TextureStatistics, out_png: Path, seed: int = 0) -> dict:
+    """Grow `model`, render half-extent crops after each of STEPS, score them, write the panel."""
+    config = model.provenance.get("config") or {}
+    domain = model.config.domain
+    grid = config.get("grid") or (model.config.icosphere_frequency if domain == "mesh" else model.config.grid_size[0])
+    task = make_task(domain, grid, model.config.harmonics, stats.size, config.get("ray_samples", 48), model.device)
+    scores = reference_scores(exemplar, stats)
+    generator = make_generator(seed, model.device)
+    state = model.seed(task.lattice)
+    panels = [_resize(exemplar, stats.size)]
+    done, results = 0, {}
+    for steps in STEPS:
+        state = model.rollout(state, task.lattice, steps - done, generator)
+        done = steps
+        crops = task.render(model, state, make_generator(seed + steps, model.device))
+        full, half = crops[0][0, :3], crops[1][0, :3]
+        if model.provenance.get("grey"):
+            full, half = (c.mean(0, keepdim=True).expand(3, -1, -1) for c in (full, half))
+        distance = stats.distance(half.clamp(0, 1), scores["reference"])
+        results[f"distance_{steps}"] = distance
+        results[f"score_{steps}"] = (scores["floor"] - distance) / max(scores["floor"] - scores["ceiling"], 1e-8)
+        results[f"overflow_{steps}"] = float((state - state.clamp(-1, 1)).abs().mean())
+        panels.append(full.clamp(0, 1).cpu())
+    write_png(out_png, torch.cat(panels, dim=2).permute(1, 2, 0).numpy())
+    results.update(ceiling=scores["ceiling"], floor=scores["floor"], panel=str(out_png))
+    return results
+
+
+def bench_quality(data: str, exemplars: list[str], out: str, domain: str = "2d", minutes: float = 30.0,
+                  models: str | None = None, device="cpu", progress: Progress | None = None) -> dict:
+    """Train (or load) and evaluate one model per exemplar; returns the figures and writes them as JSON."""
+    progress = progress or Progress("bar")
+    stats = TextureStatistics()
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = sorted(p for p in Path(data).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    chosen = [p for p in files if not exemplars or any(key in p.stem for key in exemplars)]
+    if not chosen:
+        raise NCA3DError(f"no exemplar in '{data}' matches {exemplars}; check --data and --exemplars")
+    rows = []
+    for path in chosen:
+        name = f"{path.stem}_{domain}"
+        model_path = Path(models) / f"{name}.nca3d" if models else out_dir / f"{name}.nca3d"
+        start = time.monotonic()
+        if not model_path.exists():
+            config = TrainConfig(exemplar=str(path), out=str(model_path), domain=domain, minutes=minutes,
+                                 device=str(device))
+            Trainer(config, progress).run(resume=True)
+        model = load_model(model_path, device)
+        pixels, _ = read_exemplar(path)
+        exemplar = torch.from_numpy(pixels).permute(2, 0, 1)
+        row = {"exemplar": path.name, "domain": domain, "model": str(model_path),
+               "iterations": model.provenance.get("iterations"), "train_minutes": model.provenance.get("minutes"),
+               **evaluate_model(model, exemplar, stats, out_dir / f"{name}.quality.png")}
+        row["seconds"] = time.monotonic() - start
+        rows.append(row)
+    results = {"domain": domain, "stats_size": stats.size, "rows": rows}
+    (out_dir / f"quality_{domain}.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+def print_quality(results: dict) -> None:
+    print(f"{'exemplar':36s} {'iters':>6s} {'ceiling':>8s} {'floor':>8s} {'d@256':>8s} {'d@1024':>8s} "
+          f"{'score@256':>9s} {'score@1024':>10s}")
+    for row in results["rows"]:
+        print(f"{row['exemplar']:36s} {row['iterations'] or 0:6d} {row['ceiling']:8.3f} {row['floor']:8.3f} "
+              f"{row['distance_256']:8.3f} {row['distance_1024']:8.3f} {row['score_256']:9.2f} {row['score_1024']:10.2f}")
+    print("score = (floor - d) / (floor - ceiling): 1 = as close as another crop of the exemplar, 0 = a blur.")

@@ -1,0 +1,43 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("plenoptic", reason="the quality bench needs plenoptic (pip install 'nca3d[bench]')")
+
+from nca3d.bench import main as bench_main  # noqa: E402
+from nca3d.train.quality import TextureStatistics, reference_scores  # noqa: E402
+from tests.train.test_trainer import make_exemplar, tiny_config  # noqa: E402
+
+
+def test_statistics_rank_a_crop_above_a_blur():
+    rng = np.random.default_rng(0)
+    noise = torch.from_numpy(rng.random((3, 256, 256))).float()
+    stats = TextureStatistics(size=64)
+    scores = reference_scores(noise, stats)
+    assert scores["ceiling"] < scores["floor"]
+    assert stats.distance(noise[:, :128, :128], noise[:, :128, :128]) < 1e-6
+
+
+def test_quality_bench_trains_evaluates_and_writes_panels(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    make_exemplar(data / "blobs.png", size=64)
+    models = tmp_path / "models"
+    config = tiny_config(tmp_path, iters=3)
+    config.exemplar, config.out = str(data / "blobs.png"), str(models / "blobs_2d.nca3d")
+    from nca3d.progress import Progress
+    from nca3d.train.trainer import Trainer
+
+    Trainer(config, Progress("none")).run()
+    out = tmp_path / "out"
+    assert bench_main(["quality", "--data", str(data), "--models", str(models), "--out", str(out), "--json",
+                       "--device", "cpu"]) == 0
+    row = json.loads(capsys.readouterr().out)["rows"][0]
+    for key in ("distance_256", "distance_1024", "score_256", "score_1024", "ceiling", "floor"):
+        assert np.isfinite(row[key])
+    panel = Image.open(row["panel"])
+    assert panel.size[0] == 3 * panel.size[1]
+    assert (out / "quality_2d.json").exists()
