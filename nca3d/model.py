@@ -187,9 +187,10 @@ class Model(nn.Module):
     def seed(self, lattice: Lattice, batch: int = 1) -> Tensor:
         return lattice.seed(batch, self.config.channels, device=self.device)
 
-    def rollout(self, state: Tensor, lattice: Lattice, steps: int, generator=None, callback=None) -> Tensor:
+    def rollout(self, state: Tensor, lattice: Lattice, steps: int, generator=None, callback=None,
+                checkpoint_segment: int = 0) -> Tensor:
         self.check_lattice(lattice)
-        return self.nca.rollout(state, lattice, steps, generator, callback)
+        return self.nca.rollout(state, lattice, steps, generator, callback, checkpoint_segment)
 
     # --- decoding --------------------------------------------------------------------------
     def activate(self, raw: Tensor) -> Tensor:

@@ -50,13 +50,37 @@ class NCA(nn.Module):
                 blocks.append(new)
         return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
 
-    def rollout(self, state: Tensor, lattice: Lattice, steps: int,
-                generator: torch.Generator | None = None, callback=None) -> Tensor:
-        """Run `steps` steps. callback(step_index, state) is called after each step when given."""
+    def rollout(self, state: Tensor, lattice: Lattice, steps: int, generator: torch.Generator | None = None,
+                callback=None, checkpoint_segment: int = 0) -> Tensor:
+        """Run `steps` steps. callback(step_index, state) is called after each step when given.
+
+        checkpoint_segment k > 0 (with autograd on): gradient checkpointing, keeping only every
+        k-th state and recomputing the others in backward, so memory no longer grows with the
+        rollout length. Each segment draws its fire masks from its own generator seeded from
+        `generator`, so the recomputation replays exactly the same updates.
+        """
+        if checkpoint_segment > 0 and torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint
+
+            done = 0
+            while done < steps:
+                count = min(checkpoint_segment, steps - done)
+                seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator, device=state.device))
+                state = checkpoint(self._segment, state, lattice, count, seed, use_reentrant=False)
+                done += count
+                if callback is not None:
+                    callback(done, state)
+            return state
         for index in range(steps):
             state = self.step(state, lattice, generator)
             if callback is not None:
                 callback(index + 1, state)
+        return state
+
+    def _segment(self, state: Tensor, lattice: Lattice, steps: int, seed: int) -> Tensor:
+        generator = make_generator(seed, state.device)
+        for _ in range(steps):
+            state = self.step(state, lattice, generator)
         return state
 
 

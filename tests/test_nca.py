@@ -70,3 +70,24 @@ def test_gradients_flow_through_a_rollout():
     out = model.rollout(torch.randn(1, 5, 5, 5, 16) * 0.1, lattice, 3, make_generator(0))
     out.square().mean().backward()
     assert model.nca.perceive_to_hidden.weight.grad.abs().sum() > 0
+
+
+def test_gradient_checkpointing_replays_the_same_rollout(monkeypatch):
+    import torch.utils.checkpoint as checkpointing
+
+    model = random_model("2d")
+    lattice = Grid2D(8)
+    seed_state = torch.randn(2, 8, 8, 16) * 0.1
+
+    def grads():
+        model.zero_grad()
+        out = model.rollout(seed_state, lattice, 10, make_generator(3), checkpoint_segment=4)
+        out.square().mean().backward()
+        return out.detach(), [p.grad.clone() for p in model.nca.parameters()]
+
+    checkpointed, checkpointed_grads = grads()
+    monkeypatch.setattr(checkpointing, "checkpoint", lambda fn, *args, **kwargs: fn(*args))
+    direct, direct_grads = grads()
+    assert torch.equal(checkpointed, direct)
+    for a, b in zip(checkpointed_grads, direct_grads):
+        assert torch.allclose(a, b, atol=1e-6) and a.abs().sum() > 0

@@ -66,6 +66,7 @@ class TrainConfig:
     samples: int = 512
     ray_samples: int = 40
     checkpoint_every: int = 50
+    grad_checkpoint: int = 0  # > 0: gradient checkpointing every this many rollout steps (less memory)
     license: str | None = None
     credit: str | None = None
     device: str = "auto"
@@ -225,7 +226,7 @@ class Trainer:
         if self.iteration % cfg.seed_every == 0:
             state[0] = 0.0  # re-inject the seed
         steps = int(torch.randint(cfg.min_steps, cfg.max_steps + 1, (1,), generator=g, device=self.device))
-        state = self.model.rollout(state, self.task.lattice, steps, g)
+        state = self.model.rollout(state, self.task.lattice, steps, g, checkpoint_segment=cfg.grad_checkpoint)
         crops = self.task.render(self.model, state, g)
         if self.grey:
             greys = [c.mean(1, keepdim=True) for c in crops]
