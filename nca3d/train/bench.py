@@ -8,6 +8,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -65,28 +68,41 @@ def decoder_memory_advantage(steps: int = 32, lattice: int = 64, scale: int = 8,
             "ratio_plain_over_lppn": theirs / max(ours, 1)}
 
 
+def _train_iterations(domain: str, device: str, iterations: int) -> dict:
+    """Seconds per iteration and peak memory of the default recipe for one domain."""
+    with tempfile.TemporaryDirectory() as folder:
+        exemplar = procedural_exemplar(Path(folder) / "blobs.png")
+        small_volume = {"patch": 64, "batch": 2, "ray_samples": 20, "grid": 24, "pool": 32}
+        config = TrainConfig(exemplar=str(exemplar), out=str(Path(folder) / f"{domain}.nca3d"), domain=domain,
+                             iters=iterations + 1, device=device, **(small_volume if domain == "volume" else {}))
+        trainer = Trainer(config, Progress("none"))
+        trainer.step()  # warm-up
+        with peak_memory() as memory:
+            start = time.perf_counter()
+            for _ in range(iterations):
+                trainer.step()
+            seconds = (time.perf_counter() - start) / iterations
+    return {"domain": domain, "seconds_per_iteration": seconds, "iterations_per_minute": 60 / seconds,
+            "peak_extra_bytes": memory["peak_extra_bytes"],
+            "settings": {k: getattr(config, k) for k in ("grid", "batch", "patch", "channels", "hidden")}}
+
+
+def _in_fresh_process(call: str) -> dict:
+    """Run `call` (an expression in this module) in a new interpreter: memory peaks are only
+    meaningful in a process whose allocator has not already grown (the trainer keeps CPU
+    allocations mapped)."""
+    code = f"import json, nca3d.train.bench as b; print(json.dumps(b.{call}))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def bench_train(device="cpu", quick: bool = False) -> dict:
     iterations = 2 if quick else 5
     results = {"device": str(device), "threads": torch.get_num_threads(),
                "matmul_gflops": matmul_gflops(device=device), "domains": []}
-    with tempfile.TemporaryDirectory() as folder:
-        exemplar = procedural_exemplar(Path(folder) / "blobs.png")
-        for domain in ("2d", "volume", "mesh"):
-            config = TrainConfig(exemplar=str(exemplar), out=str(Path(folder) / f"{domain}.nca3d"), domain=domain,
-                                 iters=iterations + 1, device=str(device),
-                                 **({"patch": 64, "batch": 2, "ray_samples": 20, "grid": 24} if domain == "volume" else {}))
-            trainer = Trainer(config, Progress("none"))
-            trainer.step()  # warm-up
-            with peak_memory() as memory:
-                start = time.perf_counter()
-                for _ in range(iterations):
-                    trainer.step()
-                seconds = (time.perf_counter() - start) / iterations
-            results["domains"].append({"domain": domain, "seconds_per_iteration": seconds,
-                                       "iterations_per_minute": 60 / seconds,
-                                       "peak_extra_bytes": memory["peak_extra_bytes"],
-                                       "settings": {k: getattr(config, k) for k in ("grid", "batch", "patch", "channels", "hidden")}})
-    results["decoder_memory"] = decoder_memory_advantage(steps=8 if quick else 32)
+    for domain in ("2d", "volume", "mesh"):
+        results["domains"].append(_in_fresh_process(f"_train_iterations({domain!r}, {str(device)!r}, {iterations})"))
+    results["decoder_memory"] = _in_fresh_process(f"decoder_memory_advantage(steps={8 if quick else 32})")
     return results
 
 
