@@ -55,8 +55,8 @@ class TrainConfig:
     pool: int = 256
     batch: int = 4
     seed_every: int = 8
-    min_steps: int = 32
-    max_steps: int = 96
+    min_steps: int = 0  # rollout length range per iteration (0: 32-96, volumes 16-48)
+    max_steps: int = 0
     lr: float = 1e-3
     lr_decay: float = 0.3
     lr_decay_every: int = 1000
@@ -78,8 +78,9 @@ class TrainConfig:
             self.iters = 10 ** 9 if self.minutes > 0 else 2000
         if self.grid <= 0:
             self.grid = 32 if self.domain == "volume" else 64
-        if self.domain == "volume":
-            self.min_steps, self.max_steps = min(self.min_steps, 16), min(self.max_steps, 48)
+        volume = self.domain == "volume"
+        self.min_steps = self.min_steps or (16 if volume else 32)
+        self.max_steps = self.max_steps or (48 if volume else 96)
         if self.maps and self.domain == "volume":
             raise NCA3DError("volume models learn colour only; drop the --normal/--height/--roughness/--ao maps")
         unknown = set(self.maps) - set(PBR_MAPS)
