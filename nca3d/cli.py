@@ -52,8 +52,8 @@ def _cmd_train(args) -> int:
     options = {key: value for key, value in vars(args).items()
                if key in TrainConfig.__dataclass_fields__ and value is not None and key != "maps"}
     config = TrainConfig(maps=maps, **options)
-    files = Trainer(config, Progress(args.progress)).run(resume=args.resume)
-    Progress(args.progress).done(files)
+    progress = Progress(args.progress)
+    progress.done(Trainer(config, progress).run(resume=args.resume))
     return 0
 
 

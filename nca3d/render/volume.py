@@ -18,6 +18,13 @@ from ..model import Model
 HALF_DIAGONAL = math.sqrt(3.0)
 
 
+def pixel_grid(size: int, device=None) -> Tensor:
+    """Pixel centres of a size x size image in [0, 1]^2, image order (y rows, x fastest): (size^2, 2)."""
+    t = (torch.arange(size, device=device, dtype=torch.float32) + 0.5) / size
+    y, x = torch.meshgrid(t, t, indexing="ij")
+    return torch.stack([x.reshape(-1), y.reshape(-1)], dim=-1)
+
+
 def camera_frame(direction: Tensor) -> tuple[Tensor, Tensor]:
     """Right and up unit vectors orthogonal to a unit view direction (3,)."""
     helper = torch.tensor([0.0, 0.0, 1.0], device=direction.device)
@@ -90,9 +97,7 @@ def march_rays(model: Model, state: Tensor, lattice: Grid3D, origins: Tensor, di
 def render_volume_image(model: Model, state: Tensor, lattice: Grid3D, size: int = 256, samples: int = 128,
                         background=(1.0, 1.0, 1.0), direction=(-0.6, -0.45, -0.66)) -> np.ndarray:
     """An image (size, size, 3) of state[0] from a 3/4 view (rows chunked to bound memory)."""
-    t = (torch.arange(size, device=state.device, dtype=torch.float32) + 0.5) / size * 2 - 1
-    y, x = torch.meshgrid(t, t, indexing="ij")
-    film = torch.stack([x.reshape(-1), y.reshape(-1)], -1)
+    film = pixel_grid(size, state.device) * 2 - 1
     background = torch.as_tensor(background, dtype=torch.float32, device=state.device)
     view = torch.as_tensor(direction, dtype=torch.float32)
     rows = []

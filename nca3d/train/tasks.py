@@ -13,14 +13,7 @@ from torch import Tensor
 
 from ..lattices import Grid2D, Grid3D
 from ..model import Model
-from ..render.volume import march_rays, orthographic_rays
-
-
-def crop_grid(patch: int, device=None) -> Tensor:
-    """Pixel centres of a patch x patch crop in [0, 1]^2, image order (y rows, x fastest): (p*p, 2)."""
-    t = (torch.arange(patch, device=device, dtype=torch.float32) + 0.5) / patch
-    y, x = torch.meshgrid(t, t, indexing="ij")
-    return torch.stack([x.reshape(-1), y.reshape(-1)], dim=-1)
+from ..render.volume import march_rays, orthographic_rays, pixel_grid
 
 
 class Texture2DTask:
@@ -32,7 +25,7 @@ class Texture2DTask:
 
     def render(self, model: Model, state: Tensor, generator: torch.Generator) -> list[Tensor]:
         batch, extent = state.shape[0], float(self.lattice.cell_shape[1])
-        unit = crop_grid(self.patch, state.device)
+        unit = pixel_grid(self.patch, state.device)
         points, crops = [], 0
         for scale in self.scales:
             for _ in range(scale):
@@ -65,9 +58,9 @@ class VolumeTask:
         self.patch, self.scales, self.samples, self.depth = patch, tuple(scales), samples, depth
         self.background = torch.tensor(background, dtype=torch.float32)
 
-    def _views(self, batch: int, generator, device) -> list[tuple[Tensor, Tensor]]:
+    def _views(self, generator, device) -> list[tuple[Tensor, Tensor]]:
         """Rays (origins, directions) of each crop, for a random direction per crop."""
-        unit = crop_grid(self.patch, device) * 2.0 - 1.0  # film coordinates in [-1, 1]
+        unit = pixel_grid(self.patch, device) * 2.0 - 1.0  # film coordinates in [-1, 1]
         views = []
         for scale in self.scales:
             for _ in range(scale):
@@ -78,7 +71,7 @@ class VolumeTask:
 
     def render(self, model: Model, state: Tensor, generator: torch.Generator) -> list[Tensor]:
         crops = []
-        for origins, directions in self._views(state.shape[0], generator, state.device):
+        for origins, directions in self._views(generator, state.device):
             rgb = march_rays(model, state, self.lattice, origins, directions, self.samples,
                              self.background.to(state.device), depth=self.depth)  # (B, p*p, 3)
             crops.append(rgb.reshape(state.shape[0], self.patch, self.patch, 3).permute(0, 3, 1, 2))
