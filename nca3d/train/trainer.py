@@ -66,6 +66,9 @@ class TrainConfig:
     samples: int = 512
     ray_samples: int = 40
     checkpoint_every: int = 50
+    select_every: int = 100  # > 0: every this many iterations, score a long rollout and keep the best weights
+    select_after: int = 400  # ... from this iteration on
+    select_steps: int = 1024  # ... grown from the seed for this many steps (scored at 256 and here)
     grad_checkpoint: int = 0  # > 0: gradient checkpointing every this many rollout steps (less memory)
     license: str | None = None
     credit: str | None = None
@@ -90,6 +93,8 @@ class TrainConfig:
             raise NCA3DError("need iters >= 1, batch >= 1 and pool >= batch")
         if not 1 <= self.min_steps <= self.max_steps:
             raise NCA3DError("need 1 <= min_steps <= max_steps")
+        if self.select_every < 0 or self.select_steps < 1:
+            raise NCA3DError("need select_every >= 0 and select_steps >= 1")
 
 
 # Settings that may differ when a run is resumed: the budget, where it runs, and bookkeeping.
@@ -174,6 +179,8 @@ class Trainer:
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.pool = self.model.seed(self.task.lattice, config.pool)
         self.iteration, self.elapsed, self.losses = 0, 0.0, []
+        self.selection: list[tuple[int, float]] = []  # (iteration, long-rollout score) of each candidate
+        self.best: dict[str, torch.Tensor] | None = None  # weights of the best-scoring candidate
 
     # --- checkpoints -----------------------------------------------------------------------
     def _checkpoint_tensors(self) -> dict[str, torch.Tensor]:
@@ -183,11 +190,13 @@ class Trainer:
                 tensors[f"adam.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
         tensors["pool"] = self.pool.cpu().contiguous()
         tensors["rng"] = self.generator.get_state().contiguous()
+        for key, value in (self.best or {}).items():
+            tensors[f"best.{key}"] = value.cpu().contiguous()
         return tensors
 
     def save_checkpoint(self) -> None:
         meta = {"iteration": self.iteration, "elapsed": self.elapsed, "losses": self.losses,
-                "config": dataclasses.asdict(self.config), "exemplar_sha256": self.exemplar_sha256}
+                "selection": self.selection, "config": dataclasses.asdict(self.config), "exemplar_sha256": self.exemplar_sha256}
         write_bytes_atomic(checkpoint_path(self.config.out),
                            save(self._checkpoint_tensors(), metadata={"nca3d_checkpoint": json.dumps(meta)}))
 
@@ -221,11 +230,47 @@ class Trainer:
         self.pool = tensors["pool"].to(self.device)
         self.generator.set_state(tensors["rng"])
         self.iteration, self.elapsed, self.losses = meta["iteration"], meta["elapsed"], meta["losses"]
+        self.selection = [tuple(pair) for pair in meta.get("selection", [])]
+        best = {k[5:]: v.to(self.device) for k, v in tensors.items() if k.startswith("best.")}
+        self.best = best or None
         return True
 
     # --- one iteration ---------------------------------------------------------------------
     def _lr(self) -> float:
         return self.config.lr * self.config.lr_decay ** (self.iteration // self.config.lr_decay_every)
+
+    def _losses(self, state: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Texture loss of a render of `state`, and the regularisers (overflow; grey tie)."""
+        cfg = self.config
+        crops = self.task.render(self.model, state, generator)
+        extra = cfg.overflow_weight * overflow_loss(state)
+        if self.grey:
+            greys = [c.mean(1, keepdim=True) for c in crops]
+            extra = extra + cfg.grey_weight * sum((c - gc).abs().mean() for c, gc in zip(crops, greys)) / len(crops)
+            crops = [gc.expand_as(c) for c, gc in zip(crops, greys)]
+        return self.loss_fn.score(crops, generator=generator), extra
+
+    @torch.no_grad()
+    def long_rollout_score(self, batch: int = 2) -> float:
+        """Mean loss of `batch` textures grown from the seed, at 256 steps and at `select_steps`.
+
+        Training only sees rollouts of up to `max_steps` from the pool; this is how the run learns
+        whether the texture still holds (no drift, collapse or stripes) long after that."""
+        cfg = self.config
+        generator = torch.Generator(device=self.device).manual_seed(cfg.seed + 7919)  # the same test each time
+        state, done, scores = self.model.seed(self.task.lattice, batch), 0, []
+        for steps in sorted({min(256, cfg.select_steps), cfg.select_steps}):
+            state = self.model.rollout(state, self.task.lattice, steps - done, generator)
+            done = steps
+            texture, extra = self._losses(state, generator)
+            scores.append(float(texture + extra))
+        return float(np.mean(scores))
+
+    def _select(self) -> None:
+        score = self.long_rollout_score()
+        if not self.selection or score < min(s for _, s in self.selection):
+            self.best = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.selection.append((self.iteration, score))
 
     def step(self) -> float:
         cfg, g = self.config, self.generator
@@ -235,15 +280,8 @@ class Trainer:
             state[0] = 0.0  # re-inject the seed
         steps = int(torch.randint(cfg.min_steps, cfg.max_steps + 1, (1,), generator=g, device=self.device))
         state = self.model.rollout(state, self.task.lattice, steps, g, checkpoint_segment=cfg.grad_checkpoint)
-        crops = self.task.render(self.model, state, g)
-        if self.grey:
-            greys = [c.mean(1, keepdim=True) for c in crops]
-            tie = sum((c - gc).abs().mean() for c, gc in zip(crops, greys)) / len(crops)
-            crops = [gc.expand_as(c) for c, gc in zip(crops, greys)]
-        texture = self.loss_fn.score(crops, generator=g)
-        loss = texture + cfg.overflow_weight * overflow_loss(state)
-        if self.grey:
-            loss = loss + cfg.grey_weight * tie
+        texture, extra = self._losses(state, g)
+        loss = texture + extra
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         for param in self.model.nca.parameters():  # per-tensor gradient normalisation
@@ -271,17 +309,29 @@ class Trainer:
                 fraction = max(fraction, self.elapsed / (cfg.minutes * 60))
             self.progress.update("train", min(fraction, 1.0),
                                  f"it {self.iteration} loss {loss:.4f} lr {self._lr():.1e}")
+            if cfg.select_every and self.iteration >= cfg.select_after and self.iteration % cfg.select_every == 0:
+                self.progress.update("train", min(fraction, 1.0), f"it {self.iteration}: scoring a "
+                                     f"{cfg.select_steps}-step rollout", force=True)
+                self._select()
             if self.iteration % cfg.checkpoint_every == 0:
                 self.save_checkpoint()
             if cfg.minutes > 0 and self.elapsed >= cfg.minutes * 60:
                 break
+        if cfg.select_every and self.iteration >= cfg.select_after and \
+                (not self.selection or self.selection[-1][0] != self.iteration):
+            self._select()  # the final weights are a candidate too
         self.save_checkpoint()
         return self.finish()
 
     def finish(self) -> list[str]:
         cfg = self.config
         out = Path(cfg.out)
+        selected = self.iteration
+        if self.best is not None:
+            self.model.load_state_dict(self.best)
+            selected = min(self.selection, key=lambda pair: pair[1])[0]
         self.model.provenance.update(
+            selected_iteration=selected, selection=[[i, round(s, 5)] for i, s in self.selection],
             exemplar=Path(cfg.exemplar).name, exemplar_sha256=self.exemplar_sha256, license=cfg.license,
             credit=cfg.credit, iterations=self.iteration,
             final_loss=float(np.mean(self.losses[-50:])) if self.losses else None,

@@ -63,19 +63,38 @@ def test_loss_goes_down(tmp_path, monkeypatch, domain):
         assert Image.open(path).size[0] > 0
 
 
+SELECT = dict(select_every=3, select_after=3, select_steps=12)
+
+
 def test_resume_continues_the_same_run(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    straight = Trainer(tiny_config(tmp_path / "a", iters=10), Progress("none"))
+    straight = Trainer(tiny_config(tmp_path / "a", iters=10, **SELECT), Progress("none"))
     straight.run()
-    first = Trainer(tiny_config(tmp_path / "b", iters=6), Progress("none"))
+    first = Trainer(tiny_config(tmp_path / "b", iters=6, **SELECT), Progress("none"))
     first.run()
-    second = Trainer(tiny_config(tmp_path / "b", iters=10), Progress("none"))
+    second = Trainer(tiny_config(tmp_path / "b", iters=10, **SELECT), Progress("none"))
     second.run(resume=True)
     assert second.losses[:6] == first.losses
+    # the long-rollout candidates (and the best weights) survive the checkpoint
+    assert [i for i, _ in second.selection] == [i for i, _ in straight.selection] == [3, 6, 9, 10]
+    assert np.allclose([s for _, s in second.selection], [s for _, s in straight.selection], rtol=1e-3)
     assert np.allclose(second.losses, straight.losses, rtol=1e-4)
     for a, b in zip(straight.model.state_dict().values(), second.model.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_the_best_long_rollout_is_the_model_that_ships(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, iters=12, **SELECT), Progress("none"))
+    trainer.run()
+    iterations, scores = zip(*trainer.selection)
+    assert iterations == (3, 6, 9, 12) and all(np.isfinite(scores))
+    best = iterations[int(np.argmin(scores))]
+    model = load_model(trainer.config.out)
+    assert model.provenance["selected_iteration"] == best
+    # the shipped weights score what the selection recorded for that candidate
+    trainer.model.load_state_dict(model.state_dict())
+    assert trainer.long_rollout_score() == pytest.approx(min(scores), rel=1e-4)
 
 
 def test_resume_refuses_other_settings(tmp_path):
