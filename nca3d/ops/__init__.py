@@ -1,0 +1,1 @@
+"""Geometry operations on user meshes: uniform lattice remeshing, UV unwrapping, texel baking."""
