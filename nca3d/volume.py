@@ -106,9 +106,9 @@ _FORMAT = "nca3d-volume"
 def default_model_candidates() -> list[Path]:
     """Where the bundled default volume model is looked for, in order: inside the installed
     package (``nca3d/assets/models/``), then the source checkout's ``assets/models/``."""
-    package = Path(__file__).resolve().parent
-    return [package / "assets" / "models" / DEFAULT_MODEL_NAME,
-            package.parent / "assets" / "models" / DEFAULT_MODEL_NAME]
+    from .models import library_folders
+
+    return [folder / DEFAULT_MODEL_NAME for folder in library_folders()]
 
 
 def default_model_path(candidates: list[Path] | None = None) -> Path:
@@ -722,6 +722,7 @@ def run(args) -> int:
     """Run an export from parsed arguments; raises NCA3DError for bad input."""
     from .device import resolve_device
     from .io.model_file import load_model
+    from .models import resolve_model
     from .progress import Progress
 
     # Cheap checks first, so bad numbers are refused before a model is loaded.
@@ -730,7 +731,7 @@ def run(args) -> int:
     _check_positive("--density-scale", args.density_scale)
     _check_name(args.name)
     device = resolve_device(args.device)
-    model_path = Path(args.model) if args.model else default_model_path()
+    model_path = resolve_model(args.model) if args.model else default_model_path()
     model = load_model(model_path, device=device)
     progress = Progress(args.progress)
     files = generate_volume(

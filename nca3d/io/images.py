@@ -48,7 +48,15 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, str]:
 
 
 def write_png(path: str | os.PathLike, pixels: np.ndarray, bits: int = 8) -> None:
-    """Write float (H, W[, C]) in [0, 1] as an 8- or 16-bit PNG (C = 1, 3 or 4), atomically."""
+    """Write float (H, W[, C]) in [0, 1] as an 8- or 16-bit PNG (C = 1, 3 or 4), atomically.
+
+    uint8 (bits 8) and uint16 (bits 16) arrays are written as they are, without a float copy."""
+    if isinstance(pixels, np.ndarray) and pixels.dtype == {8: np.uint8, 16: np.uint16}.get(bits) and \
+            (pixels.ndim == 2 or (bits == 8 and pixels.ndim == 3)):
+        image = Image.fromarray(pixels[..., 0] if pixels.ndim == 3 and pixels.shape[2] == 1 else pixels)
+        with atomic_path(path) as tmp:
+            image.save(tmp, format="PNG")
+        return
     pixels = np.asarray(pixels, dtype=np.float32)
     if pixels.ndim == 3 and pixels.shape[2] == 1:
         pixels = pixels[..., 0]

@@ -1,0 +1,228 @@
+"""Texel baking: which surface point every texel of a UV map shows, tangent frames, seam dilation.
+
+Texel (row i, column j) of an S x S map has its centre at uv = ((j + 0.5) / S, 1 - (i + 0.5) / S)
+(OpenGL convention: v = 0 is the bottom row). A texel belongs to the UV triangle that contains
+its centre; texels whose centre lies at most `border` px outside every triangle take the
+nearest point of the nearest triangle, so bilinear filtering at island edges reads real
+surface values. `dilate` then copies the nearest covered texel outwards by a margin, for
+mipmaps.
+
+Work is chunked over a flat, virtual list of (triangle, texel-in-its-bounding-box) candidates,
+so memory stays bounded whatever the map size and however large one triangle is in UV space.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+EMPTY = 255  # texel distance code of a texel no triangle covers
+
+
+@dataclass
+class Texels:
+    """A chunk of texels: flat index (T,) int64 into the S*S map, face (T,) int64, bary (T, 3) float64."""
+
+    index: np.ndarray
+    face: np.ndarray
+    bary: np.ndarray
+
+
+def _cross2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]
+
+
+class UVRasteriser:
+    """Streams the texels of an S x S map covered by the UV triangles of (uv (V, 2), faces (F, 3)).
+
+    `distance` (S*S,) uint8 keeps, per texel, the best coverage so far (0: centre inside a
+    triangle, up to 254: `border` px outside, EMPTY: uncovered); a texel is emitted again only
+    when a later triangle covers it better, so each ends with its closest triangle.
+    """
+
+    def __init__(self, uv: np.ndarray, faces: np.ndarray, size: int, border: float = 1.0,
+                 chunk: int = 1 << 21):
+        self.size, self.border, self.chunk = int(size), float(border), int(chunk)
+        corners = np.asarray(uv, np.float64)[np.asarray(faces)]  # (F, 3, 2)
+        px = np.empty_like(corners)
+        px[..., 0] = corners[..., 0] * size
+        px[..., 1] = (1.0 - corners[..., 1]) * size  # image rows grow downwards
+        area2 = _cross2(px[:, 1] - px[:, 0], px[:, 2] - px[:, 0])
+        keep = np.abs(area2) > 1e-12 * size * size  # zero-area UV triangles show no texel
+        self.faces = np.flatnonzero(keep)
+        self.px, self.area2 = px[keep], area2[keep]
+        edges = np.linalg.norm(np.roll(self.px, -1, axis=1) - np.roll(self.px, 1, axis=1), axis=-1)  # opposite k
+        self.heights = np.abs(self.area2)[:, None] / np.maximum(edges, 1e-12)  # (F, 3) vertex k over edge k
+        lo = np.floor(self.px.min(1) - self.border - 0.5).astype(np.int64) + 1
+        hi = np.ceil(self.px.max(1) + self.border - 0.5).astype(np.int64) - 1
+        self.lo, hi = np.clip(lo, 0, size - 1), np.clip(hi, 0, size - 1)
+        self.width = np.maximum(hi[:, 0] - self.lo[:, 0] + 1, 0)
+        counts = self.width * np.maximum(hi[:, 1] - self.lo[:, 1] + 1, 0)
+        self.offsets = np.concatenate([[0], np.cumsum(counts)])
+        self.distance = np.full(size * size, EMPTY, np.uint8)
+        self.position = 0
+
+    @property
+    def candidates(self) -> int:
+        return int(self.offsets[-1])
+
+    def __iter__(self) -> Iterator[Texels]:
+        """Chunks of texels; `position` counts the candidates handled so far (for progress)."""
+        for start in range(0, self.candidates, self.chunk):
+            self.position = min(self.candidates, start + self.chunk)
+            texels = self._chunk(start, self.position)
+            if len(texels.index):
+                yield texels
+
+    def _chunk(self, start: int, stop: int) -> Texels:
+        flat = np.arange(start, stop, dtype=np.int64)
+        tri = np.searchsorted(self.offsets, flat, side="right") - 1
+        local = flat - self.offsets[tri]
+        x = self.lo[tri, 0] + local % self.width[tri]
+        y = self.lo[tri, 1] + local // self.width[tri]
+        centre = np.stack([x + 0.5, y + 0.5], axis=1)
+        a, b, c = (self.px[tri, k] for k in range(3))
+        inv = 1.0 / self.area2[tri]
+        bary = np.stack([_cross2(b - centre, c - centre) * inv, _cross2(c - centre, a - centre) * inv], axis=1)
+        bary = np.concatenate([bary, 1.0 - bary.sum(1, keepdims=True)], axis=1)
+        outside = np.max(np.maximum(-bary, 0.0) * self.heights[tri], axis=1)  # px beyond the farthest edge
+        code = np.minimum(np.ceil(outside / max(self.border, 1e-9) * 254), 254).astype(np.uint8)
+        index = y * self.size + x
+        keep = (outside <= self.border) & (code < self.distance[index])
+        index, tri, bary, code = index[keep], tri[keep], bary[keep], code[keep]
+        order = np.lexsort((code, index))  # per texel, its best candidate first
+        index, tri, bary, code = index[order], tri[order], bary[order], code[order]
+        first = np.ones(len(index), bool)
+        first[1:] = index[1:] != index[:-1]
+        index, tri, bary, code = index[first], tri[first], bary[first], code[first]
+        self.distance[index] = code
+        bary = np.maximum(bary, 0.0)
+        bary /= bary.sum(1, keepdims=True)
+        return Texels(index=index, face=self.faces[tri], bary=bary)
+
+    @property
+    def covered(self) -> np.ndarray:
+        """(S, S) bool: texels some triangle covers."""
+        return (self.distance != EMPTY).reshape(self.size, self.size)
+
+
+def weld_positions(vertices: np.ndarray) -> np.ndarray:
+    """(V,) index of each vertex's position class: seam copies of one point share it."""
+    _, inverse = np.unique(np.asarray(vertices, np.float64), axis=0, return_inverse=True)
+    return inverse.reshape(-1)
+
+
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Area-weighted unit normals (V, 3), equal on seam copies of a point (welded by position)."""
+    cross = np.cross(vertices[faces[:, 1]] - vertices[faces[:, 0]], vertices[faces[:, 2]] - vertices[faces[:, 0]])
+    weld = weld_positions(vertices)
+    summed = np.zeros((weld.max() + 1, 3))
+    for k in range(3):
+        np.add.at(summed, weld[faces[:, k]], cross)
+    normals = summed[weld]
+    length = np.linalg.norm(normals, axis=1, keepdims=True)
+    return np.where(length > 1e-20, normals / np.maximum(length, 1e-300), [0.0, 0.0, 1.0])
+
+
+@dataclass
+class TangentFrames:
+    """Per-vertex tangent frames of a UV-mapped mesh, for tangent-space normal maps.
+
+    tangent (V, 3) unit, orthogonal to the vertex normal; normal (V, 3); sign (F,) +-1: the
+    handedness of each face's UV mapping (-1 on mirrored islands). Per texel, as MikkTSpace
+    consumers do: N = interp(normal), T = interp(tangent) made orthogonal to N,
+    B = sign * N x T.
+    """
+
+    tangent: np.ndarray
+    normal: np.ndarray
+    sign: np.ndarray
+
+
+def tangent_frames(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray) -> TangentFrames:
+    """Angle-weighted per-vertex tangents from the UV derivatives of each face (MikkTSpace-style)."""
+    vertices, uv = np.asarray(vertices, np.float64), np.asarray(uv, np.float64)
+    normal = vertex_normals(vertices, faces)
+    p = vertices[faces]  # (F, 3, 3)
+    t = uv[faces]  # (F, 3, 2)
+    e1, e2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
+    d1, d2 = t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]
+    det = d1[:, 0] * d2[:, 1] - d2[:, 0] * d1[:, 1]
+    safe = np.where(np.abs(det) > 1e-30, det, 1.0)
+    face_tangent = (e1 * d2[:, 1:2] - e2 * d1[:, 1:2]) / safe[:, None]  # dP/du
+    face_tangent /= np.maximum(np.linalg.norm(face_tangent, axis=1, keepdims=True), 1e-30)
+    face_tangent[np.abs(det) <= 1e-30] = 0.0
+    tangent = np.zeros_like(vertices)
+    for k in range(3):
+        a, b = p[:, (k + 1) % 3] - p[:, k], p[:, (k + 2) % 3] - p[:, k]
+        cos = np.sum(a * b, 1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
+        np.add.at(tangent, faces[:, k], face_tangent * np.arccos(np.clip(cos, -1, 1))[:, None])
+    tangent = orthonormal_to(tangent, normal)
+    return TangentFrames(tangent=tangent, normal=normal, sign=np.where(det < 0, -1.0, 1.0))
+
+
+def orthonormal_to(vectors: np.ndarray, normals: np.ndarray) -> np.ndarray:
+    """Gram-Schmidt: unit vectors (N, 3) orthogonal to unit `normals` (any one where degenerate)."""
+    v = vectors - np.sum(vectors * normals, axis=1, keepdims=True) * normals
+    length = np.linalg.norm(v, axis=1, keepdims=True)
+    bad = length[:, 0] < 1e-12
+    if bad.any():  # pick any perpendicular direction
+        helper = np.where(np.abs(normals[bad, :1]) < 0.9, [[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]])
+        v[bad] = np.cross(normals[bad], helper)
+        length[bad] = np.linalg.norm(v[bad], axis=1, keepdims=True)
+    return v / length
+
+
+def interpolate(values: np.ndarray, faces: np.ndarray, face: np.ndarray, bary: np.ndarray) -> np.ndarray:
+    """Per-vertex values (V, D) at points (face (T,), bary (T, 3)) -> (T, D)."""
+    corners = faces[face]
+    return sum(bary[:, k:k + 1] * values[corners[:, k]] for k in range(3))
+
+
+def texel_frames(frames: TangentFrames, faces: np.ndarray, face: np.ndarray, bary: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(T, B, N) unit vectors (T, 3) each at texel points, as a tangent-space normal map expects."""
+    n = interpolate(frames.normal, faces, face, bary)
+    n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-30)
+    t = orthonormal_to(interpolate(frames.tangent, faces, face, bary), n)
+    b = frames.sign[face][:, None] * np.cross(n, t)
+    return t, b, n
+
+
+def up_frames(normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mesh models' tangent frame (right, up) (N, 3) at unit normals: up is world +Y
+    projected onto the tangent plane (+Z where the normal is vertical), right = up x normal.
+    This is the frame the icosphere training views use, so model normals live in it."""
+    world_up = np.broadcast_to([0.0, 1.0, 0.0], normals.shape).copy()
+    world_up[np.abs(normals[:, 1]) > 1.0 - 1e-6] = (0.0, 0.0, 1.0)
+    up = orthonormal_to(world_up, normals)
+    return np.cross(up, normals), up
+
+
+def dilate(maps: list[np.ndarray], covered: np.ndarray, margin: int, band: int = 1024) -> None:
+    """Copy the nearest covered texel into every uncovered texel within `margin` px, in place.
+
+    maps: arrays (S, S, ...) sharing `covered` (S, S) bool. Works in row bands (with a
+    `margin` halo) so memory stays bounded at 8K.
+    """
+    from scipy import ndimage
+
+    size = covered.shape[0]
+    if margin <= 0 or covered.all() or not covered.any():
+        return
+    for top in range(0, size, band):
+        bottom = min(size, top + band)
+        lo, hi = max(0, top - margin), min(size, bottom + margin)
+        hole = ~covered[lo:hi]
+        if not hole[top - lo:bottom - lo].any():
+            continue
+        distance, (rows, cols) = ndimage.distance_transform_edt(hole, return_indices=True)
+        inner = slice(top - lo, bottom - lo)
+        fill = hole[inner] & (distance[inner] <= margin)
+        target_rows, target_cols = np.nonzero(fill)
+        source_rows = rows[inner][fill] + lo
+        source_cols = cols[inner][fill]
+        for image in maps:
+            image[target_rows + top, target_cols] = image[source_rows, source_cols]

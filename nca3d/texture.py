@@ -1,0 +1,371 @@
+"""`nca3d texture`: grow a model on any mesh and bake PBR maps; `nca3d maps`: tileable 2D map sets.
+
+texture: load the mesh -> unwrap it when it has no usable UVs -> build a uniform cell lattice
+(mesh models) -> grow the NCA -> bake every texel (closest lattice point, decode) -> dilate
+seams -> write the maps, a .glb, an .obj + .mtl, a preview and NAME.json (the resolved
+settings). A volume model textures the mesh as a solid texture: each texel decodes at its 3D
+position, `--scale` mesh units per cell.
+
+Everything is written into a hidden staging folder inside --out and moved into place at the
+end, so an interrupted or failed run leaves no partial files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import NCA3DError, require
+from .io.images import write_png
+from .progress import Progress
+
+MAP_KINDS = ("albedo", "normal", "roughness", "height", "ao", "orm")
+DEFAULT_CELLS = 40962  # the training icosphere's cell count: the texture looks as it did in training
+MIN_SIZE, MAX_SIZE = 16, 8192
+STAGING_PREFIX = ".nca3d-staging-"
+
+
+@dataclass
+class TextureConfig:
+    """Settings of one `nca3d texture` run; saved as NAME.json next to the outputs."""
+
+    mesh: str
+    model: str
+    out: str
+    name: str = ""  # output file stem (default: the mesh file's stem)
+    size: int = 2048
+    scale: float = 0.0  # cell spacing in mesh units (0: from `cells`)
+    cells: int = 0  # lattice cells over the whole surface (0: DEFAULT_CELLS unless `scale` is set)
+    steps: int = 96
+    seed: int = 0
+    frames: int = 0  # > 0: an animated sequence NAME_albedo.0001.png ...
+    every: int = 8
+    margin: int = 0  # seam dilation in px (0: size / 128, at least 4)
+    normal_convention: str = "opengl"
+    object_normals: bool = False  # also write NAME_normal_object.png
+    exr: bool = False  # height as 32-bit float EXR instead of 16-bit PNG
+    preview_size: int = 512
+    device: str = "auto"
+
+    def __post_init__(self):
+        if not MIN_SIZE <= self.size <= MAX_SIZE:
+            raise NCA3DError(f"--size {self.size} is out of range; use {MIN_SIZE} to {MAX_SIZE} pixels")
+        if self.scale < 0 or self.cells < 0 or (self.scale and self.cells):
+            raise NCA3DError("give either --scale S (mesh units per cell, > 0) or --cells N (> 0), not both")
+        if not self.scale and not self.cells:
+            self.cells = DEFAULT_CELLS
+        if self.steps < 0 or self.frames < 0 or self.every < 1:
+            raise NCA3DError("need --steps >= 0, --frames >= 0 and --every >= 1")
+        if self.normal_convention not in ("opengl", "directx"):
+            raise NCA3DError("--normal-convention must be opengl or directx")
+        self.margin = self.margin or max(4, self.size // 128)
+        self.name = self.name or Path(self.mesh).stem
+        if not self.name or any(c in self.name for c in '/\\:*?"<>|'):
+            raise NCA3DError(f"output name '{self.name}' is not a valid file name; pass --name")
+
+
+# --------------------------------------------------------------------------- encoding outputs
+
+
+def _quantise(values: np.ndarray, bits: int = 8) -> np.ndarray:
+    top = (1 << bits) - 1
+    return np.round(np.clip(np.nan_to_num(values), 0.0, 1.0) * top).astype(np.uint8 if bits == 8 else np.uint16)
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def decoded_normals(encoded: np.ndarray) -> np.ndarray:
+    """Model normal outputs (Q, 3) in [0, 1] -> unit vectors (Q, 3), z towards the outside."""
+    n = encoded * 2.0 - 1.0
+    n[:, 2] = np.maximum(n[:, 2], 1e-3)
+    return _unit(n)
+
+
+def encode_normals(unit: np.ndarray, convention: str = "opengl") -> np.ndarray:
+    """Unit vectors (Q, 3) -> colours (Q, 3) in [0, 1]; DirectX maps flip green (-Y)."""
+    colour = unit * 0.5 + 0.5
+    if convention == "directx":
+        colour[:, 1] = 1.0 - colour[:, 1]
+    return colour
+
+
+class MapSet:
+    """The baked maps of one frame, as uint8 / uint16 arrays (S, S[, C]) filled chunk by chunk."""
+
+    def __init__(self, names: list[str], size: int, height_float: bool):
+        channels = {"albedo": 3, "normal": 3, "normal_object": 3, "roughness": 1, "ao": 1}
+        self.arrays: dict[str, np.ndarray] = {}
+        for name in names:
+            if name == "height":
+                dtype = np.float32 if height_float else np.uint16
+                self.arrays[name] = np.zeros((size, size), dtype)
+            else:
+                shape = (size, size, channels[name]) if channels[name] > 1 else (size, size)
+                self.arrays[name] = np.zeros(shape, np.uint8)
+
+    def put(self, name: str, flat_index: np.ndarray, values: np.ndarray) -> None:
+        array = self.arrays[name]
+        view = array.reshape(array.shape[0] * array.shape[1], -1)
+        if array.dtype == np.float32:
+            view[flat_index] = values.reshape(len(flat_index), -1)
+        else:
+            view[flat_index] = _quantise(values, 16 if array.dtype == np.uint16 else 8).reshape(len(flat_index), -1)
+
+    def orm(self) -> np.ndarray | None:
+        """R = ao, G = roughness, B = metallic (0); None when the model has neither."""
+        if "ao" not in self.arrays and "roughness" not in self.arrays:
+            return None
+        some = next(iter(self.arrays.values()))
+        packed = np.zeros((*some.shape[:2], 3), np.uint8)
+        packed[..., 0] = self.arrays.get("ao", 255)
+        packed[..., 1] = self.arrays.get("roughness", 128)
+        return packed
+
+
+def model_maps(model) -> list[str]:
+    """The maps a model can bake: albedo always; the others when it has those outputs."""
+    slices = model.channel_slices
+    names = ["albedo"]
+    if "normal" in slices:
+        names += ["normal", "normal_object"]  # the object-space one feeds the preview; written on request
+    names += [n for n in ("roughness", "height", "ao") if n in slices]
+    return names
+
+
+def store_outputs(maps: MapSet, model, values: np.ndarray, index: np.ndarray, normals_object=None,
+                  normals_tangent=None, convention: str = "opengl") -> None:
+    """Scatter decoded values (Q, K) into `maps` at flat texel `index`; normals come converted."""
+    slices = model.channel_slices
+    colour = values[:, slices["albedo"] if "albedo" in slices else slices["rgb"]]
+    maps.put("albedo", index, colour)
+    for name in ("roughness", "height", "ao"):
+        if name in maps.arrays:
+            maps.put(name, index, values[:, slices[name]])
+    if "normal" in maps.arrays:
+        maps.put("normal", index, encode_normals(normals_tangent, convention))
+    if "normal_object" in maps.arrays:
+        maps.put("normal_object", index, encode_normals(normals_object))
+
+
+# --------------------------------------------------------------------------- the mesh bake
+
+
+def _spacing_for_cells(area: float, cells: int) -> float:
+    """Edge length of an equilateral lattice with `cells` vertices over `area` (sqrt(3)/2 h^2 each)."""
+    return math.sqrt(area / cells / (math.sqrt(3) / 2))
+
+
+class MeshBaker:
+    """Everything fixed across the frames of one bake: the mesh, its texels' frames, the lattice."""
+
+    def __init__(self, model, mesh, config: TextureConfig, progress: Progress):
+        from .ops.bake import tangent_frames
+
+        self.model, self.mesh, self.config, self.progress = model, mesh, config, progress
+        self.frames = tangent_frames(mesh.vertices, mesh.faces, mesh.uv)
+        area = float(np.linalg.norm(np.cross(mesh.vertices[mesh.faces[:, 1]] - mesh.vertices[mesh.faces[:, 0]],
+                                             mesh.vertices[mesh.faces[:, 2]] - mesh.vertices[mesh.faces[:, 0]]),
+                                    axis=1).sum() / 2)
+        self.spacing = config.scale or _spacing_for_cells(area, config.cells)
+        self.lattice_stats: dict = {"spacing": self.spacing}
+        if model.config.domain == "mesh":
+            from .ops.remesh import uniform_lattice
+            from .render.raycast import RayCaster
+
+            progress.update("lattice", 0.0, f"remeshing to cell spacing {self.spacing:.4g}", force=True)
+            lattice_mesh = uniform_lattice(mesh.vertices, mesh.faces, spacing=self.spacing)
+            self.lattice_stats = {"spacing": self.spacing, **lattice_mesh.stats}
+            self.lattice = model.make_lattice((lattice_mesh.vertices, lattice_mesh.faces))
+            self.caster = RayCaster(lattice_mesh.vertices, lattice_mesh.faces)
+            progress.update("lattice", 1.0, f"{len(lattice_mesh.vertices)} cells, edge length p5/p95 "
+                            f"{lattice_mesh.stats['edge_p5']:.2f}/{lattice_mesh.stats['edge_p95']:.2f} of the spacing")
+        else:
+            self.lattice = model.make_lattice()
+            self.caster = None
+
+    def query(self, positions: np.ndarray):
+        """Texel positions (Q, 3) -> the model's query: lattice face + barycentrics, or cell coordinates."""
+        if self.caster is not None:
+            from .lattices.mesh import SurfacePoints
+
+            face, bary, _ = self.caster.closest_points(positions)
+            return SurfacePoints(torch.from_numpy(face), torch.from_numpy(bary))
+        return torch.from_numpy((positions / self.spacing).astype(np.float32))
+
+    @torch.no_grad()
+    def bake(self, state: torch.Tensor, label: str = "") -> tuple[MapSet, np.ndarray]:
+        """Bake one frame -> (maps, covered (S, S) bool), seams dilated."""
+        from .ops.bake import UVRasteriser, dilate, interpolate, texel_frames, up_frames
+
+        cfg, mesh = self.config, self.mesh
+        names = model_maps(self.model)
+        maps = MapSet(names, cfg.size, cfg.exr)
+        rasteriser = UVRasteriser(mesh.uv, mesh.faces, cfg.size)
+        for texels in rasteriser:
+            positions = interpolate(mesh.vertices, mesh.faces, texels.face, texels.bary)
+            values = self.model.decode(state, self.lattice, self.query(positions))[0].float().cpu().numpy()
+            tangent_normals = object_normals = None
+            if "normal" in names:
+                t, b, n = texel_frames(self.frames, mesh.faces, texels.face, texels.bary)
+                right, up = up_frames(n)
+                local = decoded_normals(values[:, self.model.channel_slices["normal"]])
+                object_normals = _unit(local[:, :1] * right + local[:, 1:2] * up + local[:, 2:] * n)
+                tangent_normals = np.stack([np.sum(object_normals * t, 1), np.sum(object_normals * b, 1),
+                                            np.sum(object_normals * n, 1)], axis=1)
+            store_outputs(maps, self.model, values, texels.index, object_normals, tangent_normals,
+                          cfg.normal_convention)
+            self.progress.update("bake", rasteriser.position / max(rasteriser.candidates, 1),
+                                 f"{label}{cfg.size}x{cfg.size} texels")
+        covered = rasteriser.covered
+        dilate(list(maps.arrays.values()), covered, cfg.margin)
+        return maps, covered
+
+
+def _prepare_out(out: str) -> Path:
+    from .volume import prepare_out_dir
+
+    folder = prepare_out_dir(out)
+    for stale in folder.glob(STAGING_PREFIX + "*"):  # left by a killed run: never half a result
+        shutil.rmtree(stale, ignore_errors=True)
+    return folder
+
+
+def _map_file(folder: Path, name: str, kind: str, frame: int | None, suffix: str = ".png") -> Path:
+    return folder / (f"{name}_{kind}.{frame:04d}{suffix}" if frame is not None else f"{name}_{kind}{suffix}")
+
+
+def write_maps(maps: MapSet, folder: Path, name: str, frame: int | None, exr: bool,
+               object_normals: bool = False) -> dict[str, Path]:
+    """Write one frame's maps as PNG (height: 16-bit, or EXR) -> {kind: path}."""
+    written = {}
+    for kind, array in maps.arrays.items():
+        if kind == "normal_object" and not object_normals:
+            continue
+        if kind == "height" and exr:
+            from .io.exr import write_exr
+
+            path = _map_file(folder, name, kind, frame, ".exr")
+            write_exr(path, array)
+        else:
+            path = _map_file(folder, name, kind, frame)
+            write_png(path, array, bits=16 if array.dtype == np.uint16 else 8)
+        written[kind] = path
+    orm = maps.orm()
+    if orm is not None:
+        written["orm"] = _map_file(folder, name, "orm", frame)
+        write_png(written["orm"], orm)
+    return written
+
+
+def _preview_arrays(maps: MapSet, limit: int = 1024) -> dict[str, np.ndarray]:
+    """Float maps for the preview renderer, downsampled to at most `limit` px."""
+    from PIL import Image
+
+    out = {}
+    for kind in ("albedo", "normal_object", "roughness", "ao"):
+        array = maps.arrays.get(kind)
+        if array is None:
+            continue
+        image = Image.fromarray(array)
+        if image.width > limit:
+            image = image.resize((limit, limit), Image.BILINEAR)
+        out[kind] = np.asarray(image, np.float32) / 255.0
+    return out
+
+
+def texture_mesh(config: TextureConfig, progress: Progress | None = None) -> list[str]:
+    """Run `nca3d texture`; returns the written files (all appear at the end, or none)."""
+    from .device import resolve_device
+    from .io.mesh import load_mesh
+    from .io.model_file import load_model
+    from .models import resolve_model
+
+    progress = progress or Progress("bar")
+    device = resolve_device(config.device)
+    model = load_model(resolve_model(config.model), device=device)
+    if model.config.domain == "2d":
+        raise NCA3DError(f"'{config.model}' is a 2D model: it makes tileable maps, not mesh textures; "
+                         f"use `nca3d maps --model {config.model}` or a mesh or volume model")
+    folder = _prepare_out(config.out)
+    progress.update("load", 0.0, f"reading {config.mesh}", force=True)
+    mesh = load_mesh(config.mesh)
+    progress.update("load", 1.0, f"{len(mesh.vertices)} vertices, {len(mesh.faces)} faces", force=True)
+    from .ops.uv import has_usable_uv, unwrap
+
+    unwrapped = not has_usable_uv(mesh)
+    if unwrapped:
+        progress.update("unwrap", 0.0, "no usable UVs: unwrapping with xatlas", force=True)
+        mesh = unwrap(mesh)
+        progress.update("unwrap", 1.0, "unwrapped", force=True)
+    start = time.monotonic()
+    baker = MeshBaker(model, mesh, config, progress)
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=folder))
+    try:
+        generator = torch.Generator(device=device).manual_seed(config.seed)
+        state = _grow(model, model.seed(baker.lattice), baker.lattice, config.steps, generator, progress)
+        frames = config.frames or 1
+        first = None
+        for index in range(frames):
+            if index:
+                state = _grow(model, state, baker.lattice, config.every, generator, progress,
+                              f"frame {index + 1}/{frames}: ")
+            maps, _ = baker.bake(state, f"frame {index + 1}/{frames}: " if config.frames else "")
+            written = write_maps(maps, staging, config.name, index + 1 if config.frames else None, config.exr,
+                                 config.object_normals)
+            if first is None:
+                first = (maps, written)
+        maps, written = first
+        progress.update("export", 0.0, "glb, obj and preview", force=True)
+        _export(mesh, maps, written, staging, config)
+        record = {"config": dataclasses.asdict(config), "model": str(config.model),
+                  "model_domain": model.config.domain, "unwrapped": unwrapped,
+                  "lattice": baker.lattice_stats, "seconds": round(time.monotonic() - start, 2),
+                  "maps": sorted(written)}
+        (staging / f"{config.name}.json").write_text(json.dumps(record, indent=2))
+        files = []
+        for path in sorted(staging.iterdir()):
+            os.replace(path, folder / path.name)
+            files.append(str(folder / path.name))
+        progress.update("export", 1.0, "done", force=True)
+        return files
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _grow(model, state, lattice, steps, generator, progress, label=""):
+    from .volume import grow
+
+    return grow(model, state, lattice, steps, generator, progress, label)
+
+
+def _export(mesh, maps: MapSet, written: dict[str, Path], folder: Path, config: TextureConfig) -> None:
+    from .io.export import write_glb, write_obj
+    from .render.preview import render_pbr_preview
+
+    material = {kind: path for kind, path in written.items() if kind in ("albedo", "normal", "orm")}
+    write_glb(folder / f"{config.name}.glb", mesh, material)
+    write_obj(folder / f"{config.name}.obj", mesh, {k: v for k, v in written.items() if k not in ("orm", "normal_object")})
+    if config.preview_size:
+        arrays = _preview_arrays(maps)
+        image = render_pbr_preview(mesh, arrays["albedo"], normal_object=_object_normals(arrays, maps),
+                                   roughness=arrays.get("roughness"), ao=arrays.get("ao"),
+                                   size=config.preview_size)
+        write_png(folder / f"{config.name}_preview.png", image)
+
+
+def _object_normals(arrays: dict, maps: MapSet) -> np.ndarray | None:
+    if "normal_object" in arrays:
+        return arrays["normal_object"] * 2.0 - 1.0
+    return None

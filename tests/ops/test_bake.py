@@ -1,0 +1,110 @@
+import numpy as np
+import pytest
+
+from nca3d.ops.bake import (UVRasteriser, dilate, interpolate, tangent_frames, texel_frames, up_frames,
+                            vertex_normals)
+
+
+def _texel_uv(index, size):
+    row, col = np.divmod(index, size)
+    return np.stack([(col + 0.5) / size, 1.0 - (row + 0.5) / size], axis=1)
+
+
+def _collect(rasteriser):
+    chunks = list(rasteriser)
+    index = np.concatenate([c.index for c in chunks])
+    face = np.concatenate([c.face for c in chunks])
+    bary = np.concatenate([c.bary for c in chunks])
+    return index, face, bary
+
+
+def test_rasteriser_covers_each_texel_once_with_exact_barycentrics():
+    uv = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    faces = np.array([[0, 1, 2], [0, 2, 3]])
+    size = 32
+    rasteriser = UVRasteriser(uv, faces, size, border=0.0)
+    index, face, bary = _collect(rasteriser)
+    assert len(np.unique(index)) == len(index) == size * size  # the square is fully covered, once
+    # the barycentrics reproduce each texel's centre
+    assert np.allclose(interpolate(uv, faces, face, bary), _texel_uv(index, size), atol=1e-9)
+    # the diagonal splits the texels between the two triangles, half and half (up to the diagonal row)
+    assert abs(np.sum(face == 0) - np.sum(face == 1)) <= size
+
+
+def test_rasteriser_border_texels_take_the_nearest_triangle_point():
+    uv = np.array([[0.25, 0.25], [0.75, 0.25], [0.5, 0.75]])
+    inside = UVRasteriser(uv, np.array([[0, 1, 2]]), 64, border=0.0)
+    wider = UVRasteriser(uv, np.array([[0, 1, 2]]), 64, border=1.0)
+    a, _, _ = _collect(inside)
+    b, _, bary = _collect(wider)
+    assert set(a) < set(b)
+    ring = len(b) - len(a)
+    perimeter_px = 64 * (0.5 + 2 * np.hypot(0.25, 0.5))
+    assert 0.6 * perimeter_px < ring < 1.6 * perimeter_px  # about one texel all round
+    assert (bary >= 0).all() and np.allclose(bary.sum(1), 1.0)
+
+
+def test_rasteriser_chunks_bound_memory_without_changing_the_result():
+    rng = np.random.default_rng(0)
+    uv = rng.uniform(0, 1, (30, 2))
+    faces = rng.integers(0, 30, (20, 3))
+    faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])]
+    whole = UVRasteriser(uv, faces, 128)
+    small = UVRasteriser(uv, faces, 128, chunk=997)
+    a_index, _, _ = _collect(whole)
+    b_index, _, _ = _collect(small)
+    assert np.array_equal(np.unique(a_index), np.unique(b_index))
+    assert np.array_equal(whole.distance, small.distance)
+    assert np.array_equal(whole.covered, small.covered)
+
+
+def test_tangent_frames_follow_rotated_and_mirrored_islands():
+    # one quad in the z = 0 plane, mapped three ways: plain, rotated 90 degrees, mirrored in u
+    vertices = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], float)
+    faces = np.array([[0, 1, 2], [0, 2, 3]])
+    layouts = {
+        "plain": (np.array([[0, 0], [1, 0], [1, 1], [0, 1]], float), [1, 0, 0], [0, 1, 0]),
+        "rotated": (np.array([[0, 1], [0, 0], [1, 0], [1, 1]], float), [0, 1, 0], [-1, 0, 0]),
+        "mirrored": (np.array([[1, 0], [0, 0], [0, 1], [1, 1]], float), [-1, 0, 0], [0, 1, 0]),
+    }
+    for label, (uv, dpdu, dpdv) in layouts.items():
+        frames = tangent_frames(vertices, faces, uv)
+        t, b, n = texel_frames(frames, faces, np.array([0, 1]), np.full((2, 3), 1 / 3))
+        assert np.allclose(n, [0, 0, 1]), label
+        assert np.allclose(t, dpdu, atol=1e-9), label  # tangent = dP/du
+        assert np.allclose(b, dpdv, atol=1e-9), label  # bitangent = dP/dv, also when mirrored
+    assert (tangent_frames(vertices, faces, layouts["mirrored"][0]).sign == -1).all()
+
+
+def test_vertex_normals_agree_across_uv_seam_copies():
+    # a tent: two faces meeting at an edge whose vertices are duplicated (a UV seam)
+    vertices = np.array([[0, 0, 0], [1, 0, 0], [0.5, 1, 0.5], [1, 0, 0], [0.5, 1, 0.5], [1, 1, 1]], float)
+    faces = np.array([[0, 1, 2], [3, 5, 4]])
+    normals = vertex_normals(vertices, faces)
+    assert np.allclose(normals[1], normals[3]) and np.allclose(normals[2], normals[4])
+    assert np.allclose(np.linalg.norm(normals, axis=1), 1.0)
+
+
+def test_up_frames_are_right_handed_with_up_towards_world_y():
+    rng = np.random.default_rng(1)
+    normals = rng.normal(size=(100, 3))
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    normals[0] = [0, 1, 0]  # the pole
+    right, up = up_frames(normals)
+    assert np.allclose(np.cross(right, up), normals, atol=1e-9)
+    assert (up[1:, 1] >= -1e-9).all()
+
+
+@pytest.mark.parametrize("band", [1024, 7])
+def test_dilate_copies_the_nearest_covered_texel_within_the_margin(band):
+    size = 40
+    covered = np.zeros((size, size), bool)
+    covered[10:20, 10:20] = True
+    image = np.zeros((size, size, 3), np.uint8)
+    image[10:20, 10:20] = np.arange(100, dtype=np.uint8).reshape(10, 10, 1)
+    height = image[..., 0].astype(np.uint16) * 100
+    dilate([image, height], covered, margin=3, band=band)
+    assert (image[10:20, 8] == image[10:20, 10]).all()  # copied from the island's left column
+    assert (image[22, 10:20] == image[19, 10:20]).all()
+    assert (height[22, 10:20] == image[19, 10:20, 0].astype(np.uint16) * 100).all()
+    assert (image[:6] == 0).all() and (image[:, 24:] == 0).all()  # beyond the margin: untouched
