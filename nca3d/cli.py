@@ -57,6 +57,47 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _bake_options(parser) -> None:
+    """Options shared by `texture` and `maps`."""
+    parser.add_argument("--model", required=True, help="a .nca3d file or a bundled model name")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--name", default="", help="output file stem")
+    parser.add_argument("--size", type=int, default=2048, help="map size in pixels (16-8192, default 2048)")
+    parser.add_argument("--steps", type=int, default=96, help="NCA steps grown from the seed (default 96)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed: another seed, another variation")
+    parser.add_argument("--frames", type=int, default=0, metavar="N",
+                        help="write an animated sequence NAME_albedo.0001.png ... of N frames")
+    parser.add_argument("--every", type=int, default=8, metavar="K", help="NCA steps between frames (default 8)")
+    parser.add_argument("--normal-convention", dest="normal_convention", choices=["opengl", "directx"],
+                        default="opengl", help="tangent-space normal map green axis: +Y (opengl) or -Y (directx)")
+    parser.add_argument("--exr", action="store_true", help="height as a 32-bit float EXR (default 16-bit PNG)")
+    parser.add_argument("--preview-size", dest="preview_size", type=int, default=512,
+                        help="preview PNG size (0: none)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--progress", default="bar", choices=["bar", "json", "none"],
+                        help="bar (stderr), json (JSON lines on stdout, for the Blender add-on) or none")
+
+
+def _cmd_texture(args) -> int:
+    from .progress import Progress
+    from .texture import TextureConfig, texture_mesh
+
+    options = {k: v for k, v in vars(args).items() if k in TextureConfig.__dataclass_fields__ and v is not None}
+    progress = Progress(args.progress)
+    progress.done(texture_mesh(TextureConfig(**options), progress))
+    return 0
+
+
+def _cmd_maps(args) -> int:
+    from .progress import Progress
+    from .texture import MapsConfig, tileable_maps
+
+    options = {k: v for k, v in vars(args).items() if k in MapsConfig.__dataclass_fields__ and v is not None}
+    progress = Progress(args.progress)
+    progress.done(tileable_maps(MapsConfig(**options), progress))
+    return 0
+
+
 def _cmd_bench(args) -> int:
     from .bench import main as bench_main
 
@@ -113,6 +154,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_volume_arguments(volume)
     volume.set_defaults(run=run_volume)
+
+    texture = sub.add_parser("texture", help="grow a mesh or volume model on a mesh; bake PBR maps, .glb and .obj")
+    texture.add_argument("mesh", help="OBJ, PLY, STL, OFF, GLB or glTF file")
+    _bake_options(texture)
+    scale = texture.add_mutually_exclusive_group()
+    scale.add_argument("--scale", type=float, help="texture scale: cell spacing in mesh units")
+    scale.add_argument("--cells", type=int, help="texture scale: lattice cells over the surface (default 40962)")
+    texture.add_argument("--margin", type=int, default=0, help="seam dilation in px (default size/128, >= 4)")
+    texture.add_argument("--object-normals", dest="object_normals", action="store_true",
+                         help="also write an object-space normal map NAME_normal_object.png")
+    texture.set_defaults(run=_cmd_texture)
+
+    maps = sub.add_parser("maps", help="a tileable PBR map set from a 2D model")
+    _bake_options(maps)
+    maps.set_defaults(run=_cmd_maps)
 
     bench = sub.add_parser("bench", help="benchmarks (same as python -m nca3d.bench)")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)

@@ -58,20 +58,25 @@ class TextureConfig:
     device: str = "auto"
 
     def __post_init__(self):
-        if not MIN_SIZE <= self.size <= MAX_SIZE:
-            raise NCA3DError(f"--size {self.size} is out of range; use {MIN_SIZE} to {MAX_SIZE} pixels")
         if self.scale < 0 or self.cells < 0 or (self.scale and self.cells):
             raise NCA3DError("give either --scale S (mesh units per cell, > 0) or --cells N (> 0), not both")
         if not self.scale and not self.cells:
             self.cells = DEFAULT_CELLS
-        if self.steps < 0 or self.frames < 0 or self.every < 1:
-            raise NCA3DError("need --steps >= 0, --frames >= 0 and --every >= 1")
-        if self.normal_convention not in ("opengl", "directx"):
-            raise NCA3DError("--normal-convention must be opengl or directx")
         self.margin = self.margin or max(4, self.size // 128)
         self.name = self.name or Path(self.mesh).stem
-        if not self.name or any(c in self.name for c in '/\\:*?"<>|'):
-            raise NCA3DError(f"output name '{self.name}' is not a valid file name; pass --name")
+        _check_common(self)
+
+
+def _check_common(config) -> None:
+    """Checks shared by `texture` and `maps` settings."""
+    if not MIN_SIZE <= config.size <= MAX_SIZE:
+        raise NCA3DError(f"--size {config.size} is out of range; use {MIN_SIZE} to {MAX_SIZE} pixels")
+    if config.steps < 0 or config.frames < 0 or config.every < 1:
+        raise NCA3DError("need --steps >= 0, --frames >= 0 and --every >= 1")
+    if config.normal_convention not in ("opengl", "directx"):
+        raise NCA3DError("--normal-convention must be opengl or directx")
+    if config.name and any(c in config.name for c in '/\\:*?"<>|'):
+        raise NCA3DError(f"output name '{config.name}' is not a valid file name; pass another --name")
 
 
 # --------------------------------------------------------------------------- encoding outputs
@@ -134,12 +139,13 @@ class MapSet:
         return packed
 
 
-def model_maps(model) -> list[str]:
-    """The maps a model can bake: albedo always; the others when it has those outputs."""
-    slices = model.channel_slices
+def model_maps(model, object_space: bool = False) -> list[str]:
+    """The maps a model can bake: albedo always; the others when it has those outputs.
+    object_space: also an object-space normal map (mesh bakes: it feeds the preview)."""
+    slices = model.channel_slices()
     names = ["albedo"]
     if "normal" in slices:
-        names += ["normal", "normal_object"]  # the object-space one feeds the preview; written on request
+        names += ["normal"] + (["normal_object"] if object_space else [])
     names += [n for n in ("roughness", "height", "ao") if n in slices]
     return names
 
@@ -147,7 +153,7 @@ def model_maps(model) -> list[str]:
 def store_outputs(maps: MapSet, model, values: np.ndarray, index: np.ndarray, normals_object=None,
                   normals_tangent=None, convention: str = "opengl") -> None:
     """Scatter decoded values (Q, K) into `maps` at flat texel `index`; normals come converted."""
-    slices = model.channel_slices
+    slices = model.channel_slices()
     colour = values[:, slices["albedo"] if "albedo" in slices else slices["rgb"]]
     maps.put("albedo", index, colour)
     for name in ("roughness", "height", "ao"):
@@ -210,7 +216,7 @@ class MeshBaker:
         from .ops.bake import UVRasteriser, dilate, interpolate, texel_frames, up_frames
 
         cfg, mesh = self.config, self.mesh
-        names = model_maps(self.model)
+        names = model_maps(self.model, object_space=True)
         maps = MapSet(names, cfg.size, cfg.exr)
         rasteriser = UVRasteriser(mesh.uv, mesh.faces, cfg.size)
         for texels in rasteriser:
@@ -220,7 +226,7 @@ class MeshBaker:
             if "normal" in names:
                 t, b, n = texel_frames(self.frames, mesh.faces, texels.face, texels.bary)
                 right, up = up_frames(n)
-                local = decoded_normals(values[:, self.model.channel_slices["normal"]])
+                local = decoded_normals(values[:, self.model.channel_slices()["normal"]])
                 object_normals = _unit(local[:, :1] * right + local[:, 1:2] * up + local[:, 2:] * n)
                 tangent_normals = np.stack([np.sum(object_normals * t, 1), np.sum(object_normals * b, 1),
                                             np.sum(object_normals * n, 1)], axis=1)
@@ -287,14 +293,11 @@ def _preview_arrays(maps: MapSet, limit: int = 1024) -> dict[str, np.ndarray]:
 
 def texture_mesh(config: TextureConfig, progress: Progress | None = None) -> list[str]:
     """Run `nca3d texture`; returns the written files (all appear at the end, or none)."""
-    from .device import resolve_device
     from .io.mesh import load_mesh
-    from .io.model_file import load_model
-    from .models import resolve_model
+    from .ops.uv import has_usable_uv, unwrap
 
     progress = progress or Progress("bar")
-    device = resolve_device(config.device)
-    model = load_model(resolve_model(config.model), device=device)
+    model = _load(config.model, config.device)
     if model.config.domain == "2d":
         raise NCA3DError(f"'{config.model}' is a 2D model: it makes tileable maps, not mesh textures; "
                          f"use `nca3d maps --model {config.model}` or a mesh or volume model")
@@ -302,37 +305,52 @@ def texture_mesh(config: TextureConfig, progress: Progress | None = None) -> lis
     progress.update("load", 0.0, f"reading {config.mesh}", force=True)
     mesh = load_mesh(config.mesh)
     progress.update("load", 1.0, f"{len(mesh.vertices)} vertices, {len(mesh.faces)} faces", force=True)
-    from .ops.uv import has_usable_uv, unwrap
-
     unwrapped = not has_usable_uv(mesh)
     if unwrapped:
         progress.update("unwrap", 0.0, "no usable UVs: unwrapping with xatlas", force=True)
         mesh = unwrap(mesh)
         progress.update("unwrap", 1.0, "unwrapped", force=True)
-    start = time.monotonic()
     baker = MeshBaker(model, mesh, config, progress)
+
+    def export(staging: Path, maps: MapSet, written: dict[str, Path]) -> dict:
+        _export(mesh, maps, written, staging, config)
+        return {"unwrapped": unwrapped, "lattice": baker.lattice_stats}
+
+    return _bake_sequence(model, baker.lattice, baker.bake, config, folder, progress, export)
+
+
+def _load(model: str, device: str):
+    from .device import resolve_device
+    from .io.model_file import load_model
+    from .models import resolve_model
+
+    return load_model(resolve_model(model), device=resolve_device(device))
+
+
+def _bake_sequence(model, lattice, bake, config, folder: Path, progress: Progress, export) -> list[str]:
+    """Grow, bake each frame, export; all files go through a staging folder moved into place at the end.
+
+    bake(state, label) -> (MapSet, covered); export(staging, first maps, first files) -> extra record."""
+    start = time.monotonic()
     staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=folder))
     try:
-        generator = torch.Generator(device=device).manual_seed(config.seed)
-        state = _grow(model, model.seed(baker.lattice), baker.lattice, config.steps, generator, progress)
+        generator = torch.Generator(device=model.device).manual_seed(config.seed)
+        state = _grow(model, model.seed(lattice), lattice, config.steps, generator, progress)
         frames = config.frames or 1
         first = None
         for index in range(frames):
+            label = f"frame {index + 1}/{frames}: " if config.frames else ""
             if index:
-                state = _grow(model, state, baker.lattice, config.every, generator, progress,
-                              f"frame {index + 1}/{frames}: ")
-            maps, _ = baker.bake(state, f"frame {index + 1}/{frames}: " if config.frames else "")
+                state = _grow(model, state, lattice, config.every, generator, progress, label)
+            maps, _ = bake(state, label)
             written = write_maps(maps, staging, config.name, index + 1 if config.frames else None, config.exr,
-                                 config.object_normals)
-            if first is None:
-                first = (maps, written)
-        maps, written = first
-        progress.update("export", 0.0, "glb, obj and preview", force=True)
-        _export(mesh, maps, written, staging, config)
-        record = {"config": dataclasses.asdict(config), "model": str(config.model),
-                  "model_domain": model.config.domain, "unwrapped": unwrapped,
-                  "lattice": baker.lattice_stats, "seconds": round(time.monotonic() - start, 2),
-                  "maps": sorted(written)}
+                                 getattr(config, "object_normals", False))
+            first = first or (maps, written)
+        progress.update("export", 0.0, "writing", force=True)
+        extra = export(staging, *first)
+        record = {"config": dataclasses.asdict(config), "model_domain": model.config.domain,
+                  "model_provenance": {k: model.provenance.get(k) for k in ("exemplar", "license", "credit")},
+                  "maps": sorted(first[1]), "seconds": round(time.monotonic() - start, 2), **extra}
         (staging / f"{config.name}.json").write_text(json.dumps(record, indent=2))
         files = []
         for path in sorted(staging.iterdir()):
@@ -369,3 +387,77 @@ def _object_normals(arrays: dict, maps: MapSet) -> np.ndarray | None:
     if "normal_object" in arrays:
         return arrays["normal_object"] * 2.0 - 1.0
     return None
+
+
+# --------------------------------------------------------------------------- tileable 2D maps
+
+
+@dataclass
+class MapsConfig:
+    """Settings of one `nca3d maps` run; saved as NAME.json next to the maps."""
+
+    model: str
+    out: str
+    name: str = ""  # output file stem (default: the model's name)
+    size: int = 2048
+    steps: int = 96
+    seed: int = 0
+    frames: int = 0
+    every: int = 8
+    normal_convention: str = "opengl"
+    exr: bool = False
+    preview_size: int = 512
+    device: str = "auto"
+
+    def __post_init__(self):
+        self.name = self.name or Path(self.model).stem
+        _check_common(self)
+
+
+class GridBaker:
+    """Decodes a 2D model's periodic grid at S x S texels: one lattice period, so the maps tile."""
+
+    def __init__(self, model, config: MapsConfig, progress: Progress, rows: int = 64):
+        self.model, self.config, self.progress = model, config, progress
+        self.lattice = model.make_lattice()
+        self.rows = rows
+
+    @torch.no_grad()
+    def bake(self, state: torch.Tensor, label: str = "") -> tuple[MapSet, np.ndarray]:
+        size = self.config.size
+        maps = MapSet(model_maps(self.model), size, self.config.exr)
+        width, height = self.lattice.sizes_xyz[:2]
+        x = (torch.arange(size, dtype=torch.float32) + 0.5) * (width / size)
+        for top in range(0, size, self.rows):
+            bottom = min(size, top + self.rows)
+            y = (torch.arange(top, bottom, dtype=torch.float32) + 0.5) * (height / size)
+            points = torch.stack(torch.broadcast_tensors(x[None, :], y[:, None]), dim=-1).reshape(-1, 2)
+            values = self.model.decode(state, self.lattice, points)[0].float().cpu().numpy()
+            index = np.arange(top * size, bottom * size)
+            normals = decoded_normals(values[:, self.model.channel_slices()["normal"]]) \
+                if "normal" in maps.arrays else None
+            store_outputs(maps, self.model, values, index, normals, normals, self.config.normal_convention)
+            self.progress.update("bake", bottom / size, f"{label}{size}x{size} texels")
+        return maps, np.ones((size, size), bool)
+
+
+def tileable_maps(config: MapsConfig, progress: Progress | None = None) -> list[str]:
+    """Run `nca3d maps`: a seamless PBR map set from a 2D model; returns the written files."""
+    progress = progress or Progress("bar")
+    model = _load(config.model, config.device)
+    if model.config.domain != "2d":
+        raise NCA3DError(f"'{config.model}' is a {model.config.domain} model; `nca3d maps` needs a 2D model "
+                         f"(use `nca3d texture MESH --model {config.model}` for meshes)")
+    folder = _prepare_out(config.out)
+    baker = GridBaker(model, config, progress)
+
+    def export(staging: Path, maps: MapSet, written: dict[str, Path]) -> dict:
+        if config.preview_size:
+            from PIL import Image
+
+            tile = Image.fromarray(maps.arrays["albedo"]).resize((config.preview_size // 2,) * 2, Image.BILINEAR)
+            preview = np.tile(np.asarray(tile), (2, 2, 1))  # 2 x 2 copies: any seam would show
+            write_png(staging / f"{config.name}_preview.png", preview)
+        return {"lattice": {"grid": list(baker.lattice.sizes_xyz)}}
+
+    return _bake_sequence(model, baker.lattice, baker.bake, config, folder, progress, export)
