@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import NCA3DError
+from ..ops.bake import vertex_normals
 from .atomic import atomic_path, write_bytes_atomic
 from .mesh import SurfaceMesh
 
@@ -29,26 +30,6 @@ FLOAT, UNSIGNED_INT = 5126, 5125
 ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER = 34962, 34963
 LINEAR, LINEAR_MIPMAP_LINEAR, REPEAT = 9729, 9987, 10497
 TRIANGLES = 4
-
-
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals (V, 3) float64 of a mesh (vertices (V, 3), faces (F, 3)).
-
-    Vertices at the same position, to 1e-9 of the mesh size (copies along UV seams), share one
-    normal, so seams shade smoothly; a vertex on no face of non-zero area gets +Z.
-    """
-    vertices = np.asarray(vertices, dtype=np.float64)
-    faces = np.asarray(faces, dtype=np.int64)
-    corners = vertices[faces]
-    face_normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])  # |n| = 2 area
-    quantum = max(float(np.ptp(vertices, axis=0).max()), 1e-300) * 1e-9
-    _, welded = np.unique(np.round(vertices / quantum), axis=0, return_inverse=True)
-    welded = welded.reshape(-1)
-    sums = np.zeros((welded.max() + 1, 3))
-    np.add.at(sums, welded[faces].reshape(-1), np.repeat(face_normals, 3, axis=0))
-    normals = sums[welded]
-    length = np.linalg.norm(normals, axis=1, keepdims=True)
-    return np.where(length > 1e-30, normals / np.maximum(length, 1e-30), (0.0, 0.0, 1.0))
 
 
 def _checked(mesh: SurfaceMesh, maps: dict[str, Path]) -> dict[str, Path]:

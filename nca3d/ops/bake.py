@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
+import torch
 
 EMPTY = 255  # texel distance code of a texel no triangle covers
 
@@ -52,21 +53,27 @@ class UVRasteriser:
         area2 = _cross2(px[:, 1] - px[:, 0], px[:, 2] - px[:, 0])
         keep = np.abs(area2) > 1e-12 * size * size  # zero-area UV triangles show no texel
         self.faces = np.flatnonzero(keep)
-        self.px, self.area2 = px[keep], area2[keep]
-        edges = np.linalg.norm(np.roll(self.px, -1, axis=1) - np.roll(self.px, 1, axis=1), axis=-1)  # opposite k
-        self.heights = np.abs(self.area2)[:, None] / np.maximum(edges, 1e-12)  # (F, 3) vertex k over edge k
-        lo = np.floor(self.px.min(1) - self.border - 0.5).astype(np.int64) + 1
-        hi = np.ceil(self.px.max(1) + self.border - 0.5).astype(np.int64) - 1
-        self.lo, hi = np.clip(lo, 0, size - 1), np.clip(hi, 0, size - 1)
-        self.width = np.maximum(hi[:, 0] - self.lo[:, 0] + 1, 0)
-        counts = self.width * np.maximum(hi[:, 1] - self.lo[:, 1] + 1, 0)
-        self.offsets = np.concatenate([[0], np.cumsum(counts)])
-        self.distance = np.full(size * size, EMPTY, np.uint8)
+        px, area2 = px[keep], area2[keep]
+        ab, ac = px[:, 1] - px[:, 0], px[:, 2] - px[:, 0]
+        edges = np.linalg.norm(np.roll(px, -1, axis=1) - np.roll(px, 1, axis=1), axis=-1)  # opposite vertex k
+        heights = np.abs(area2)[:, None] / np.maximum(edges, 1e-12)  # (F, 3) vertex k over edge k
+        # Per triangle, barycentrics b, c are linear in q = centre - a: b = q . kb, c = q . kc.
+        kb = np.stack([ac[:, 1], -ac[:, 0]], 1) / area2[:, None]
+        kc = np.stack([-ab[:, 1], ab[:, 0]], 1) / area2[:, None]
+        self._table = torch.from_numpy(np.concatenate([px[:, 0], kb, kc, heights], 1).astype(np.float32))
+        lo = np.floor(px.min(1) - self.border - 0.5).astype(np.int64) + 1
+        hi = np.ceil(px.max(1) + self.border - 0.5).astype(np.int64) - 1
+        lo, hi = np.clip(lo, 0, size - 1), np.clip(hi, 0, size - 1)
+        width = np.maximum(hi[:, 0] - lo[:, 0] + 1, 0)
+        counts = width * np.maximum(hi[:, 1] - lo[:, 1] + 1, 0)
+        self._boxes = torch.from_numpy(np.stack([lo[:, 0], lo[:, 1], np.maximum(width, 1)], 1))
+        self._offsets = torch.from_numpy(np.concatenate([[0], np.cumsum(counts)]))
+        self._distance = torch.full((size * size,), EMPTY, dtype=torch.uint8)
         self.position = 0
 
     @property
     def candidates(self) -> int:
-        return int(self.offsets[-1])
+        return int(self._offsets[-1])
 
     def __iter__(self) -> Iterator[Texels]:
         """Chunks of texels; `position` counts the candidates handled so far (for progress)."""
@@ -77,30 +84,33 @@ class UVRasteriser:
                 yield texels
 
     def _chunk(self, start: int, stop: int) -> Texels:
-        flat = np.arange(start, stop, dtype=np.int64)
-        tri = np.searchsorted(self.offsets, flat, side="right") - 1
-        local = flat - self.offsets[tri]
-        x = self.lo[tri, 0] + local % self.width[tri]
-        y = self.lo[tri, 1] + local // self.width[tri]
-        centre = np.stack([x + 0.5, y + 0.5], axis=1)
-        a, b, c = (self.px[tri, k] for k in range(3))
-        inv = 1.0 / self.area2[tri]
-        bary = np.stack([_cross2(b - centre, c - centre) * inv, _cross2(c - centre, a - centre) * inv], axis=1)
-        bary = np.concatenate([bary, 1.0 - bary.sum(1, keepdims=True)], axis=1)
-        outside = np.max(np.maximum(-bary, 0.0) * self.heights[tri], axis=1)  # px beyond the farthest edge
-        code = np.minimum(np.ceil(outside / max(self.border, 1e-9) * 254), 254).astype(np.uint8)
+        flat = torch.arange(start, stop, dtype=torch.int64)
+        tri = torch.searchsorted(self._offsets, flat, right=True) - 1
+        local = flat - self._offsets[tri]
+        box = self._boxes[tri]
+        x = box[:, 0] + local % box[:, 2]
+        y = box[:, 1] + local // box[:, 2]
+        row = self._table[tri]  # (N, 11): a, kb, kc, heights
+        qx = x.to(torch.float32) + 0.5 - row[:, 0]
+        qy = y.to(torch.float32) + 0.5 - row[:, 1]
+        b = qx * row[:, 2] + qy * row[:, 3]
+        c = qx * row[:, 4] + qy * row[:, 5]
+        bary = torch.stack([1.0 - b - c, b, c], 1)
+        outside = (torch.relu(-bary) * row[:, 6:9]).amax(1)  # px beyond the farthest edge
+        code = torch.clamp(torch.ceil(outside * (254.0 / max(self.border, 1e-9))), max=254).to(torch.uint8)
         index = y * self.size + x
-        keep = (outside <= self.border) & (code < self.distance[index])
+        keep = (outside <= self.border) & (code < self._distance[index])
         index, tri, bary, code = index[keep], tri[keep], bary[keep], code[keep]
-        order = np.lexsort((code, index))  # per texel, its best candidate first
-        index, tri, bary, code = index[order], tri[order], bary[order], code[order]
-        first = np.ones(len(index), bool)
-        first[1:] = index[1:] != index[:-1]
-        index, tri, bary, code = index[first], tri[first], bary[first], code[first]
-        self.distance[index] = code
-        bary = np.maximum(bary, 0.0)
-        bary /= bary.sum(1, keepdims=True)
-        return Texels(index=index, face=self.faces[tri], bary=bary)
+        self._distance.scatter_reduce_(0, index, code, "amin")
+        best = code == self._distance[index]  # a tie (a centre on a shared edge) emits both: same surface point
+        index, tri, bary = index[best], tri[best], bary[best].clamp_min(0.0)
+        bary = bary / bary.sum(1, keepdim=True)
+        return Texels(index=index.numpy(), face=self.faces[tri.numpy()], bary=bary.double().numpy())
+
+    @property
+    def distance(self) -> np.ndarray:
+        """(S*S,) uint8 coverage codes (see the class docstring)."""
+        return self._distance.numpy()
 
     @property
     def covered(self) -> np.ndarray:
@@ -108,22 +118,24 @@ class UVRasteriser:
         return (self.distance != EMPTY).reshape(self.size, self.size)
 
 
-def weld_positions(vertices: np.ndarray) -> np.ndarray:
-    """(V,) index of each vertex's position class: seam copies of one point share it."""
-    _, inverse = np.unique(np.asarray(vertices, np.float64), axis=0, return_inverse=True)
-    return inverse.reshape(-1)
-
-
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted unit normals (V, 3), equal on seam copies of a point (welded by position)."""
-    cross = np.cross(vertices[faces[:, 1]] - vertices[faces[:, 0]], vertices[faces[:, 2]] - vertices[faces[:, 0]])
-    weld = weld_positions(vertices)
-    summed = np.zeros((weld.max() + 1, 3))
-    for k in range(3):
-        np.add.at(summed, weld[faces[:, k]], cross)
-    normals = summed[weld]
+    """Area-weighted unit vertex normals (V, 3) float64 of a mesh (vertices (V, 3), faces (F, 3)).
+
+    Vertices at the same position, to 1e-9 of the mesh size (copies along UV seams), share one
+    normal, so seams shade smoothly; a vertex on no face of non-zero area gets +Z.
+    """
+    vertices = np.asarray(vertices, dtype=np.float64)
+    faces = np.asarray(faces, dtype=np.int64)
+    corners = vertices[faces]
+    face_normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])  # |n| = 2 area
+    quantum = max(float(np.ptp(vertices, axis=0).max()), 1e-300) * 1e-9
+    _, welded = np.unique(np.round(vertices / quantum), axis=0, return_inverse=True)
+    welded = welded.reshape(-1)
+    sums = np.zeros((welded.max() + 1, 3))
+    np.add.at(sums, welded[faces].reshape(-1), np.repeat(face_normals, 3, axis=0))
+    normals = sums[welded]
     length = np.linalg.norm(normals, axis=1, keepdims=True)
-    return np.where(length > 1e-20, normals / np.maximum(length, 1e-300), [0.0, 0.0, 1.0])
+    return np.where(length > 1e-30, normals / np.maximum(length, 1e-30), (0.0, 0.0, 1.0))
 
 
 @dataclass

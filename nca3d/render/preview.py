@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from ..errors import NCA3DError
-from ..io.export import vertex_normals
+from ..ops.bake import vertex_normals
 from ..io.mesh import SurfaceMesh
 from .raycast import RayCaster, pinhole_rays
 

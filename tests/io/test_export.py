@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from nca3d.errors import NCA3DError
-from nca3d.io.export import encode_glb, vertex_normals, write_glb, write_obj
+from nca3d.io.export import encode_glb, write_glb, write_obj
+from nca3d.ops.bake import vertex_normals
 from nca3d.io.images import write_png
 from nca3d.io.mesh import SurfaceMesh
 
