@@ -186,7 +186,15 @@ def _run_train(args, device):
     return bench_train(device=device, quick=args.quick), print_bench_train
 
 
-BENCHES = {"core": _run_core, "volume": _run_volume, "quality": _run_quality, "train": _run_train}
+def _run_texture(args, device):
+    from .texture import bench_texture, print_bench_texture
+
+    sizes = (256, 512) if args.quick else (2048, 4096)
+    return bench_texture(args.mesh, sizes=sizes, device=device), print_bench_texture
+
+
+BENCHES = {"core": _run_core, "volume": _run_volume, "quality": _run_quality, "train": _run_train,
+           "texture": _run_texture}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     quality.add_argument("--minutes", type=float, default=30.0, help="training budget per exemplar")
     quality.add_argument("--models", help="folder of trained NAME_DOMAIN.nca3d models to evaluate instead")
     quality.add_argument("--out", default="nca3d_out/quality", help="where panels and figures go")
+    texture = parser.add_argument_group("texture")
+    texture.add_argument("--mesh", default="../shared/data/meshes/bunny_cgal.off",
+                         help="mesh to bake (default: the 75k-face bunny of ../shared/data)")
     args = parser.parse_args(argv)
     from .device import resolve_device
 

@@ -12,6 +12,7 @@ end, so an interrupted or failed run leaves no partial files.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -186,6 +187,8 @@ class MeshBaker:
                                     axis=1).sum() / 2)
         self.spacing = config.scale or _spacing_for_cells(area, config.cells)
         self.lattice_stats: dict = {"spacing": self.spacing}
+        self.timings: dict[str, float] = {}
+        self.texels = 0  # texels decoded (over all bakes)
         if model.config.domain == "mesh":
             from .ops.remesh import uniform_lattice
             from .render.raycast import RayCaster
@@ -212,31 +215,51 @@ class MeshBaker:
 
     @torch.no_grad()
     def bake(self, state: torch.Tensor, label: str = "") -> tuple[MapSet, np.ndarray]:
-        """Bake one frame -> (maps, covered (S, S) bool), seams dilated."""
+        """Bake one frame -> (maps, covered (S, S) bool), seams dilated. Adds each part's
+        seconds to `self.timings` (rasterise, locate, decode, normals, store, dilate)."""
         from .ops.bake import UVRasteriser, dilate, interpolate, texel_frames, up_frames
 
-        cfg, mesh = self.config, self.mesh
+        cfg, mesh, clock = self.config, self.mesh, self._clock
         names = model_maps(self.model, object_space=True)
         maps = MapSet(names, cfg.size, cfg.exr)
         rasteriser = UVRasteriser(mesh.uv, mesh.faces, cfg.size)
-        for texels in rasteriser:
-            positions = interpolate(mesh.vertices, mesh.faces, texels.face, texels.bary)
-            values = self.model.decode(state, self.lattice, self.query(positions))[0].float().cpu().numpy()
+        chunks = iter(rasteriser)
+        while True:
+            with clock("rasterise"):
+                texels = next(chunks, None)
+            if texels is None:
+                break
+            with clock("locate"):
+                query = self.query(interpolate(mesh.vertices, mesh.faces, texels.face, texels.bary))
+            with clock("decode"):
+                values = self.model.decode(state, self.lattice, query)[0].float().cpu().numpy()
             tangent_normals = object_normals = None
             if "normal" in names:
-                t, b, n = texel_frames(self.frames, mesh.faces, texels.face, texels.bary)
-                right, up = up_frames(n)
-                local = decoded_normals(values[:, self.model.channel_slices()["normal"]])
-                object_normals = _unit(local[:, :1] * right + local[:, 1:2] * up + local[:, 2:] * n)
-                tangent_normals = np.stack([np.sum(object_normals * t, 1), np.sum(object_normals * b, 1),
-                                            np.sum(object_normals * n, 1)], axis=1)
-            store_outputs(maps, self.model, values, texels.index, object_normals, tangent_normals,
-                          cfg.normal_convention)
+                with clock("normals"):
+                    t, b, n = texel_frames(self.frames, mesh.faces, texels.face, texels.bary)
+                    right, up = up_frames(n)
+                    local = decoded_normals(values[:, self.model.channel_slices()["normal"]])
+                    object_normals = _unit(local[:, :1] * right + local[:, 1:2] * up + local[:, 2:] * n)
+                    tangent_normals = np.stack([np.sum(object_normals * t, 1), np.sum(object_normals * b, 1),
+                                                np.sum(object_normals * n, 1)], axis=1)
+            with clock("store"):
+                store_outputs(maps, self.model, values, texels.index, object_normals, tangent_normals,
+                              cfg.normal_convention)
+            self.texels += len(texels.index)
             self.progress.update("bake", rasteriser.position / max(rasteriser.candidates, 1),
                                  f"{label}{cfg.size}x{cfg.size} texels")
         covered = rasteriser.covered
-        dilate(list(maps.arrays.values()), covered, cfg.margin)
+        with clock("dilate"):
+            dilate(list(maps.arrays.values()), covered, cfg.margin)
         return maps, covered
+
+    @contextlib.contextmanager
+    def _clock(self, part: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[part] = self.timings.get(part, 0.0) + time.perf_counter() - start
 
 
 def _prepare_out(out: str) -> Path:
@@ -301,10 +324,10 @@ def texture_mesh(config: TextureConfig, progress: Progress | None = None) -> lis
     if model.config.domain == "2d":
         raise NCA3DError(f"'{config.model}' is a 2D model: it makes tileable maps, not mesh textures; "
                          f"use `nca3d maps --model {config.model}` or a mesh or volume model")
-    folder = _prepare_out(config.out)
     progress.update("load", 0.0, f"reading {config.mesh}", force=True)
     mesh = load_mesh(config.mesh)
     progress.update("load", 1.0, f"{len(mesh.vertices)} vertices, {len(mesh.faces)} faces", force=True)
+    folder = _prepare_out(config.out)
     unwrapped = not has_usable_uv(mesh)
     if unwrapped:
         progress.update("unwrap", 0.0, "no usable UVs: unwrapping with xatlas", force=True)
@@ -461,3 +484,84 @@ def tileable_maps(config: MapsConfig, progress: Progress | None = None) -> list[
         return {"lattice": {"grid": list(baker.lattice.sizes_xyz)}}
 
     return _bake_sequence(model, baker.lattice, baker.bake, config, folder, progress, export)
+
+
+# --------------------------------------------------------------------------- benchmark
+
+
+def bench_texture(mesh_path: str, sizes=(2048, 4096), cells: int = DEFAULT_CELLS, steps: int = 96,
+                  device="cpu") -> dict:
+    """Time and peak memory of each stage of a mesh bake, and the bake's cost over the LPPN decode alone."""
+    from .bench import matmul_gflops, peak_memory
+    from .io.mesh import load_mesh
+    from .lattices.mesh import SurfacePoints
+    from .model import Model, ModelConfig
+    from .ops.uv import has_usable_uv, unwrap
+
+    if not Path(mesh_path).is_file():
+        raise NCA3DError(f"benchmark mesh '{mesh_path}' not found; pass --mesh PATH (a 75k-face mesh, "
+                         f"e.g. ../shared/data/meshes/bunny_cgal.off)")
+    torch.manual_seed(0)
+    model = Model(ModelConfig(domain="mesh", outputs="pbr")).to(device).eval()  # speed only: weights do not matter
+    stages: dict[str, dict] = {}
+
+    def measure(name: str, fn):
+        with peak_memory() as memory:
+            start = time.perf_counter()
+            result = fn()
+            seconds = time.perf_counter() - start
+        stages[name] = {"seconds": seconds, "peak_mib": memory["peak_extra_bytes"] / 2 ** 20}
+        return result
+
+    results = {"mesh": Path(mesh_path).name, "matmul_gflops": matmul_gflops(device=device), "sizes": [],
+               "stages": stages}
+    mesh = measure("load", lambda: load_mesh(mesh_path))
+    results["faces"] = len(mesh.faces)
+    mesh = measure("unwrap", lambda: mesh if has_usable_uv(mesh) else unwrap(mesh))
+    config = TextureConfig(mesh=mesh_path, model="bench", out=".", cells=cells, steps=steps, device=str(device))
+    baker = measure("lattice", lambda: MeshBaker(model, mesh, config, Progress("none")))
+    stages["lattice"].update(cells=baker.lattice.num_cells,
+                             **{k: baker.lattice_stats[k] for k in ("edge_p5", "edge_p95")})
+    generator = torch.Generator(device=device).manual_seed(0)
+    state = measure("grow", lambda: _grow(model, model.seed(baker.lattice), baker.lattice, steps, generator, None))
+    stages["grow"]["steps"] = steps
+    for size in sizes:
+        baker.config = dataclasses.replace(config, size=size)
+        baker.timings, baker.texels = {}, 0
+        with peak_memory() as memory:
+            start = time.perf_counter()
+            maps, _ = baker.bake(state)
+            seconds = time.perf_counter() - start
+        with tempfile.TemporaryDirectory() as folder:
+            start_write = time.perf_counter()
+            write_maps(maps, Path(folder), "bench", None, exr=False)
+            write_seconds = time.perf_counter() - start_write
+        del maps
+        # the LPPN decode alone on as many random lattice points
+        count = baker.texels
+        face = torch.randint(0, len(baker.lattice.faces), (count,), generator=torch.Generator().manual_seed(1))
+        bary = torch.distributions.Dirichlet(torch.ones(3)).sample((count,))
+        start = time.perf_counter()
+        with torch.no_grad():
+            model.decode(state, baker.lattice, SurfacePoints(face, bary))
+        decode_seconds = time.perf_counter() - start
+        results["sizes"].append({"size": size, "texels": count, "bake_seconds": seconds,
+                                 "peak_mib": memory["peak_extra_bytes"] / 2 ** 20, "parts": baker.timings,
+                                 "write_seconds": write_seconds, "decode_only_seconds": decode_seconds,
+                                 "bake_over_decode": seconds / decode_seconds})
+    return results
+
+
+def print_bench_texture(results: dict) -> None:
+    print(f"mesh {results['mesh']} ({results['faces']} faces); matmul {results['matmul_gflops']:.1f} GFLOP/s")
+    for name, row in results["stages"].items():
+        extra = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
+                          if k not in ("seconds", "peak_mib"))
+        print(f"  {name:8s} {row['seconds']:7.2f} s  peak +{row['peak_mib']:7.1f} MiB  {extra}")
+    for row in results["sizes"]:
+        parts = "  ".join(f"{k} {v:.2f}" for k, v in row["parts"].items())
+        print(f"  bake {row['size']:5d}^2: {row['texels'] / 1e6:5.2f} M texels  {row['bake_seconds']:6.2f} s "
+              f"(+ write {row['write_seconds']:.2f} s)  peak +{row['peak_mib']:.0f} MiB  "
+              f"decode alone {row['decode_only_seconds']:.2f} s  bake/decode {row['bake_over_decode']:.2f}")
+        print(f"      parts (s): {parts}")
+    print("target: bake/decode <= 1.5 (decode-bound) and a 4K bake under 30 s on 2 cores.")

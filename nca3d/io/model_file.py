@@ -86,7 +86,8 @@ def read_header(path: str | os.PathLike) -> tuple[dict, bytes]:
     if not path.is_file():
         raise _refuse(path, "it is not a file")
     data = path.read_bytes()
-    if data[:1] == b"\x80" or data[:2] == b"PK":
+    framed = data[8:9] == b"{"  # safetensors: an 8-byte length (its first byte may be anything), then JSON
+    if not framed and (data[:1] == b"\x80" or data[:2] == b"PK"):
         raise _refuse(path, "it is a pickle / torch.save file, which nca3d never loads; "
                             "re-export the weights as a .nca3d model")
     if len(data) < 8:

@@ -115,6 +115,19 @@ def test_pickle_files_are_refused_without_unpickling(tmp_path):
     assert not marker.exists()
 
 
+def test_a_header_length_that_starts_like_a_pickle_still_loads(tmp_path):
+    """A safetensors file starts with its header length: its first byte is 0x80 for 1 model in 256."""
+    model = random_model("2d")
+    path = tmp_path / "m.nca3d"
+    for pad in range(512):
+        model.provenance["note"] = "x" * pad
+        save_model(model, path)
+        if path.read_bytes()[:1] == b"\x80":
+            break
+    assert path.read_bytes()[:1] == b"\x80"
+    assert load_model(path).provenance["note"] == model.provenance["note"]
+
+
 def test_missing_file_and_folder(tmp_path):
     with pytest.raises(NCA3DError, match="not found"):
         load_model(tmp_path / "nope.nca3d")

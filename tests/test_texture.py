@@ -1,0 +1,226 @@
+"""`nca3d texture`: mesh in, PBR maps + .glb + .obj out (small generated meshes, real readers)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("trimesh")
+pytest.importorskip("open3d", reason="mesh lattices ray-cast with open3d (pip install 'nca3d[mesh]')")
+import trimesh  # noqa: E402
+
+from nca3d.cli import main  # noqa: E402
+from nca3d.io.model_file import save_model  # noqa: E402
+from nca3d.ops.bake import UVRasteriser, interpolate, vertex_normals  # noqa: E402
+from nca3d.progress import Progress  # noqa: E402
+from nca3d.texture import TextureConfig, texture_mesh  # noqa: E402
+from tests.conftest import random_model  # noqa: E402
+
+
+def island_sphere(path):
+    """A smooth sphere cut into two UV islands (x < 0 and x >= 0, both projected onto (z, y)): the
+    first rotated by 90 degrees, the second mirrored (seen from outside, its u runs backwards).
+    Seam vertices are duplicated. Written as OBJ."""
+    sphere = trimesh.creation.icosphere(subdivisions=3)
+    v, f = sphere.vertices, sphere.faces
+    right = v[f].mean(1)[:, 0] >= 0
+    vertices, faces, uvs = [], [], []
+    for side, transform in ((False, "rotate"), (True, "mirrored")):
+        chosen = f[right == side]
+        used, local = np.unique(chosen, return_inverse=True)
+        p = v[used]
+        uv = np.stack([p[:, 2], p[:, 1]], 1) * 0.22 + 0.25  # planar (z, y) in a 0.5-wide box
+        if transform == "rotate":
+            uv = np.stack([0.5 - uv[:, 1], uv[:, 0]], 1)  # 90 degrees about (0.25, 0.25)
+        else:
+            uv = uv + [0.5, 0.0]  # right half; (z, y) seen from +x is a mirror image
+        uv[:, 1] += 0.25
+        faces.append(local.reshape(-1, 3) + sum(len(x) for x in vertices))
+        vertices.append(p)
+        uvs.append(uv)
+    mesh = trimesh.Trimesh(np.concatenate(vertices), np.concatenate(faces), process=False,
+                           visual=trimesh.visual.TextureVisuals(uv=np.concatenate(uvs)))
+    mesh.export(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pbr_mesh_model(tmp_path_factory):
+    model = random_model("mesh", outputs="pbr", icosphere_frequency=4)
+    with torch.no_grad():
+        for param in model.lppn.parameters():
+            param.mul_(3.0)
+    path = tmp_path_factory.mktemp("model") / "bark.nca3d"
+    save_model(model, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def baked(tmp_path_factory, pbr_mesh_model):
+    folder = tmp_path_factory.mktemp("bake")
+    mesh_path = island_sphere(folder / "ball.obj")
+    out = folder / "out"
+    config = TextureConfig(mesh=str(mesh_path), model=str(pbr_mesh_model), out=str(out), size=256, cells=600,
+                           steps=8, object_normals=True, preview_size=96, device="cpu")
+    files = texture_mesh(config, Progress("none"))
+    return mesh_path, out, files
+
+
+def _bilinear(image, uv):
+    """Sample (H, W, C) at uv (N, 2) (OpenGL v up), texel centres at (i + 0.5) / S."""
+    size = image.shape[0]
+    x = uv[:, 0] * size - 0.5
+    y = (1.0 - uv[:, 1]) * size - 0.5
+    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    x0, y0 = np.clip(x0, 0, size - 1), np.clip(y0, 0, size - 1)
+    x1, y1 = np.clip(x0 + 1, 0, size - 1), np.clip(y0 + 1, 0, size - 1)
+    return ((1 - fx) * (1 - fy) * image[y0, x0] + fx * (1 - fy) * image[y0, x1]
+            + (1 - fx) * fy * image[y1, x0] + fx * fy * image[y1, x1])
+
+
+def test_texture_writes_maps_glb_obj_preview_and_settings(baked):
+    _, out, files = baked
+    names = sorted(p.split("/")[-1] for p in files)
+    assert names == ["ball.glb", "ball.json", "ball.mtl", "ball.obj", "ball_albedo.png", "ball_ao.png",
+                     "ball_height.png", "ball_normal.png", "ball_normal_object.png", "ball_orm.png",
+                     "ball_preview.png", "ball_roughness.png"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging leftovers
+    record = json.loads((out / "ball.json").read_text())
+    assert record["config"]["cells"] == 600 and record["unwrapped"] is False
+    assert 0.4 < record["lattice"]["edge_median"] < 1.6
+    loaded = trimesh.load(out / "ball.glb", force="mesh")
+    material = loaded.visual.material
+    assert material.baseColorTexture.size == (256, 256)
+    assert material.normalTexture.size == (256, 256)
+    preview = np.asarray(Image.open(out / "ball_preview.png"))
+    assert preview.shape == (96, 96, 3) and preview.std() > 5
+
+
+def test_tangent_normal_map_shades_like_the_object_space_normals(baked):
+    """Shading from the tangent-space map, decoded with a frame built here from the exported
+    GLB's normals and each face's UV derivatives, matches the object-space map's shading on
+    rotated and mirrored islands."""
+    _, out, _ = baked
+    mesh = trimesh.load(out / "ball.glb", force="mesh", process=False)
+    vertices, faces = np.asarray(mesh.vertices), np.asarray(mesh.faces)
+    uv = np.asarray(mesh.visual.uv)
+    normals = np.asarray(mesh.vertex_normals)
+    tangent_map = np.asarray(Image.open(out / "ball_normal.png"), float) / 255 * 2 - 1
+    object_map = np.asarray(Image.open(out / "ball_normal_object.png"), float) / 255 * 2 - 1
+    inside = UVRasteriser(uv, faces, 256, border=0.0)
+    chunks = list(inside)
+    index = np.concatenate([c.index for c in chunks])
+    face = np.concatenate([c.face for c in chunks])
+    bary = np.concatenate([c.bary for c in chunks])
+    n = interpolate(normals, faces, face, bary)
+    n /= np.linalg.norm(n, axis=1, keepdims=True)
+    p, t = vertices[faces[face]], uv[faces[face]]
+    e1, e2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
+    d1, d2 = t[:, 1] - t[:, 0], t[:, 2] - t[:, 0]
+    det = d1[:, 0] * d2[:, 1] - d2[:, 0] * d1[:, 1]
+    tangent = (e1 * d2[:, 1:2] - e2 * d1[:, 1:2]) / det[:, None]
+    tangent -= np.sum(tangent * n, 1, keepdims=True) * n
+    tangent /= np.linalg.norm(tangent, axis=1, keepdims=True)
+    bitangent = np.sign(det)[:, None] * np.cross(n, tangent)
+    assert (det < 0).any() and (det > 0).any()  # mirrored and unmirrored islands both present
+    ts = tangent_map.reshape(-1, 3)[index]
+    rebuilt = ts[:, :1] * tangent + ts[:, 1:2] * bitangent + ts[:, 2:] * n
+    rebuilt /= np.linalg.norm(rebuilt, axis=1, keepdims=True)
+    reference = object_map.reshape(-1, 3)[index]
+    reference /= np.linalg.norm(reference, axis=1, keepdims=True)
+    assert np.degrees(np.arccos(np.clip(np.sum(reference * n, 1), -1, 1))).mean() > 2.0  # a real relief
+    for light in ([0.3, 0.8, 0.5], [-0.7, 0.1, 0.7], [0.0, -1.0, 0.2]):
+        light = np.array(light) / np.linalg.norm(light)
+        shade_tangent = np.clip(rebuilt @ light, 0, None)
+        shade_object = np.clip(reference @ light, 0, None)
+        error = np.abs(shade_tangent - shade_object)
+        assert error.mean() < 0.02 and np.percentile(error, 99) < 0.08, light
+
+
+def test_albedo_is_continuous_across_uv_seams(baked):
+    """Along every seam edge, the texture read through one island's UVs equals the texture read
+    through the other's: the jump is no larger than a step between neighbouring texels inside."""
+    mesh_path, out, _ = baked
+    mesh = trimesh.load(out / "ball.glb", force="mesh", process=False)
+    vertices, faces, uv = np.asarray(mesh.vertices), np.asarray(mesh.faces), np.asarray(mesh.visual.uv)
+    albedo = np.asarray(Image.open(out / "ball_albedo.png"), float)
+    # seam edges: the same 3D edge used by two faces through different vertex copies
+    _, weld = np.unique(vertices.round(9), axis=0, return_inverse=True)
+    edges = {}
+    for f in faces:
+        for a, b in ((f[0], f[1]), (f[1], f[2]), (f[2], f[0])):
+            key = tuple(sorted((weld[a], weld[b])))
+            edges.setdefault(key, []).append((a, b) if weld[a] < weld[b] else (b, a))
+    seams = [pair for pair in edges.values() if len(pair) == 2 and pair[0] != pair[1]]
+    assert len(seams) > 20
+    s = np.linspace(0.15, 0.85, 5)[:, None]
+    jumps = []
+    for (a0, b0), (a1, b1) in seams:
+        uv0 = uv[a0] * (1 - s) + uv[b0] * s
+        uv1 = uv[a1] * (1 - s) + uv[b1] * s
+        jumps.append(np.abs(_bilinear(albedo, uv0) - _bilinear(albedo, uv1)).mean())
+    covered = UVRasteriser(uv, faces, 256, border=0.0)
+    list(covered)
+    mask = covered.covered
+    inner = mask[:, 1:] & mask[:, :-1]
+    step = np.abs(np.diff(albedo, axis=1)).mean(-1)[inner].mean()
+    assert np.mean(jumps) <= 1.5 * step, (np.mean(jumps), step)
+
+
+def test_texture_json_progress_and_volume_model_solid_texture(tmp_path, capsys):
+    box = trimesh.creation.box(extents=(1.0, 0.5, 0.3))  # no UVs: it is unwrapped
+    box.export(tmp_path / "box.ply")
+    model = random_model("volume", grid_size=[8, 8, 8], harmonics=1)
+    save_model(model, tmp_path / "smoke.nca3d")
+    code = main(["texture", str(tmp_path / "box.ply"), "--model", str(tmp_path / "smoke.nca3d"), "--out",
+                 str(tmp_path / "out"), "--size", "64", "--scale", "0.05", "--steps", "4", "--preview-size", "0",
+                 "--device", "cpu", "--progress", "json"])
+    assert code == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    stages = [line["stage"] for line in lines]
+    assert {"load", "unwrap", "grow", "bake", "export"} <= set(stages) and stages[-1] == "done"
+    files = sorted(p.split("/")[-1] for p in lines[-1]["files"])
+    assert files == ["box.glb", "box.json", "box.mtl", "box.obj", "box_albedo.png"]  # an RGBA model: albedo only
+    albedo = np.asarray(Image.open(tmp_path / "out" / "box_albedo.png"))
+    assert albedo.shape == (64, 64, 3) and albedo.std() > 1
+
+
+def test_interrupted_texture_run_leaves_nothing(tmp_path, monkeypatch, pbr_mesh_model):
+    import nca3d.texture as texture
+
+    mesh_path = island_sphere(tmp_path / "ball.obj")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(texture, "_export", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        texture_mesh(TextureConfig(mesh=str(mesh_path), model=str(pbr_mesh_model), out=str(out), size=32,
+                                   cells=300, steps=2, device="cpu"), Progress("none"))
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+
+
+def test_texture_refuses_bad_input_in_one_line(tmp_path, capsys, pbr_mesh_model):
+    (tmp_path / "cloud.ply").write_text("ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\n"
+                                        "property float y\nproperty float z\nend_header\n0 0 0\n1 0 0\n0 1 0\n")
+    flat = random_model("2d", grid_size=[8, 8])
+    save_model(flat, tmp_path / "flat.nca3d")
+    mesh = island_sphere(tmp_path / "ball.obj")
+    cases = [
+        (["texture", str(tmp_path / "nope.obj"), "--model", str(pbr_mesh_model)], "nope.obj"),
+        (["texture", str(tmp_path / "cloud.ply"), "--model", str(pbr_mesh_model)], "cloud.ply"),
+        (["texture", str(mesh), "--model", str(tmp_path / "flat.nca3d")], "nca3d maps"),
+        (["texture", str(mesh), "--model", str(pbr_mesh_model), "--scale", "0.1", "--cells", "9"], "not allowed"),
+        (["texture", str(mesh), "--model", str(pbr_mesh_model), "--size", "100000"], "out of range"),
+    ]
+    for args, message in cases:
+        assert main(args + ["--out", str(tmp_path / "o"), "--device", "cpu"]) == 2, args
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (args, err)
+        assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
