@@ -331,7 +331,7 @@ def texture_mesh(config: TextureConfig, progress: Progress | None = None) -> lis
     unwrapped = not has_usable_uv(mesh)
     if unwrapped:
         progress.update("unwrap", 0.0, "no usable UVs: unwrapping with xatlas", force=True)
-        mesh = unwrap(mesh)
+        mesh = unwrap(mesh, resolution=config.size, padding=max(2, config.margin // 2))
         progress.update("unwrap", 1.0, "unwrapped", force=True)
     baker = MeshBaker(model, mesh, config, progress)
 
@@ -517,7 +517,7 @@ def bench_texture(mesh_path: str, sizes=(2048, 4096), cells: int = DEFAULT_CELLS
                "stages": stages}
     mesh = measure("load", lambda: load_mesh(mesh_path))
     results["faces"] = len(mesh.faces)
-    mesh = measure("unwrap", lambda: mesh if has_usable_uv(mesh) else unwrap(mesh))
+    mesh = measure("unwrap", lambda: mesh if has_usable_uv(mesh) else unwrap(mesh, resolution=max(sizes)))
     config = TextureConfig(mesh=mesh_path, model="bench", out=".", cells=cells, steps=steps, device=str(device))
     baker = measure("lattice", lambda: MeshBaker(model, mesh, config, Progress("none")))
     stages["lattice"].update(cells=baker.lattice.num_cells,
