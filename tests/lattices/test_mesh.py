@@ -124,3 +124,19 @@ def test_locate_weights_and_corners():
     located = lattice.locate(SurfacePoints(face, bary))
     assert torch.equal(located.corners, lattice.faces[face])
     assert (located.weights >= 0).all() and torch.allclose(located.weights.sum(1), torch.ones(50))
+
+
+def test_perception_gradient_matches_the_dense_operator():
+    vertices, faces = icosphere(3)
+    lattice = MeshLattice(vertices, faces)
+    state = torch.randn(2, len(vertices), 5, requires_grad=True)
+    weights = torch.randn(2, len(vertices), 25)
+    (_, perception), = lattice.perceive_blocks(state, None)
+    (perception * weights).sum().backward()
+    dense = lattice.operator.to_dense()
+    reference_state = state.detach().clone().requires_grad_(True)
+    flat = reference_state.permute(1, 0, 2).reshape(len(vertices), -1)
+    messages = (dense @ flat).reshape(4, len(vertices), 2, 5).permute(2, 1, 0, 3).reshape(2, len(vertices), 20)
+    (torch.cat([reference_state, messages], -1) * weights).sum().backward()
+    assert torch.allclose(perception, torch.cat([reference_state, messages], -1), atol=1e-5)
+    assert torch.allclose(state.grad, reference_state.grad, atol=1e-4)
