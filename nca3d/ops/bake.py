@@ -24,7 +24,7 @@ EMPTY = 255  # texel distance code of a texel no triangle covers
 
 @dataclass
 class Texels:
-    """A chunk of texels: flat index (T,) int64 into the S*S map, face (T,) int64, bary (T, 3) float64."""
+    """A chunk of texels: flat index (T,) int64 into the S*S map, face (T,) int64, bary (T, 3) float32."""
 
     index: np.ndarray
     face: np.ndarray
@@ -105,7 +105,7 @@ class UVRasteriser:
         best = code == self._distance[index]  # a tie (a centre on a shared edge) emits both: same surface point
         index, tri, bary = index[best], tri[best], bary[best].clamp_min(0.0)
         bary = bary / bary.sum(1, keepdim=True)
-        return Texels(index=index.numpy(), face=self.faces[tri.numpy()], bary=bary.double().numpy())
+        return Texels(index=index.numpy(), face=self.faces[tri.numpy()], bary=bary.numpy())
 
     @property
     def distance(self) -> np.ndarray:
@@ -207,7 +207,8 @@ def up_frames(normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The mesh models' tangent frame (right, up) (N, 3) at unit normals: up is world +Y
     projected onto the tangent plane (+Z where the normal is vertical), right = up x normal.
     This is the frame the icosphere training views use, so model normals live in it."""
-    world_up = np.broadcast_to([0.0, 1.0, 0.0], normals.shape).copy()
+    world_up = np.zeros_like(normals)
+    world_up[:, 1] = 1.0
     world_up[np.abs(normals[:, 1]) > 1.0 - 1e-6] = (0.0, 0.0, 1.0)
     up = orthonormal_to(world_up, normals)
     return np.cross(up, normals), up
