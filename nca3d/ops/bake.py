@@ -61,15 +61,38 @@ class UVRasteriser:
         kb = np.stack([ac[:, 1], -ac[:, 0]], 1) / area2[:, None]
         kc = np.stack([-ab[:, 1], ab[:, 0]], 1) / area2[:, None]
         self._table = torch.from_numpy(np.concatenate([px[:, 0], kb, kc, heights], 1).astype(np.float32))
-        lo = np.floor(px.min(1) - self.border - 0.5).astype(np.int64) + 1
-        hi = np.ceil(px.max(1) + self.border - 0.5).astype(np.int64) - 1
-        lo, hi = np.clip(lo, 0, size - 1), np.clip(hi, 0, size - 1)
-        width = np.maximum(hi[:, 0] - lo[:, 0] + 1, 0)
-        counts = width * np.maximum(hi[:, 1] - lo[:, 1] + 1, 0)
-        self._boxes = torch.from_numpy(np.stack([lo[:, 0], lo[:, 1], np.maximum(width, 1)], 1))
-        self._offsets = torch.from_numpy(np.concatenate([[0], np.cumsum(counts)]))
+        self._spans = self._row_spans(px, kb, kc, heights)  # (R, 4): triangle, row, first column, columns
+        self._offsets = torch.from_numpy(np.concatenate([[0], np.cumsum(self._spans[:, 3].numpy())]))
         self._distance = torch.full((size * size,), EMPTY, dtype=torch.uint8)
         self.position = 0
+
+    def _row_spans(self, px, kb, kc, heights) -> torch.Tensor:
+        """Per triangle and texel row, the columns whose centres may lie within `border` px of it.
+
+        Along a row each barycentric is linear in x, so each edge bounds x on one side: the
+        span is exact up to one texel either side (the per-texel test decides), and the
+        candidates are about the covered texels rather than whole bounding boxes."""
+        size = self.size
+        top = np.clip(np.floor(px[..., 1].min(1) - self.border - 0.5).astype(np.int64) + 1, 0, size - 1)
+        bottom = np.clip(np.ceil(px[..., 1].max(1) + self.border - 0.5).astype(np.int64) - 1, 0, size - 1)
+        rows = np.maximum(bottom - top + 1, 0)
+        tri = np.repeat(np.arange(len(px)), rows)
+        y = top[tri] + np.arange(len(tri)) - np.repeat(np.cumsum(rows) - rows, rows)
+        qy = y + 0.5 - px[tri, 0, 1]
+        slope = np.stack([-(kb[tri, 0] + kc[tri, 0]), kb[tri, 0], kc[tri, 0]], 1)  # d bary / d x
+        at_a = np.stack([1.0 - qy * (kb[tri, 1] + kc[tri, 1]), qy * kb[tri, 1], qy * kc[tri, 1]], 1)  # at x = ax
+        limit = -self.border / heights[tri]  # bary_k >= limit_k  <=>  within `border` px of edge k
+        with np.errstate(divide="ignore", invalid="ignore"):
+            bound = (limit - at_a) / slope
+        lower = np.where(slope > 0, bound, -np.inf).max(1)
+        upper = np.where(slope < 0, bound, np.inf).min(1)
+        flat_out = ((slope == 0) & (at_a < limit)).any(1)
+        ax = px[tri, 0, 0]
+        first = np.clip(np.ceil(np.clip(ax + lower, -1, size + 1) - 0.5).astype(np.int64) - 1, 0, size - 1)
+        last = np.clip(np.floor(np.clip(ax + upper, -1, size + 1) - 0.5).astype(np.int64) + 1, 0, size - 1)
+        width = np.where(flat_out, 0, np.maximum(last - first + 1, 0))
+        keep = width > 0
+        return torch.from_numpy(np.stack([tri[keep], y[keep], first[keep], width[keep]], 1))
 
     @property
     def candidates(self) -> int:
@@ -85,11 +108,10 @@ class UVRasteriser:
 
     def _chunk(self, start: int, stop: int) -> Texels:
         flat = torch.arange(start, stop, dtype=torch.int64)
-        tri = torch.searchsorted(self._offsets, flat, right=True) - 1
-        local = flat - self._offsets[tri]
-        box = self._boxes[tri]
-        x = box[:, 0] + local % box[:, 2]
-        y = box[:, 1] + local // box[:, 2]
+        span = torch.searchsorted(self._offsets, flat, right=True) - 1
+        spans = self._spans[span]
+        tri, y = spans[:, 0], spans[:, 1]
+        x = spans[:, 2] + flat - self._offsets[span]
         row = self._table[tri]  # (N, 11): a, kb, kc, heights
         qx = x.to(torch.float32) + 0.5 - row[:, 0]
         qy = y.to(torch.float32) + 0.5 - row[:, 1]

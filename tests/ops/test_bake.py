@@ -109,3 +109,33 @@ def test_dilate_copies_the_nearest_covered_texel_within_the_margin(band):
     assert (image[22, 10:20] == image[19, 10:20]).all()
     assert (height[22, 10:20] == image[19, 10:20, 0].astype(np.uint16) * 100).all()
     assert (image[:6] == 0).all() and (image[:, 24:] == 0).all()  # beyond the margin: untouched
+
+
+def test_row_spans_find_exactly_the_texels_a_brute_force_search_finds():
+    rng = np.random.default_rng(3)
+    uv = rng.uniform(-0.1, 1.1, (24, 2))  # some corners outside the map
+    faces = rng.integers(0, 24, (16, 3))
+    faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])]
+    size, border = 48, 1.0
+    rasteriser = UVRasteriser(uv, faces, size, border=border)
+    list(rasteriser)
+    # brute force: every texel centre against every triangle: its distance beyond the farthest
+    # edge line is within the border, and it lies within the border of the triangle's bounding box
+    rows, cols = np.mgrid[0:size, 0:size]
+    centre = np.stack([cols.ravel() + 0.5, rows.ravel() + 0.5], 1)
+    covered = np.zeros(size * size, bool)
+    for f in faces:
+        p = np.stack([uv[f, 0] * size, (1 - uv[f, 1]) * size], 1)
+        area2 = (p[1, 0] - p[0, 0]) * (p[2, 1] - p[0, 1]) - (p[1, 1] - p[0, 1]) * (p[2, 0] - p[0, 0])
+        if abs(area2) < 1e-9:
+            continue
+        outside = np.zeros(len(centre))
+        for k in range(3):
+            a, b = p[(k + 1) % 3], p[(k + 2) % 3]
+            edge = b - a
+            signed = (edge[0] * (centre[:, 1] - a[1]) - edge[1] * (centre[:, 0] - a[0])) / np.linalg.norm(edge)
+            outside = np.maximum(outside, np.maximum(-signed * np.sign(area2), 0))
+        near_box = ((centre >= p.min(0) - border + 1e-4) & (centre <= p.max(0) + border - 1e-4)).all(1)
+        covered |= (outside <= border - 1e-4) & near_box
+    assert (rasteriser.covered.ravel() >= covered).all()  # nothing within the border is missed
+    assert rasteriser.covered.sum() <= covered.sum() + 0.02 * size * size  # and little beyond it
