@@ -108,7 +108,11 @@ class UVRasteriser:
 
     def _chunk(self, start: int, stop: int) -> Texels:
         flat = torch.arange(start, stop, dtype=torch.int64)
-        span = torch.searchsorted(self._offsets, flat, right=True) - 1
+        first = int(torch.searchsorted(self._offsets, torch.tensor([start]), right=True)[0]) - 1
+        last = int(torch.searchsorted(self._offsets, torch.tensor([stop - 1]), right=True)[0]) - 1
+        ends = self._offsets[first + 1:last + 2].clamp(max=stop)
+        starts = self._offsets[first:last + 1].clamp(min=start)
+        span = torch.repeat_interleave(torch.arange(first, last + 1), ends - starts)  # (stop - start,)
         spans = self._spans[span]
         tri, y = spans[:, 0], spans[:, 1]
         x = spans[:, 2] + flat - self._offsets[span]
