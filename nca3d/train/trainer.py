@@ -61,6 +61,7 @@ class TrainConfig:
     lr_decay: float = 0.3
     lr_decay_every: int = 1000
     overflow_weight: float = 30.0
+    autocorr_weight: float = 0.0  # > 0: feature auto-correlation term for regular textures (bricks, knit)
     grey_weight: float = 10.0
     patch: int = 96
     samples: int = 512
@@ -174,7 +175,8 @@ class Trainer:
         self.progress.update("features", 0.0, f"loading {config.features} features")
         extractor = make_feature_extractor(config.features, vgg_weights=config.vgg_weights, device=self.device)
         self.loss_fn = TextureLoss(exemplar.to(self.device), extractor, distance=config.distance,
-                                   patch=config.patch, samples=config.samples, map_slices=slices, seed=config.seed)
+                                   patch=config.patch, samples=config.samples, map_slices=slices, seed=config.seed,
+                                   autocorr_weight=config.autocorr_weight)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.pool = self.model.seed(self.task.lattice, config.pool)
