@@ -2,6 +2,11 @@ import pytest
 import torch
 
 from nca3d.model import Model, ModelConfig
+from nca3d.render.raycast import available_backends
+
+requires_raycaster = pytest.mark.skipif(
+    not available_backends(), reason="neither open3d nor embreex imports: pip install 'nca3d[mesh]' "
+    "(and apt-get install libusb-1.0-0) or pip install embreex")
 
 
 @pytest.fixture(autouse=True)

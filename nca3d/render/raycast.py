@@ -42,6 +42,18 @@ def _load_backend(name: str | None):
     raise NCA3DError(f"ray casting needs open3d or embreex ({'; '.join(reasons)}); {INSTALL_HINT}")
 
 
+def available_backends() -> list[str]:
+    """The ray-casting backends that import here, in order of preference."""
+    found = []
+    for name in BACKENDS:
+        try:
+            _load_backend(name)
+            found.append(name)
+        except NCA3DError:
+            pass
+    return found
+
+
 def _as_points(array, name: str) -> np.ndarray:
     array = np.asarray(array, dtype=np.float64)
     if array.ndim != 2 or array.shape[1] != 3:

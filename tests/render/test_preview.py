@@ -16,22 +16,11 @@ from nca3d.render.preview import (
     sample_bilinear,
     srgb_to_linear,
 )
-from nca3d.render.raycast import BACKENDS, _load_backend
+from tests.conftest import requires_raycaster
 from tests.io.test_export import uv_sphere
 
 
-def _has_backend() -> bool:
-    for name in BACKENDS:
-        try:
-            _load_backend(name)
-            return True
-        except NCA3DError:
-            pass
-    return False
-
-
-pytestmark = pytest.mark.skipif(not _has_backend(), reason="ray casting needs open3d or embreex: "
-                                "pip install 'nca3d[mesh]'")
+pytestmark = requires_raycaster
 
 SIZE = 96
 BACKGROUND = (0.0, 0.0, 0.0)

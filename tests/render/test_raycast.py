@@ -5,29 +5,18 @@ import pytest
 
 from nca3d.errors import NCA3DError
 from nca3d.lattices import icosphere
+from tests.conftest import requires_raycaster
 from nca3d.render.raycast import (
-    BACKENDS,
     RayCaster,
     _load_backend,
+    available_backends,
     closest_on_triangles,
     pinhole_rays,
 )
 
 
-def _available() -> list[str]:
-    found = []
-    for name in BACKENDS:
-        try:
-            _load_backend(name)
-            found.append(name)
-        except NCA3DError:
-            pass
-    return found
-
-
-AVAILABLE = _available()
-pytestmark = pytest.mark.skipif(not AVAILABLE, reason="neither open3d nor embreex imports: "
-                                "pip install 'nca3d[mesh]' (and apt-get install libusb-1.0-0) or pip install embreex")
+AVAILABLE = available_backends()
+pytestmark = requires_raycaster
 
 
 @pytest.fixture(params=AVAILABLE or ["none"])

@@ -4,25 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from nca3d.errors import NCA3DError
-from nca3d.render.raycast import BACKENDS, _load_backend
 from nca3d.train import mesh_task
 from nca3d.train.mesh_task import MeshTask, default_cache_dir, view_frames
-from tests.conftest import random_model
+from tests.conftest import random_model, requires_raycaster
 
 
-def _have_backend() -> bool:
-    for name in BACKENDS:
-        try:
-            _load_backend(name)
-            return True
-        except NCA3DError:
-            pass
-    return False
-
-
-pytestmark = pytest.mark.skipif(not _have_backend(), reason="neither open3d nor embreex imports: "
-                                "pip install 'nca3d[mesh]' (and apt-get install libusb-1.0-0) or pip install embreex")
+pytestmark = requires_raycaster
 
 # Frequency 8 (642 cells): 8 cells across a view give the same 64-degree window as 64 at frequency 64.
 SMALL = {"frequency": 8, "patch": 16, "scales": (1, 2, 4), "views": 6, "view_cells": 8}
