@@ -170,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     _bake_options(maps)
     maps.set_defaults(run=_cmd_maps)
 
+    from .blender import add_arguments as add_addon_arguments
+
+    add_addon_arguments(sub.add_parser("blender-addon", help="build the Blender extension zip (Blender 4.2+)"))
+
     bench = sub.add_parser("bench", help="benchmarks (same as python -m nca3d.bench)")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     bench.set_defaults(run=_cmd_bench)

@@ -1,0 +1,357 @@
+"""The nca3d backend as a subprocess: finding a Python with nca3d, and running one job.
+
+Nothing here imports bpy, so it works (and is tested) outside Blender too. A `Job` starts
+`<python> -m nca3d ...`, reads its stdout (JSON lines with `--progress json`) and stderr in
+background threads into a queue, and is polled from Blender's main thread (a modal operator's
+timer) without ever blocking it. `Job.cancel()` kills the backend and its children.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+RUNNING, DONE, FAILED, CANCELLED = "RUNNING", "DONE", "FAILED", "CANCELLED"
+ERROR_PREFIX = "nca3d: error:"
+PROBE_TIMEOUT = 20.0  # seconds for one `python -c ...` probe
+
+# Lists the bundled model library with preview images: {name: {"path": ..., "preview": ... or null}}.
+LIBRARY_SCRIPT = """\
+import json
+from pathlib import Path
+from nca3d.models import library_models
+found = {}
+for name, path in sorted(library_models().items()):
+    path = Path(path).resolve()
+    previews = [path.parent.parent / "previews" / (name + ".png")]
+    preview = next((str(p) for p in previews if p.is_file()), None)
+    found[name] = {"path": str(path), "preview": preview}
+print(json.dumps(found))
+"""
+
+
+# --------------------------------------------------------------------------- finding a backend
+
+
+def _creation_flags() -> int:
+    return getattr(subprocess, "CREATE_NO_WINDOW", 0) if os.name == "nt" else 0
+
+
+def backend_env() -> dict:
+    """The environment of a backend run: unbuffered UTF-8 output."""
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONIOENCODING"] = "utf-8"
+    return env
+
+
+def can_import_nca3d(python: str, timeout: float = PROBE_TIMEOUT) -> bool:
+    """True when `python` runs and finds the nca3d package (without importing it: fast)."""
+    if not python or not Path(python).is_file():
+        return False
+    try:
+        probe = "import importlib.util, sys; sys.exit(importlib.util.find_spec('nca3d') is None)"
+        proc = subprocess.run([python, "-c", probe], check=False, capture_output=True, timeout=timeout,
+                              env=backend_env(), creationflags=_creation_flags())
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return proc.returncode == 0
+
+
+def python_of_script(script: str) -> str | None:
+    """The Python that runs a console script: its shebang, or the python beside it in a venv."""
+    path = Path(script)
+    candidates = []
+    try:
+        with open(path, "rb") as handle:
+            first = handle.readline(4096).decode("utf-8", "replace").strip()
+    except OSError:
+        first = ""
+    if first.startswith("#!"):
+        words = first[2:].strip().split()
+        if words:
+            if Path(words[0]).name == "env" and len(words) > 1:  # #!/usr/bin/env python3
+                found = shutil.which(words[1])
+                if found:
+                    candidates.append(found)
+            else:
+                candidates.append(words[0])
+    folder = path.resolve().parent  # venv/bin/nca3d or venv\Scripts\nca3d.exe
+    for name in ("python", "python3", "python.exe"):
+        candidates.append(str(folder / name))
+    for candidate in candidates:
+        if Path(candidate).is_file():
+            return candidate
+    return None
+
+
+def detect_python(extra: list[str] | None = None) -> str | None:
+    """A Python that can import nca3d: the one behind an `nca3d` command on PATH, else `python3` /
+    `python` on PATH (extra candidates first). None when there is none."""
+    candidates = list(extra or [])
+    script = shutil.which("nca3d")
+    if script:
+        python = python_of_script(script)
+        if python:
+            candidates.append(python)
+    for name in ("python3", "python"):
+        found = shutil.which(name)
+        if found:
+            candidates.append(found)
+    seen = set()
+    for candidate in candidates:
+        if candidate in seen:
+            continue
+        seen.add(candidate)
+        if can_import_nca3d(candidate):
+            return candidate
+    return None
+
+
+def error_line(stderr: str, returncode: int | None = None) -> str:
+    """The one-line reason of a failed run: its `nca3d: error:` line, else the last stderr line."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.startswith(ERROR_PREFIX):
+            return line[len(ERROR_PREFIX):].strip()
+    if lines:
+        return lines[-1]
+    return f"the backend stopped with exit code {returncode}" if returncode is not None else "the backend failed"
+
+
+# --------------------------------------------------------------------------- one backend run
+
+
+class Job:
+    """One backend subprocess. start() it, then call poll() from the UI thread until it is not RUNNING.
+
+    After poll(): `state` (RUNNING/DONE/FAILED/CANCELLED), `stage`, `fraction`, `message`,
+    `files` (from the final JSON line), `error` (one line, for FAILED), `stdout_text` (non-JSON
+    output, e.g. of `--version`).
+    """
+
+    def __init__(self, argv: list[str], cwd: str | None = None, json_progress: bool = True):
+        self.argv = [str(a) for a in argv]
+        self.cwd = cwd
+        self.json_progress = json_progress
+        self.state = RUNNING
+        self.stage, self.fraction, self.message = "start", 0.0, "starting the backend"
+        self.files: list[str] = []
+        self.error = ""
+        self.stdout_lines: list[str] = []
+        self.returncode: int | None = None
+        self._proc: subprocess.Popen | None = None
+        self._events: queue.Queue = queue.Queue()
+        self._stderr: list[str] = []
+        self._threads: list[threading.Thread] = []
+        self._done_seen = False
+        self.started = 0.0
+
+    @property
+    def stdout_text(self) -> str:
+        return "\n".join(self.stdout_lines)
+
+    def start(self) -> Job:
+        """Start the subprocess; an unstartable program makes the job FAILED (no exception)."""
+        kwargs = {}
+        if os.name == "nt":
+            kwargs["creationflags"] = _creation_flags() | getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
+        else:
+            kwargs["start_new_session"] = True  # its own process group: cancel kills children too
+        self.started = time.monotonic()
+        try:
+            self._proc = subprocess.Popen(self.argv, cwd=self.cwd, stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=backend_env(),
+                                          text=True, encoding="utf-8", errors="replace", bufsize=1, **kwargs)
+        except OSError as exc:
+            self.state = FAILED
+            self.error = f"cannot run the backend '{self.argv[0]}': {exc.strerror or exc}"
+            return self
+        for stream, kind in ((self._proc.stdout, "out"), (self._proc.stderr, "err")):
+            thread = threading.Thread(target=self._read, args=(stream, kind), daemon=True,
+                                      name=f"nca3d-{kind}")
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def _read(self, stream, kind: str) -> None:
+        try:
+            for line in stream:
+                self._events.put((kind, line.rstrip("\r\n")))
+        except (OSError, ValueError):
+            pass
+        finally:
+            self._events.put((kind, None))
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def is_alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def poll(self) -> str:
+        """Take what the backend said since the last call; never blocks. Returns `state`."""
+        if self.state != RUNNING:
+            return self.state
+        while True:
+            try:
+                kind, line = self._events.get_nowait()
+            except queue.Empty:
+                break
+            if line is None:
+                continue
+            if kind == "err":
+                self._stderr.append(line)
+                del self._stderr[:-200]
+            else:
+                self._stdout_line(line)
+        if self._proc is None or self._proc.poll() is None:
+            return self.state
+        # Exited: the reader threads finish once the pipes are drained.
+        for thread in self._threads:
+            thread.join(timeout=5.0)
+        while True:
+            try:
+                kind, line = self._events.get_nowait()
+            except queue.Empty:
+                break
+            if line is None:
+                continue
+            if kind == "err":
+                self._stderr.append(line)
+            else:
+                self._stdout_line(line)
+        self.returncode = self._proc.returncode
+        if self.returncode == 0 and (self._done_seen or not self.json_progress):
+            self.state = DONE
+            self.fraction = 1.0
+        else:
+            self.state = FAILED
+            if self.returncode == 0:
+                self.error = "the backend finished without reporting its files (is it an old nca3d?)"
+            else:
+                self.error = error_line("\n".join(self._stderr), self.returncode)
+                if "No module named nca3d" in self.error:
+                    self.error = (f"'{self.argv[0]}' has no nca3d installed: install it there (pip install nca3d) "
+                                  f"or choose another Python in the add-on preferences")
+        return self.state
+
+    def _stdout_line(self, line: str) -> None:
+        event = None
+        if self.json_progress and line.startswith("{"):
+            try:
+                event = json.loads(line)
+            except ValueError:
+                event = None
+        if not isinstance(event, dict):
+            self.stdout_lines.append(line)
+            del self.stdout_lines[:-200]
+            return
+        self.stage = str(event.get("stage", self.stage))
+        try:
+            self.fraction = min(max(float(event.get("fraction", self.fraction)), 0.0), 1.0)
+        except (TypeError, ValueError):
+            pass
+        self.message = str(event.get("message", ""))
+        if self.stage == "done":
+            self._done_seen = True
+            self.files = [str(f) for f in event.get("files", [])]
+
+    @property
+    def stderr_text(self) -> str:
+        return "\n".join(self._stderr)
+
+    def cancel(self, timeout: float = 3.0) -> None:
+        """Kill the backend (its whole process group) and mark the job CANCELLED."""
+        if self.state != RUNNING:
+            return
+        self.state = CANCELLED
+        self.error = "cancelled"
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            try:
+                if os.name == "nt":
+                    proc.terminate()
+                else:
+                    os.killpg(proc.pid, signal.SIGTERM)
+            except (OSError, ProcessLookupError):
+                pass
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                try:
+                    if os.name == "nt":
+                        proc.kill()
+                    else:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                except (OSError, ProcessLookupError):
+                    pass
+                proc.wait(timeout=timeout)
+        self.returncode = proc.returncode
+        for stream in (proc.stdout, proc.stderr):
+            try:
+                stream.close()
+            except (OSError, AttributeError):
+                pass
+
+    def wait(self, timeout: float | None = None, interval: float = 0.05, should_cancel=None,
+             on_progress=None) -> str:
+        """Poll until finished (for scripts and background mode). should_cancel() -> True cancels;
+        on_progress(job) is called after each poll; timeout (s) cancels and FAILs."""
+        start = time.monotonic()
+        while self.poll() == RUNNING:
+            if on_progress is not None:
+                on_progress(self)
+            if should_cancel is not None and should_cancel():
+                self.cancel()
+                break
+            if timeout is not None and time.monotonic() - start > timeout:
+                self.cancel()
+                self.state, self.error = FAILED, f"the backend took longer than {timeout:.0f} s"
+                break
+            time.sleep(interval)
+        return self.state
+
+
+def run_quick(argv: list[str], timeout: float = 120.0, on_start=None) -> tuple[bool, str]:
+    """Run a short command synchronously (for scripts and threads): (ok, stdout or the error line).
+    on_start(job) is called once it started (e.g. to keep it for cancelling)."""
+    job = Job(argv, json_progress=False).start()
+    if on_start is not None:
+        on_start(job)
+    state = job.wait(timeout=timeout)
+    return (True, job.stdout_text.strip()) if state == DONE else (False, job.error)
+
+
+def library_argv(python: str) -> list[str]:
+    return [python, "-c", LIBRARY_SCRIPT]
+
+
+def parse_library(text: str) -> dict:
+    """LIBRARY_SCRIPT's output -> {name: {"path", "preview"}}; {} for anything unexpected."""
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                found = json.loads(line)
+            except ValueError:
+                return {}
+            if isinstance(found, dict):
+                return {str(k): v for k, v in found.items() if isinstance(v, dict) and "path" in v}
+    return {}
+
+
+def own_python() -> str:
+    """This interpreter (inside Blender: Blender's Python)."""
+    return sys.executable

@@ -1,0 +1,141 @@
+"""Settings stored with the scene (texture, volume) and the job status on the window manager."""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import (
+    BoolProperty,
+    EnumProperty,
+    FloatProperty,
+    IntProperty,
+    PointerProperty,
+    StringProperty,
+)
+
+from . import library
+
+
+def _model_props(domain_hint: str):
+    return {
+        "model": EnumProperty(
+            name="Model",
+            description=f"The NCA model: a bundled one (with its preview) or any .nca3d file ({domain_hint})",
+            items=library.model_items),
+        "model_file": StringProperty(
+            name="Model File",
+            description="Path of a .nca3d model file (used when Model is 'Model File')",
+            subtype="FILE_PATH", default=""),
+    }
+
+
+class NCA3DTextureSettings(bpy.types.PropertyGroup):
+    __annotations__ = {
+        **_model_props("mesh, volume or 2D models; RGB models give an albedo map only"),
+        "size": IntProperty(
+            name="Map Size", description="Width and height of the baked maps in pixels",
+            default=1024, min=16, max=8192, soft_min=64, soft_max=4096),
+        "scale": FloatProperty(
+            name="Texture Scale",
+            description="Cell spacing of the texture in world units (smaller: finer pattern); "
+                        "0: automatic, the cell count the model was trained with",
+            default=0.0, min=0.0, soft_max=1.0, precision=4, subtype="DISTANCE", unit="LENGTH"),
+        "steps": IntProperty(
+            name="Steps", description="NCA growth steps from the seed before the maps are baked",
+            default=96, min=0, soft_max=512),
+        "seed": IntProperty(
+            name="Seed", description="Random seed: another seed gives another variation of the texture",
+            default=0, min=0),
+        "use_albedo": BoolProperty(
+            name="Albedo", description="Bake the albedo (base colour) map into Base Color", default=True),
+        "use_normal": BoolProperty(
+            name="Normal", description="Bake the tangent-space normal map into a Normal Map node", default=True),
+        "use_roughness": BoolProperty(
+            name="Roughness", description="Bake the roughness map into Roughness", default=True),
+        "use_height": BoolProperty(
+            name="Height", description="Bake the height map into a Displacement node", default=True),
+        "use_ao": BoolProperty(
+            name="Multiply AO",
+            description="Multiply the ambient-occlusion map into the base colour (off: AO is not used)",
+            default=False),
+        "displacement": FloatProperty(
+            name="Displacement", description="Height map strength as a fraction of the object's size",
+            default=0.02, min=0.0, soft_max=0.2, precision=3),
+        "animate": BoolProperty(
+            name="Animate", description="Bake an animated image sequence that keeps growing, played by the "
+                                        "timeline from the scene's start frame", default=False),
+        "frames": IntProperty(
+            name="Frames", description="Number of frames of the animated maps", default=24, min=1, soft_max=500),
+        "every": IntProperty(
+            name="Steps per Frame", description="NCA steps between two frames of the animation",
+            default=8, min=1, soft_max=64),
+        "loop": BoolProperty(
+            name="Loop", description="Repeat the animated maps after their last frame", default=True),
+        "storage": EnumProperty(
+            name="Store Images", description="Where the baked images are kept",
+            items=[("PACK", "Pack into .blend",
+                    "Pack the images into the .blend file (animated maps are always kept as files)"),
+                   ("FILES", "Save as Files",
+                    "Save the images as files in the output folder ('nca3d' next to the .blend by default)")],
+            default="PACK"),
+    }
+
+
+class NCA3DVolumeSettings(bpy.types.PropertyGroup):
+    __annotations__ = {
+        **_model_props("volume models"),
+        "res": IntProperty(
+            name="Resolution", description="Voxels per axis of the exported volume",
+            default=128, min=8, max=1024, soft_max=512),
+        "steps": IntProperty(
+            name="Steps", description="NCA growth steps from the seed", default=96, min=0, soft_max=512),
+        "seed": IntProperty(
+            name="Seed", description="Random seed: another seed gives another variation", default=0, min=0),
+        "lattice": IntProperty(
+            name="Lattice", description="NCA cells per axis (0: the model's own grid)", default=0, min=0, max=512),
+        "size": FloatProperty(
+            name="Size", description="Edge length of the volume cube in world units, centred on the 3D cursor",
+            default=2.0, min=0.001, soft_max=100.0, subtype="DISTANCE", unit="LENGTH"),
+        "density_scale": FloatProperty(
+            name="Density Scale", description="Multiplies the density grid (thicker or thinner)",
+            default=1.0, min=0.0001, soft_max=10.0),
+        "shading": EnumProperty(
+            name="Shading", description="How the material renders the grids",
+            items=[("PREVIEW", "Emissive",
+                    "Emission-absorption, as the model's own preview: emission colour = color, strength = density"),
+                   ("SMOKE", "Smoke", "Scattering smoke coloured by the color grid")],
+            default="PREVIEW"),
+        "animate": BoolProperty(
+            name="Animate", description="Write a VDB sequence that keeps growing, played by the timeline",
+            default=False),
+        "frames": IntProperty(
+            name="Frames", description="Number of frames of the VDB sequence", default=24, min=1, soft_max=500),
+        "every": IntProperty(
+            name="Steps per Frame", description="NCA steps between two frames", default=8, min=1, soft_max=64),
+    }
+
+
+class NCA3DJobStatus(bpy.types.PropertyGroup):
+    running: BoolProperty(name="Running", description="A backend job is running", default=False)
+    label: StringProperty(name="Job", description="What the running job does", default="")
+    stage: StringProperty(name="Stage", description="The backend's current stage", default="")
+    message: StringProperty(name="Message", description="The backend's latest progress message", default="")
+    fraction: FloatProperty(name="Progress", description="Progress of the current stage",
+                            default=0.0, min=0.0, max=1.0, subtype="FACTOR")
+    last_message: StringProperty(name="Last Result", description="What the last job reported", default="")
+    last_level: StringProperty(name="Last Level", description="INFO, WARNING or ERROR", default="")
+
+
+classes = (NCA3DTextureSettings, NCA3DVolumeSettings, NCA3DJobStatus)
+
+
+def register() -> None:
+    bpy.types.Scene.nca3d_texture = PointerProperty(type=NCA3DTextureSettings,
+                                                    description="NCA texture settings")
+    bpy.types.Scene.nca3d_volume = PointerProperty(type=NCA3DVolumeSettings, description="NCA volume settings")
+    bpy.types.WindowManager.nca3d_job = PointerProperty(type=NCA3DJobStatus, description="NCA job status")
+
+
+def unregister() -> None:
+    del bpy.types.WindowManager.nca3d_job
+    del bpy.types.Scene.nca3d_volume
+    del bpy.types.Scene.nca3d_texture

@@ -1,0 +1,191 @@
+"""Panels: View3D sidebar (category NCA), Material properties, and Add > Volume > NCA Volume."""
+
+from __future__ import annotations
+
+import bpy
+
+from . import library, runner
+from .ops_texture import NCA3D_OT_texture_mesh
+from .ops_volume import NCA3D_OT_add_volume
+
+
+class NCA3D_OT_cancel_job(bpy.types.Operator):
+    """Stop the running NCA backend job; nothing in the scene changes"""
+
+    bl_idname = "nca3d.cancel_job"
+    bl_label = "NCA: Cancel Job"
+    bl_options = {"REGISTER"}
+
+    @classmethod
+    def poll(cls, context):
+        return runner.busy()
+
+    def execute(self, context):
+        runner.request_cancel()
+        return {"FINISHED"}
+
+
+class NCA3D_OT_refresh_library(bpy.types.Operator):
+    """List the backend's bundled models again (runs in the background)"""
+
+    bl_idname = "nca3d.refresh_library"
+    bl_label = "NCA: Refresh Model Library"
+    bl_options = {"REGISTER", "INTERNAL"}
+
+    def execute(self, context):
+        if not library.refresh():
+            self.report({"ERROR"}, library.error())
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+def draw_status(layout, context) -> None:
+    """Progress bar and Cancel while a job runs; the last result otherwise."""
+    info = runner.status(context)
+    if info is None:
+        return
+    if info.running:
+        box = layout.box()
+        text = f"{info.label}: {info.stage} {int(info.fraction * 100)}%"
+        if hasattr(box, "progress"):
+            box.progress(factor=info.fraction, type="BAR", text=text)
+        else:  # pragma: no cover - Blender < 4.0
+            box.prop(info, "fraction", text=text, slider=True)
+        if info.message:
+            box.label(text=info.message)
+        box.operator(NCA3D_OT_cancel_job.bl_idname, text="Cancel (Esc)", icon="CANCEL")
+    elif info.last_message:
+        icon = {"ERROR": "ERROR", "WARNING": "INFO"}.get(info.last_level, "CHECKMARK")
+        layout.label(text=info.last_message, icon=icon)
+
+
+def draw_model(layout, settings) -> None:
+    if library.models():
+        layout.template_icon_view(settings, "model", show_labels=True, scale=5.0, scale_popup=5.0)
+    row = layout.row(align=True)
+    row.prop(settings, "model", text="Model")
+    row.operator(NCA3D_OT_refresh_library.bl_idname, text="", icon="FILE_REFRESH")
+    if settings.model == library.FILE_ITEM:
+        layout.prop(settings, "model_file", text="")
+    if library.loading():
+        layout.label(text="Listing bundled models...", icon="TIME")
+    elif library.error() and not library.models():
+        layout.label(text=library.error()[:120], icon="ERROR")
+
+
+def draw_texture_settings(layout, context) -> None:
+    settings = context.scene.nca3d_texture
+    draw_model(layout, settings)
+    col = layout.column(align=True)
+    col.prop(settings, "size")
+    col.prop(settings, "scale")
+    col.prop(settings, "steps")
+    col.prop(settings, "seed")
+    layout.label(text="Maps:")
+    grid = layout.grid_flow(columns=2, align=True)
+    for name in ("use_albedo", "use_normal", "use_roughness", "use_height"):
+        grid.prop(settings, name, toggle=True)
+    row = layout.row()
+    row.enabled = settings.use_albedo
+    row.prop(settings, "use_ao")
+    sub = layout.row()
+    sub.enabled = settings.use_height
+    sub.prop(settings, "displacement")
+    layout.prop(settings, "animate")
+    if settings.animate:
+        col = layout.column(align=True)
+        col.prop(settings, "frames")
+        col.prop(settings, "every")
+        col.prop(settings, "loop")
+    layout.prop(settings, "storage")
+    layout.operator(NCA3D_OT_texture_mesh.bl_idname, text="Texture Selected Mesh", icon="TEXTURE")
+
+
+def draw_volume_settings(layout, context) -> None:
+    settings = context.scene.nca3d_volume
+    draw_model(layout, settings)
+    col = layout.column(align=True)
+    col.prop(settings, "res")
+    col.prop(settings, "steps")
+    col.prop(settings, "seed")
+    col.prop(settings, "lattice")
+    col = layout.column(align=True)
+    col.prop(settings, "size")
+    col.prop(settings, "density_scale")
+    layout.prop(settings, "shading")
+    layout.prop(settings, "animate")
+    if settings.animate:
+        col = layout.column(align=True)
+        col.prop(settings, "frames")
+        col.prop(settings, "every")
+    layout.operator(NCA3D_OT_add_volume.bl_idname, text="Add NCA Volume", icon="VOLUME_DATA")
+
+
+class VIEW3D_PT_nca3d(bpy.types.Panel):
+    bl_label = "Neural Cellular Automata"
+    bl_idname = "VIEW3D_PT_nca3d"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "NCA"
+
+    def draw(self, context):
+        draw_status(self.layout, context)
+
+
+class VIEW3D_PT_nca3d_texture(bpy.types.Panel):
+    bl_label = "Texture Mesh"
+    bl_idname = "VIEW3D_PT_nca3d_texture"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "NCA"
+    bl_parent_id = "VIEW3D_PT_nca3d"
+
+    def draw(self, context):
+        draw_texture_settings(self.layout, context)
+
+
+class VIEW3D_PT_nca3d_volume(bpy.types.Panel):
+    bl_label = "Volume"
+    bl_idname = "VIEW3D_PT_nca3d_volume"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "NCA"
+    bl_parent_id = "VIEW3D_PT_nca3d"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        draw_volume_settings(self.layout, context)
+
+
+class MATERIAL_PT_nca3d(bpy.types.Panel):
+    bl_label = "NCA Texture"
+    bl_idname = "MATERIAL_PT_nca3d"
+    bl_space_type = "PROPERTIES"
+    bl_region_type = "WINDOW"
+    bl_context = "material"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    @classmethod
+    def poll(cls, context):
+        obj = context.object
+        return obj is not None and obj.type == "MESH"
+
+    def draw(self, context):
+        draw_status(self.layout, context)
+        draw_texture_settings(self.layout, context)
+
+
+def menu_add_volume(self, context):
+    self.layout.operator(NCA3D_OT_add_volume.bl_idname, text="NCA Volume", icon="VOLUME_DATA")
+
+
+classes = (NCA3D_OT_cancel_job, NCA3D_OT_refresh_library, VIEW3D_PT_nca3d, VIEW3D_PT_nca3d_texture,
+           VIEW3D_PT_nca3d_volume, MATERIAL_PT_nca3d)
+
+
+def register() -> None:
+    bpy.types.VIEW3D_MT_volume_add.append(menu_add_volume)
+
+
+def unregister() -> None:
+    bpy.types.VIEW3D_MT_volume_add.remove(menu_add_volume)

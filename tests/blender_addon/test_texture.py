@@ -1,0 +1,193 @@
+"""Texture Selected Mesh end to end in Blender (bpy), with a tiny random model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from PIL import Image
+
+from .conftest import run_blender
+
+MAP_SIZE = 64
+
+TEXTURE_UV_SPHERE = r'''
+enable_addon()
+bpy.ops.object.select_all(action="SELECT")
+bpy.ops.object.delete()
+bpy.ops.mesh.primitive_uv_sphere_add(segments=12, ring_count=6, radius=1.0)
+obj = bpy.context.active_object
+obj.name = "Ball"
+settings = bpy.context.scene.nca3d_texture
+set_model(settings, ARGS["model"])
+settings.size = ARGS["size"]
+settings.steps = 4
+settings.scale = 0.2
+settings.use_ao = True
+before = snapshot()
+t0 = time.time()
+RESULT["run"] = call(bpy.ops.nca3d.texture_mesh)
+RESULT["seconds"] = time.time() - t0
+RESULT["status"] = status()
+mat = obj.active_material
+RESULT["material"] = mat.name
+RESULT["slots"] = [s.material.name for s in obj.material_slots]
+RESULT["links"] = links_of(mat)
+RESULT["uv_nodes"] = sorted(n.uv_map for n in mat.node_tree.nodes if n.bl_idname in ("ShaderNodeUVMap", "ShaderNodeNormalMap"))
+RESULT["uv_active"] = obj.data.uv_layers.active.name
+RESULT["images"] = {n.name: {"size": list(n.image.size), "colorspace": n.image.colorspace_settings.name,
+                             "packed": n.image.packed_file is not None, "source": n.image.source}
+                    for n in mat.node_tree.nodes if n.bl_idname == "ShaderNodeTexImage"}
+disp = mat.node_tree.nodes["NCA displacement"]
+RESULT["displacement"] = [disp.inputs["Midlevel"].default_value, disp.inputs["Scale"].default_value]
+mix = mat.node_tree.nodes["NCA AO multiply"]
+RESULT["mix"] = [mix.data_type, mix.blend_type]
+RESULT["mesh_unchanged"] = before["state"]["Ball"]["data"] == obj.data.name
+RESULT["workdirs_left"] = [p for p in os.listdir(__import__("tempfile").gettempdir()) if p.startswith("nca3d-texture-")]
+
+# Again with the same model: the material is rebuilt in place, not duplicated.
+RESULT["rerun"] = call(bpy.ops.nca3d.texture_mesh)
+RESULT["material_after_rerun"] = obj.active_material.name
+RESULT["nca_materials"] = sorted(m.name for m in bpy.data.materials if m.name.startswith("NCA"))
+
+# A Cycles render on the CPU finishes with the packed maps (the backend's temp files are gone).
+scene = bpy.context.scene
+bpy.ops.object.camera_add(location=(0, -4, 0), rotation=(1.5708, 0, 0))
+scene.camera = bpy.context.active_object
+bpy.ops.object.light_add(type="SUN", rotation=(0.6, 0.2, 0.0))
+scene.render.engine = "CYCLES"
+scene.cycles.device = "CPU"
+scene.cycles.samples = 4
+scene.cycles.use_denoising = False
+scene.render.threads_mode = "FIXED"
+scene.render.threads = 1
+scene.render.resolution_x = scene.render.resolution_y = 64
+scene.render.resolution_percentage = 100
+scene.render.filepath = os.path.join(OUT, "render.png")
+t0 = time.time()
+bpy.ops.render.render(write_still=True)
+RESULT["render_seconds"] = time.time() - t0
+img = bpy.data.images.load(scene.render.filepath)
+px = list(img.pixels)
+RESULT["render"] = {"size": list(img.size), "max": max(px[0::4] + px[1::4] + px[2::4])}
+'''
+
+
+def test_texture_uv_sphere(tmp_path: Path, tiny_models):
+    result = run_blender(TEXTURE_UV_SPHERE, tmp_path, model=tiny_models["mesh"], size=MAP_SIZE)
+    print(result["_stdout"][-2000:])
+    assert result["run"] == [["FINISHED"], None], result
+    assert result["status"]["last_level"] == "INFO"
+    assert result["material"] == "NCA tiny_mesh" and result["slots"] == ["NCA tiny_mesh"]
+    links = {tuple(link) for link in result["links"]}
+    tex, bsdf = "ShaderNodeTexImage", "ShaderNodeBsdfPrincipled"
+    for want in [
+        ("ShaderNodeMix", "Result_Color", bsdf, "Base Color"),
+        (tex, "Color", "ShaderNodeMix", "A_Color"),
+        (tex, "Color", "ShaderNodeMix", "B_Color"),
+        (tex, "Color", bsdf, "Roughness"),
+        (tex, "Color", "ShaderNodeNormalMap", "Color"),
+        ("ShaderNodeNormalMap", "Normal", bsdf, "Normal"),
+        (tex, "Color", "ShaderNodeDisplacement", "Height"),
+        ("ShaderNodeDisplacement", "Displacement", "ShaderNodeOutputMaterial", "Displacement"),
+        (bsdf, "BSDF", "ShaderNodeOutputMaterial", "Surface"),
+        ("ShaderNodeUVMap", "UV", tex, "Vector"),
+    ]:
+        assert want in links, want
+    assert result["uv_nodes"] == [result["uv_active"]] * 2
+    images = result["images"]
+    assert sorted(images) == ["NCA albedo", "NCA ao", "NCA height", "NCA normal", "NCA roughness"]
+    for name, image in images.items():
+        assert image["size"] == [MAP_SIZE, MAP_SIZE] and image["packed"] and image["source"] == "FILE", name
+        assert image["colorspace"] == ("sRGB" if name == "NCA albedo" else "Non-Color"), name
+    midlevel, scale = result["displacement"]
+    assert midlevel == 0.5 and abs(scale - 0.02 * 2.0) < 1e-4  # 2% of the sphere's 2-unit size
+    assert result["mix"] == ["RGBA", "MULTIPLY"]
+    assert result["mesh_unchanged"]  # it had a UV map: the mesh is kept as it is
+    assert result["workdirs_left"] == []
+    assert result["rerun"] == [["FINISHED"], None]
+    assert result["material_after_rerun"] == "NCA tiny_mesh" and result["nca_materials"] == ["NCA tiny_mesh"]
+    assert result["render"]["size"] == [64, 64] and result["render"]["max"] > 0.01
+
+
+TEXTURE_NO_UV = r'''
+enable_addon()
+bpy.ops.object.select_all(action="SELECT")
+bpy.ops.object.delete()
+bpy.ops.mesh.primitive_ico_sphere_add(subdivisions=2, radius=1.0, calc_uvs=False)
+obj = bpy.context.active_object
+obj.name = "Rock"
+obj.scale = (2.0, 2.0, 2.0)
+modifier = obj.modifiers.new("Subdivision", "SUBSURF")
+modifier.levels = modifier.render_levels = 1
+bpy.ops.object.shade_smooth()
+depsgraph = bpy.context.evaluated_depsgraph_get()
+evaluated = obj.evaluated_get(depsgraph).to_mesh()
+evaluated.calc_loop_triangles()
+RESULT["evaluated"] = [len(evaluated.vertices), len(evaluated.loop_triangles)]
+obj.evaluated_get(depsgraph).to_mesh_clear()
+RESULT["uv_before"] = len(obj.data.uv_layers)
+old_mesh = obj.data.name
+settings = bpy.context.scene.nca3d_texture
+set_model(settings, ARGS["model"])
+settings.size = ARGS["size"]
+settings.steps = 2
+settings.scale = 0.5
+settings.use_height = False
+settings.animate = True
+settings.frames = 2
+settings.every = 2
+settings.storage = "FILES"
+bpy.context.scene.frame_start = 5
+RESULT["run"] = call(bpy.ops.nca3d.texture_mesh)
+mesh = obj.data
+RESULT["mesh"] = {"name": mesh.name, "old_kept": old_mesh in bpy.data.meshes, "vertices": len(mesh.vertices),
+                  "faces": len(mesh.polygons), "uv": [u.name for u in mesh.uv_layers],
+                  "smooth": all(p.use_smooth for p in mesh.polygons),
+                  "dimensions": list(obj.dimensions)}
+uv = [0.0] * (len(mesh.loops) * 2)
+mesh.uv_layers["UVMap"].uv.foreach_get("vector", uv)
+RESULT["uv_range"] = [min(uv), max(uv)]
+RESULT["modifiers"] = [(m.show_viewport, m.show_render) for m in obj.modifiers]
+mat = obj.active_material
+RESULT["images"] = {}
+for node in mat.node_tree.nodes:
+    if node.bl_idname == "ShaderNodeTexImage":
+        image = node.image
+        RESULT["images"][node.name] = {
+            "source": image.source, "packed": image.packed_file is not None,
+            "file": bpy.path.abspath(image.filepath), "duration": node.image_user.frame_duration,
+            "start": node.image_user.frame_start, "auto": node.image_user.use_auto_refresh,
+            "cyclic": node.image_user.use_cyclic, "size": list(image.size)}
+RESULT["uv_nodes"] = sorted(n.uv_map for n in mat.node_tree.nodes if n.bl_idname in ("ShaderNodeUVMap", "ShaderNodeNormalMap"))
+RESULT["files"] = sorted(os.listdir(os.path.join(OUT, "files")))
+RESULT["file_list"] = sorted(os.listdir(os.path.join(OUT, "files", RESULT["files"][0]))) if RESULT["files"] else []
+'''
+
+
+def test_texture_without_uv_map_animated_files(tmp_path: Path, tiny_models):
+    result = run_blender(TEXTURE_NO_UV, tmp_path, model=tiny_models["mesh"], size=MAP_SIZE)
+    assert result["run"] == [["FINISHED"], None], result
+    assert result["uv_before"] == 0
+    mesh = result["mesh"]
+    # The backend's unwrapped mesh replaced the data: the evaluated (subdivided) surface, welded again.
+    assert mesh["uv"] == ["UVMap"] and mesh["faces"] == result["evaluated"][1]
+    assert mesh["vertices"] == result["evaluated"][0]
+    assert mesh["old_kept"] and mesh["smooth"]
+    assert all(abs(d - 2 * 2.0 * 0.95) < 0.2 for d in mesh["dimensions"])  # same size: local space restored
+    assert 0.0 <= result["uv_range"][0] < result["uv_range"][1] <= 1.0
+    assert result["modifiers"] == [[False, False]]  # applied into the new mesh, so turned off
+    assert result["uv_nodes"] == ["UVMap", "UVMap"]
+    images = result["images"]
+    assert sorted(images) == ["NCA albedo", "NCA normal", "NCA roughness"]
+    for name, image in images.items():
+        assert image["source"] == "SEQUENCE" and not image["packed"], name
+        assert image["duration"] == 2 and image["start"] == 5 and image["auto"] and image["cyclic"], name
+        assert os.path.isfile(image["file"]) and image["file"].startswith(str(tmp_path / "files")), name
+    assert result["files"] == ["Rock_tiny_mesh"]
+    assert result["file_list"] == sorted(f"Rock_tiny_mesh_{kind}.{frame:04d}.png"
+                                         for kind in ("albedo", "normal", "roughness", "ao") for frame in (1, 2)
+                                         if kind != "ao")
+    for name in result["file_list"]:
+        with Image.open(tmp_path / "files" / "Rock_tiny_mesh" / name) as image:
+            assert image.size == (MAP_SIZE, MAP_SIZE)
