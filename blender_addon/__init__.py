@@ -22,7 +22,8 @@ _CLASSES = (*props.classes, *prefs.classes, *ops_texture.classes, *ops_volume.cl
 
 @persistent
 def _stop_jobs_on_load(*_args):
-    """A file is being loaded: stop a running backend (its result would have nowhere to go)."""
+    """A file is being loaded: stop a running backend (its result would have nowhere to go) and free
+    the add-on for the next job."""
     runner.kill_active()
 
 

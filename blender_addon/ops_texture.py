@@ -74,6 +74,9 @@ class TextureTask(runner.Task):
         obj = bpy.data.objects.get(self.obj_name)
         if obj is None or obj.type != "MESH":
             raise runner.UserError(f"the object '{self.obj_name}' is gone")
+        if obj.mode != "OBJECT":
+            raise runner.UserError(f"'{obj.name}' is in {obj.mode.replace('_', ' ').title()} mode; "
+                                   f"switch to Object Mode and run it again")
         s = self.settings
         animated = s["animate"]
         found = {kind: map_files(self.out, kind, animated) for kind in s["maps"]}
@@ -84,12 +87,12 @@ class TextureTask(runner.Task):
             raise runner.UserError("the backend wrote an incomplete image sequence")
 
         # Everything that can fail happens before the scene changes; what was created is removed on error.
-        created_images, new_mesh = [], None
+        created_images, new_mesh, folder = [], None, None
         keep_files = animated or s["storage"] == "FILES"
         try:
             if keep_files:
                 folder = unique_folder(prefs.output_root(context), safe_name(f"{obj.name}_{self.model_label}"))
-                os.makedirs(folder, exist_ok=True)
+                os.makedirs(folder)
                 copied = {}
                 for kind, files in found.items():
                     copied[kind] = []
@@ -130,6 +133,8 @@ class TextureTask(runner.Task):
                 bpy.data.images.remove(image)
             if new_mesh is not None:
                 bpy.data.meshes.remove(new_mesh)
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
             raise
 
         # The scene changes from here on.
@@ -163,8 +168,10 @@ class TextureTask(runner.Task):
         """The object's NCA material for this model when only it uses it (rebuilt), else a new one."""
         name = f"NCA {self.model_label}"
         current = obj.active_material
-        if (current is not None and current.get("nca3d") and current.get("nca3d_model") == self.model_label
-                and current.users == 1 and current.library is None):
+        if current is None or current.library is not None or current.get("nca3d_model") != self.model_label:
+            return bpy.data.materials.new(name)
+        users_here = sum(1 for slot in obj.material_slots if slot.material == current)
+        if current.get("nca3d") and current.users == users_here and not current.use_fake_user:
             return current
         return bpy.data.materials.new(name)
 

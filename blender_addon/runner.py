@@ -23,7 +23,7 @@ import bpy
 from . import backend
 
 _CANCEL = threading.Event()
-_ACTIVE: dict = {"job": None, "label": ""}
+_ACTIVE: dict = {"job": None, "task": None, "label": ""}
 TIMER_INTERVAL = 0.1
 
 
@@ -33,7 +33,8 @@ class UserError(Exception):
 
 def busy() -> bool:
     """True while a backend job runs (one at a time)."""
-    return _ACTIVE["job"] is not None
+    job = _ACTIVE["job"]
+    return job is not None and job.state == backend.RUNNING
 
 
 def active_job():
@@ -50,10 +51,14 @@ def cancel_requested() -> bool:
 
 
 def kill_active() -> None:
-    """Kill a running backend at once (file load, add-on unregister)."""
-    job = _ACTIVE["job"]
+    """Kill a running backend at once and drop its temp files (file load, add-on unregister): its
+    operator may never get another event to finish on."""
+    job, task = _ACTIVE["job"], _ACTIVE["task"]
     if job is not None:
         job.cancel()
+    if task is not None:
+        task.cleanup()
+    _ACTIVE.update(job=None, task=None, label="")
 
 
 class Task:
@@ -135,9 +140,12 @@ class BackendOperator:
     def modal(self, context, event):
         if event.type == "ESC" and event.value == "PRESS":
             request_cancel()
-        elif event.type != "TIMER" or event.timer is not self._timer:
+            return self.step(context)  # Esc is ours while the job runs
+        if event.type != "TIMER":
             return {"PASS_THROUGH"}
-        return self.step(context)
+        result = self.step(context)
+        # Timer events may belong to other tools too: let them through while the job runs.
+        return {"PASS_THROUGH"} if result == {"RUNNING_MODAL"} else result
 
     def step(self, context):
         """One poll of the job (modal timer tick); FINISHED/CANCELLED once it ended."""
@@ -172,7 +180,7 @@ class BackendOperator:
         _CANCEL.clear()
         self._task = task
         self._job = backend.Job(task.argv, json_progress=task.json_progress).start()
-        _ACTIVE["job"], _ACTIVE["label"] = self._job, task.label
+        _ACTIVE.update(job=self._job, task=task, label=task.label)
         info = status(context)
         if info is not None:
             info.running = True
@@ -227,7 +235,7 @@ class BackendOperator:
             self._timer = None
             context.window_manager.progress_end()
         if _ACTIVE["job"] is self._job:
-            _ACTIVE["job"], _ACTIVE["label"] = None, ""
+            _ACTIVE.update(job=None, task=None, label="")
         _CANCEL.clear()
         info = status(context)
         if info is not None:

@@ -77,8 +77,8 @@ timer.join()
 RESULT["cancel_sync"]["pid_alive"] = os.path.exists(f"/proc/{pids[0]}") if pids else None
 
 # The modal path: the operator's own modal() fed with timer ticks, then Esc.
-Event = namedtuple("Event", "type value timer")
-TICK, ESC, MOVE = Event("TIMER", "NOTHING", None), Event("ESC", "PRESS", None), Event("MOUSEMOVE", "NOTHING", None)
+Event = namedtuple("Event", "type value")  # what bpy.types.Event offers that modal() reads
+TICK, ESC, MOVE = Event("TIMER", "NOTHING"), Event("ESC", "PRESS"), Event("MOUSEMOVE", "NOTHING")
 texture_op = addon().ops_texture.NCA3D_OT_texture_mesh
 
 
@@ -102,8 +102,8 @@ def drive(cancel):
     workdir = driver._task.workdir
     results = [sorted(driver.modal(bpy.context, MOVE))]
     deadline = time.time() + 120
-    result = {"RUNNING_MODAL"}
-    while result == {"RUNNING_MODAL"} and time.time() < deadline:
+    result = {"PASS_THROUGH"}
+    while result == {"PASS_THROUGH"} and time.time() < deadline:
         time.sleep(0.05)
         if cancel and job.stage not in ("start",):
             result = driver.modal(bpy.context, ESC)
@@ -120,6 +120,13 @@ RESULT["modal_cancel"] = drive(cancel=True)
 RESULT["modal_run"] = drive(cancel=False)
 RESULT["modal_run"]["material"] = obj.active_material.name
 RESULT["modal_run"]["uv"] = [u.name for u in obj.data.uv_layers]
+# Loading a file while a job runs stops the backend and frees the add-on for the next job.
+driver = Driver()
+driver._start(bpy.context)
+job, workdir = driver._job, driver._task.workdir
+bpy.ops.wm.read_homefile(use_empty=True)
+RESULT["file_load"] = {"state": job.state, "alive": os.path.exists(f"/proc/{job.pid}"),
+                       "workdir": os.path.exists(workdir), "busy": runner.busy()}
 RESULT["work_left"] = sorted(set(p for p in os.listdir(tmp) if p.startswith("nca3d-")) - set(work_before))
 '''
 
@@ -159,4 +166,5 @@ def test_failures_change_nothing(tmp_path: Path, tiny_models):
     assert run["result"] == ["FINISHED"] and run["reports"][0][0] == ["INFO"], run
     assert not run["same"] and run["material"] == "NCA tiny_mesh" and run["uv"] == ["UVMap"]
     assert not run["workdir_left"] and not run["running"] and not run["busy"]
+    assert result["file_load"] == {"state": "CANCELLED", "alive": False, "workdir": False, "busy": False}
     assert result["work_left"] == []
