@@ -22,6 +22,7 @@ from pathlib import Path
 RUNNING, DONE, FAILED, CANCELLED = "RUNNING", "DONE", "FAILED", "CANCELLED"
 ERROR_PREFIX = "nca3d: error:"
 PROBE_TIMEOUT = 20.0  # seconds for one `python -c ...` probe
+PIPE_GRACE = 5.0  # seconds a finished backend's pipes may stay open (a leftover child) before we stop reading
 
 # Lists the bundled model library with preview images: {name: {"path": ..., "preview": ... or null}}.
 LIBRARY_SCRIPT = """\
@@ -153,6 +154,8 @@ class Job:
         self._stderr: list[str] = []
         self._threads: list[threading.Thread] = []
         self._done_seen = False
+        self._closed = 0  # pipes whose reader thread has finished
+        self._exited_at: float | None = None
         self.started = 0.0
 
     @property
@@ -199,7 +202,10 @@ class Job:
         return self._proc is not None and self._proc.poll() is None
 
     def poll(self) -> str:
-        """Take what the backend said since the last call; never blocks. Returns `state`."""
+        """Take what the backend said since the last call; never blocks. Returns `state`.
+
+        The job ends once the process exited and both pipes are drained (or PIPE_GRACE seconds
+        after the exit, should a leftover child still hold them open)."""
         if self.state != RUNNING:
             return self.state
         while True:
@@ -208,28 +214,18 @@ class Job:
             except queue.Empty:
                 break
             if line is None:
-                continue
-            if kind == "err":
+                self._closed += 1
+            elif kind == "err":
                 self._stderr.append(line)
                 del self._stderr[:-200]
             else:
                 self._stdout_line(line)
         if self._proc is None or self._proc.poll() is None:
             return self.state
-        # Exited: the reader threads finish once the pipes are drained.
-        for thread in self._threads:
-            thread.join(timeout=5.0)
-        while True:
-            try:
-                kind, line = self._events.get_nowait()
-            except queue.Empty:
-                break
-            if line is None:
-                continue
-            if kind == "err":
-                self._stderr.append(line)
-            else:
-                self._stdout_line(line)
+        if self._exited_at is None:
+            self._exited_at = time.monotonic()
+        if self._closed < 2 and time.monotonic() - self._exited_at < PIPE_GRACE:
+            return self.state
         self.returncode = self._proc.returncode
         if self.returncode == 0 and (self._done_seen or not self.json_progress):
             self.state = DONE

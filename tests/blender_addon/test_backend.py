@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import sys
 import textwrap
 import time
@@ -160,3 +161,29 @@ def test_library_listing_runs_in_the_backend():
 def test_error_line():
     assert backend.error_line("a\nnca3d: error: bad thing\n") == "bad thing"
     assert backend.error_line("", 3) == "the backend stopped with exit code 3"
+
+
+def test_a_child_holding_the_pipes_open_does_not_hang_the_job(tmp_path, monkeypatch):
+    monkeypatch.setattr(backend, "PIPE_GRACE", 0.5)
+    argv = _script(tmp_path, """
+        import json, subprocess, sys
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])  # inherits stdout/stderr
+        print(json.dumps({"stage": "done", "fraction": 1.0, "files": ["x"]}), flush=True)
+    """)
+    job = backend.Job(argv).start()
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            start = time.monotonic()
+            state = job.poll()
+            assert time.monotonic() - start < 0.2  # no poll blocks
+            if state != backend.RUNNING:
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert state == backend.DONE and job.files == ["x"]
+    finally:
+        try:
+            os.killpg(job.pid, signal.SIGKILL)
+        except OSError:
+            pass
