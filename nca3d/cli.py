@@ -170,6 +170,18 @@ def build_parser() -> argparse.ArgumentParser:
     _bake_options(maps)
     maps.set_defaults(run=_cmd_maps)
 
+    from .showcase import add_render_arguments, add_view_arguments, run_models, run_render, run_view
+
+    models = sub.add_parser("models", help="list the bundled model library (names work wherever --model does)")
+    models.add_argument("--json", action="store_true", help="JSON for machines instead of a table")
+    models.set_defaults(run=run_models)
+    render = sub.add_parser("render", help="render a model offscreen with pyvista: still, turntable or --damage panel")
+    add_render_arguments(render)
+    render.set_defaults(run=run_render)
+    view = sub.add_parser("view", help="an interactive window where the model keeps growing (needs a display)")
+    add_view_arguments(view)
+    view.set_defaults(run=run_view)
+
     from .blender import add_arguments as add_addon_arguments
 
     add_addon_arguments(sub.add_parser("blender-addon", help="build the Blender extension zip (Blender 4.2+)"))
