@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, kind in (("channels", int), ("hidden", int), ("grid", int), ("harmonics", int), ("batch", int),
                        ("pool", int), ("patch", int), ("checkpoint_every", int), ("lr", float),
                        ("ray_samples", int), ("samples", int), ("min_steps", int), ("max_steps", int),
-                       ("seed_every", int), ("overflow_weight", float), ("grad_checkpoint", int),
+                       ("seed_every", int), ("overflow_weight", float), ("autocorr_weight", float), ("grad_checkpoint", int),
                        ("select_every", int), ("select_after", int), ("select_steps", int)):
         train.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind)
     train.add_argument("--license", help="licence of the exemplar (stored in the model header)")
