@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from nca3d.errors import NCA3DError
+from nca3d.ops.demo_meshes import torus_geometry
 from nca3d.ops.remesh import CELL_AREA, face_areas, half_edges, orient_faces, refine, split_corners, uniform_lattice
 
 gpytoolbox = pytest.importorskip("gpytoolbox", reason="remeshing needs gpytoolbox (pip install 'nca3d[mesh]')")
@@ -20,16 +21,9 @@ def grid(nx: int, ny: int, width: float, height: float) -> tuple[np.ndarray, np.
     return vertices, np.concatenate([np.stack([a, b, c], axis=1), np.stack([a, c, d], axis=1)])
 
 
-def torus(major: int = 24, minor: int = 12) -> tuple[np.ndarray, np.ndarray]:
+def torus() -> tuple[np.ndarray, np.ndarray]:
     """A coarse faceted torus (radii 1 and 0.35), closed and outward facing."""
-    angles = [np.linspace(0, 2 * np.pi, count, endpoint=False) for count in (major, minor)]
-    u, v = np.meshgrid(*angles, indexing="ij")
-    ring = 1.0 + 0.35 * np.cos(v)
-    vertices = np.stack([ring * np.cos(u), ring * np.sin(u), 0.35 * np.sin(v)], axis=-1).reshape(-1, 3)
-    i, j = np.meshgrid(np.arange(major), np.arange(minor), indexing="ij")
-    a, b = i * minor + j, ((i + 1) % major) * minor + j
-    c, d = ((i + 1) % major) * minor + (j + 1) % minor, i * minor + (j + 1) % minor
-    return vertices, np.concatenate([np.stack([a, b, c], -1).reshape(-1, 3), np.stack([a, c, d], -1).reshape(-1, 3)])
+    return torus_geometry(24, 12, radius=1.0, tube=0.35)
 
 
 def distance_to_surface(points, vertices, faces) -> np.ndarray:

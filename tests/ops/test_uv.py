@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from nca3d.io.mesh import SurfaceMesh
+from nca3d.ops.demo_meshes import torus_geometry
 from nca3d.ops.uv import has_usable_uv, unwrap, uv_areas
 
 pytest.importorskip("xatlas", reason="unwrapping needs xatlas (pip install 'nca3d[mesh]')")
@@ -15,15 +16,7 @@ sparse = pytest.importorskip("scipy.sparse")
 
 def torus(major: int = 24, minor: int = 12) -> SurfaceMesh:
     """A coarse closed torus (radii 1 and 0.35): it cannot be flattened without seams."""
-    angles = [np.linspace(0, 2 * np.pi, count, endpoint=False) for count in (major, minor)]
-    u, v = np.meshgrid(*angles, indexing="ij")
-    ring = 1.0 + 0.35 * np.cos(v)
-    vertices = np.stack([ring * np.cos(u), ring * np.sin(u), 0.35 * np.sin(v)], axis=-1).reshape(-1, 3)
-    i, j = np.meshgrid(np.arange(major), np.arange(minor), indexing="ij")
-    a, b = i * minor + j, ((i + 1) % major) * minor + j
-    c, d = ((i + 1) % major) * minor + (j + 1) % minor, i * minor + (j + 1) % minor
-    faces = np.concatenate([np.stack([a, b, c], -1).reshape(-1, 3), np.stack([a, c, d], -1).reshape(-1, 3)])
-    return SurfaceMesh(vertices, faces, name="torus")
+    return SurfaceMesh(*torus_geometry(major, minor, radius=1.0, tube=0.35), name="torus")
 
 
 def chart_of_faces(faces: np.ndarray, count: int) -> np.ndarray:
