@@ -19,6 +19,9 @@ def test_statistics_rank_a_crop_above_a_blur():
     scores = reference_scores(noise, stats)
     assert scores["ceiling"] < scores["floor"]
     assert stats.distance(noise[:, :128, :128], noise[:, :128, :128]) < 1e-6
+    assert not scores["tiled"]
+    tiled = reference_scores(noise[:, :128, :128].repeat(1, 2, 2), stats)
+    assert tiled["tiled"] and tiled["ceiling"] < 1e-6  # a 2 x 2 tiling: the halves are the same pixels
 
 
 def test_quality_bench_trains_evaluates_and_writes_panels(tmp_path, capsys):
