@@ -276,23 +276,11 @@ class Job:
         if proc is None:
             return
         if proc.poll() is None:
-            try:
-                if os.name == "nt":
-                    proc.terminate()
-                else:
-                    os.killpg(proc.pid, signal.SIGTERM)
-            except (OSError, ProcessLookupError):
-                pass
+            _signal_tree(proc, hard=False)
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                try:
-                    if os.name == "nt":
-                        proc.kill()
-                    else:
-                        os.killpg(proc.pid, signal.SIGKILL)
-                except (OSError, ProcessLookupError):
-                    pass
+                _signal_tree(proc, hard=True)
                 proc.wait(timeout=timeout)
         self.returncode = proc.returncode
         for stream in (proc.stdout, proc.stderr):
@@ -351,3 +339,14 @@ def parse_library(text: str) -> dict:
 def own_python() -> str:
     """This interpreter (inside Blender: Blender's Python)."""
     return sys.executable
+
+
+def _signal_tree(proc, hard: bool) -> None:
+    """Terminate (or, hard, kill) the backend and, off Windows, its whole process group."""
+    try:
+        if os.name == "nt":
+            (proc.kill if hard else proc.terminate)()
+        else:
+            os.killpg(proc.pid, signal.SIGKILL if hard else signal.SIGTERM)
+    except (OSError, ProcessLookupError):
+        pass
