@@ -112,7 +112,9 @@ collect = mod.library._collect
 addon_utils.disable(MODULE, default_set=True)
 RESULT["job_after_disable"] = [job.state, os.path.exists(f"/proc/{job.pid}")]
 RESULT["timer_after_disable"] = bpy.app.timers.is_registered(collect)
-time.sleep(0.5)
+deadline = time.monotonic() + 20  # reader threads end once the killed processes' pipes close
+while time.monotonic() < deadline and capture()["threads"] != before["threads"]:
+    time.sleep(0.1)
 after = capture()
 RESULT["diff"] = {k: [before[k], after[k]] for k in before if before[k] != after[k]}
 
