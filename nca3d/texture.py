@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import NCA3DError, require
+from .errors import NCA3DError
 from .io.images import write_png
 from .progress import Progress
 
