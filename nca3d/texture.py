@@ -31,7 +31,7 @@ from .io.images import write_png
 from .progress import Progress
 
 MAP_KINDS = ("albedo", "normal", "roughness", "height", "ao", "orm")
-DEFAULT_CELLS = 40962  # the training icosphere's cell count: the texture looks as it did in training
+DEFAULT_CELLS = 40962  # volume models on a mesh: cells of the default 64-frequency icosphere
 MIN_SIZE, MAX_SIZE = 16, 8192
 STAGING_PREFIX = ".nca3d-staging-"
 
@@ -46,7 +46,7 @@ class TextureConfig:
     name: str = ""  # output file stem (default: the mesh file's stem)
     size: int = 2048
     scale: float = 0.0  # cell spacing in mesh units (0: from `cells`)
-    cells: int = 0  # lattice cells over the whole surface (0: DEFAULT_CELLS unless `scale` is set)
+    cells: int = 0  # lattice cells over the whole surface (0 and no `scale`: default_cells(model))
     steps: int = 96
     seed: int = 0
     frames: int = 0  # > 0: an animated sequence NAME_albedo.0001.png ...
@@ -61,8 +61,6 @@ class TextureConfig:
     def __post_init__(self):
         if self.scale < 0 or self.cells < 0 or (self.scale and self.cells):
             raise NCA3DError("give either --scale S (mesh units per cell, > 0) or --cells N (> 0), not both")
-        if not self.scale and not self.cells:
-            self.cells = DEFAULT_CELLS
         self.margin = self.margin or max(4, self.size // 128)
         self.name = self.name or Path(self.mesh).stem
         _check_common(self)
@@ -169,6 +167,16 @@ def store_outputs(maps: MapSet, model, values: np.ndarray, index: np.ndarray, no
 # --------------------------------------------------------------------------- the mesh bake
 
 
+def default_cells(model) -> int:
+    """Lattice cells over a mesh when neither --cells nor --scale is given.
+
+    A mesh model gets its training icosphere's count (10 f^2 + 2): the texture then covers the
+    mesh as it covered the sphere in training, whatever frequency it was trained at."""
+    if model.config.domain == "mesh":
+        return 10 * model.config.icosphere_frequency ** 2 + 2
+    return DEFAULT_CELLS
+
+
 def _spacing_for_cells(area: float, cells: int) -> float:
     """Edge length of an equilateral lattice with `cells` vertices over `area` (sqrt(3)/2 h^2 each)."""
     return math.sqrt(area / cells / (math.sqrt(3) / 2))
@@ -187,6 +195,8 @@ class MeshBaker:
         area = float(np.linalg.norm(np.cross(mesh.vertices[mesh.faces[:, 1]] - mesh.vertices[mesh.faces[:, 0]],
                                              mesh.vertices[mesh.faces[:, 2]] - mesh.vertices[mesh.faces[:, 0]]),
                                     axis=1).sum() / 2)
+        if not config.scale and not config.cells:
+            config.cells = default_cells(model)  # resolved here: the saved settings show it
         self.spacing = config.scale or _spacing_for_cells(area, config.cells)
         self.lattice_stats: dict = {"spacing": self.spacing}
         self.timings: dict[str, float] = {}

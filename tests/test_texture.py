@@ -206,6 +206,16 @@ def test_interrupted_texture_run_leaves_nothing(tmp_path, monkeypatch, pbr_mesh_
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
 
 
+def test_default_cells_follow_the_models_training_sphere(tmp_path, pbr_mesh_model):
+    """No --cells or --scale: a mesh model trained on the frequency-4 icosphere (162 cells) gets a
+    162-cell lattice, so its texture covers the mesh as it covered the sphere."""
+    texture_mesh(TextureConfig(mesh=str(island_sphere(tmp_path / "ball.obj")), model=str(pbr_mesh_model),
+                               out=str(tmp_path / "out"), size=32, steps=2, device="cpu"), Progress("none"))
+    record = json.loads((tmp_path / "out" / "ball.json").read_text())
+    assert record["config"]["cells"] == 10 * 4 ** 2 + 2
+    assert 0.8 * 162 < record["lattice"]["cells"] < 1.25 * 162
+
+
 def test_texture_refuses_bad_input_in_one_line(tmp_path, capsys, pbr_mesh_model):
     (tmp_path / "cloud.ply").write_text("ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\n"
                                         "property float y\nproperty float z\nend_header\n0 0 0\n1 0 0\n0 1 0\n")
