@@ -78,14 +78,20 @@ def is_tiled(exemplar: torch.Tensor, tolerance: float = 1 / 255) -> bool:
 def reference_scores(exemplar: torch.Tensor, stats: TextureStatistics) -> dict:
     """Reference crop (top-left half), ceiling (bottom-right half) and floor (blurred) distances.
 
-    For a 2 x 2 tiled exemplar the two halves are the same pixels, so the ceiling is 0 and the
-    score is as strict as it gets; `tiled` says so."""
+    A 2 x 2 tiled exemplar's halves are the same pixels, so it is measured within one period
+    instead: the tile's top-left and bottom-right halves (quarter-extent crops of the exemplar),
+    compared with the model's quarter-extent crop. `crop` is the index of the model crop to score
+    (1: half extent, 2: quarter extent); `tiled` says which case applied."""
     _, h, w = exemplar.shape
+    tiled = is_tiled(exemplar)
+    if tiled:
+        exemplar = exemplar[:, : h // 2, : w // 2]
+        _, h, w = exemplar.shape
     reference = exemplar[:, : h // 2, : w // 2]
     other = exemplar[:, h - h // 2:, w - w // 2:]
     blurred = _blur(_resize(other, stats.size), sigma=stats.size / 32)
     return {"reference": reference, "ceiling": stats.distance(other, reference),
-            "floor": stats.distance(blurred, reference), "tiled": is_tiled(exemplar)}
+            "floor": stats.distance(blurred, reference), "tiled": tiled, "crop": 2 if tiled else 1}
 
 
 @torch.no_grad()
@@ -104,10 +110,10 @@ def evaluate_model(model, exemplar: torch.Tensor, stats: TextureStatistics, out_
         state = model.rollout(state, task.lattice, steps - done, generator)
         done = steps
         crops = task.render(model, state, make_generator(seed + steps, model.device))
-        full, half = crops[0][0, :3], crops[1][0, :3]
+        full, scored = crops[0][0, :3], crops[scores["crop"]][0, :3]
         if model.provenance.get("grey"):
-            full, half = (c.mean(0, keepdim=True).expand(3, -1, -1) for c in (full, half))
-        distance = stats.distance(half.clamp(0, 1), scores["reference"])
+            full, scored = (c.mean(0, keepdim=True).expand(3, -1, -1) for c in (full, scored))
+        distance = stats.distance(scored.clamp(0, 1), scores["reference"])
         results[f"distance_{steps}"] = distance
         results[f"score_{steps}"] = (scores["floor"] - distance) / max(scores["floor"] - scores["ceiling"], 1e-8)
         results[f"overflow_{steps}"] = float((state - state.clamp(-1, 1)).abs().mean())
@@ -160,5 +166,5 @@ def print_quality(results: dict) -> None:
     print("score = (floor - d) / (floor - ceiling): 1 = as close as another crop of the exemplar, 0 = a blur.")
     for row in results["rows"]:
         if row.get("tiled_exemplar"):
-            print(f"note: {row['exemplar']} is a 2x2 tiling of one image: its ceiling compares a crop with "
-                  f"itself (0), so its score is stricter than the others'.")
+            print(f"note: {row['exemplar']} is a 2x2 tiling of one image: it is scored within one period "
+                  f"(quarter-extent crops).")

@@ -20,8 +20,12 @@ def test_statistics_rank_a_crop_above_a_blur():
     assert scores["ceiling"] < scores["floor"]
     assert stats.distance(noise[:, :128, :128], noise[:, :128, :128]) < 1e-6
     assert not scores["tiled"]
+    assert scores["crop"] == 1
     tiled = reference_scores(noise[:, :128, :128].repeat(1, 2, 2), stats)
-    assert tiled["tiled"] and tiled["ceiling"] < 1e-6  # a 2 x 2 tiling: the halves are the same pixels
+    # a 2 x 2 tiling's halves are the same pixels: it is measured within one tile instead
+    assert tiled["tiled"] and tiled["crop"] == 2
+    assert torch.equal(tiled["reference"], noise[:, :64, :64])
+    assert 0 < tiled["ceiling"] < tiled["floor"]
 
 
 def test_quality_bench_trains_evaluates_and_writes_panels(tmp_path, capsys):
