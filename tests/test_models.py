@@ -97,3 +97,25 @@ def test_bundled_library_lists(capsys):
     for entry in json.loads(capsys.readouterr().out):
         assert "error" not in entry, entry
         assert entry["domain"] in ("2d", "mesh", "volume")
+
+
+SHIPPABLE_LICENCES = {"CC0-1.0", "public-domain", "CC-BY-3.0", "CC-BY-4.0"}
+
+
+def test_bundled_models_record_what_shipping_needs():
+    """Each bundled model names its exemplar, hash, a shippable licence with credit, iterations and
+    loss, has a gallery preview, and stays tens of kB (the whole library well under 5 MB)."""
+    from nca3d.io.model_file import read_header
+
+    library = models.library_models()
+    total = 0
+    for name, path in library.items():
+        header, _ = read_header(path)
+        provenance = header["provenance"]
+        for key in ("exemplar", "exemplar_sha256", "license", "credit", "iterations", "final_loss"):
+            assert provenance.get(key) not in (None, ""), (name, key)
+        assert provenance["license"] in SHIPPABLE_LICENCES, (name, provenance["license"])
+        assert models.preview_path(path) is not None, f"{name} has no assets/previews/{name}.png"
+        assert path.stat().st_size < 100_000, name
+        total += path.stat().st_size
+    assert total < 5_000_000
