@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--iters", type=int, help="iterations (default 2000)")
     budget.add_argument("--minutes", type=float, help="wall-clock budget instead of an iteration count")
     train.add_argument("--resume", action="store_true", help="continue from NAME.ckpt")
+    train.add_argument("--init", metavar="MODEL",
+                       help="fine-tune: start from this model's weights (a .nca3d file or a bundled name)")
     train.add_argument("--seed", type=int)
     train.add_argument("--features", choices=["effnet", "patches", "vgg16"], help="texture features (default effnet)")
     train.add_argument("--distance", choices=["emd", "swd"], help="feature distance (default emd)")

@@ -23,7 +23,7 @@ from ..device import keep_cpu_allocations, resolve_device
 from ..errors import NCA3DError
 from ..io.atomic import write_bytes_atomic
 from ..io.images import read_exemplar, write_png
-from ..io.model_file import save_model
+from ..io.model_file import load_model, save_model
 from ..model import Model, ModelConfig
 from ..progress import Progress
 from .features import make_feature_extractor
@@ -54,7 +54,7 @@ class TrainConfig:
     harmonics: int = 1
     pool: int = 256
     batch: int = 4
-    seed_every: int = 8
+    seed_every: int = 0  # re-inject the seed every this many iterations (0: POOL_AGE_STEPS / (batch x mean steps))
     min_steps: int = 0  # rollout length range per iteration (0: 32-96, volumes 16-48)
     max_steps: int = 0
     lr: float = 1e-3
@@ -67,6 +67,7 @@ class TrainConfig:
     samples: int = 512
     ray_samples: int = 40
     checkpoint_every: int = 50
+    init: str | None = None  # start from this model's weights (fine-tuning; fresh optimiser and pool)
     select_every: int = 100  # > 0: every this many iterations, score a long rollout and keep the best weights
     select_after: int = 400  # ... from this iteration on
     select_steps: int = 1024  # ... grown from the seed for this many steps (scored at 256 and here)
@@ -85,6 +86,9 @@ class TrainConfig:
         volume = self.domain == "volume"
         self.min_steps = self.min_steps or (16 if volume else 32)
         self.max_steps = self.max_steps or (48 if volume else 96)
+        if self.seed_every <= 0:
+            mean_steps = (self.min_steps + self.max_steps) / 2
+            self.seed_every = max(1, round(POOL_AGE_STEPS / (self.batch * mean_steps)))
         if self.maps and self.domain == "volume":
             raise NCA3DError("volume models learn colour only; drop the --normal/--height/--roughness/--ao maps")
         unknown = set(self.maps) - set(PBR_MAPS)
@@ -97,6 +101,13 @@ class TrainConfig:
         if self.select_every < 0 or self.select_steps < 1:
             raise NCA3DError("need select_every >= 0 and select_steps >= 1")
 
+
+# How many steps a pool state lives on average before it is reset to the seed: each reseed
+# replaces one state, and meanwhile the pool advances batch x mean-steps steps per iteration
+# spread over all states, so a state's expected age is seed_every x batch x mean steps whatever
+# the pool size. States as old as the long rollouts users run keep the model stable there
+# (2D and mesh defaults: 8 x 4 x 64; volumes, batch 2 at 16-48 steps: 32 x 2 x 32).
+POOL_AGE_STEPS = 2048
 
 # Settings that may differ when a run is resumed: the budget, where it runs, and bookkeeping.
 RESUMABLE_CHANGES = ("iters", "minutes", "device", "checkpoint_every", "grad_checkpoint", "license", "credit")
@@ -168,6 +179,7 @@ class Trainer:
                                    harmonics=0 if config.domain == "mesh" else config.harmonics)
         torch.manual_seed(config.seed)
         self.model = Model(model_config).to(self.device)
+        self.init_record = self._load_init(config.init) if config.init else None
         if config.domain == "mesh":
             self.progress.update("raycast", 0.0, "ray-cast views of the icosphere (cached after the first run)")
         self.task = make_task(config.domain, config.grid, config.harmonics, config.patch, config.ray_samples,
@@ -183,6 +195,23 @@ class Trainer:
         self.iteration, self.elapsed, self.losses = 0, 0.0, []
         self.selection: list[tuple[int, float]] = []  # (iteration, long-rollout score) of each candidate
         self.best: dict[str, torch.Tensor] | None = None  # weights of the best-scoring candidate
+
+    def _load_init(self, name_or_path: str) -> dict:
+        """Copy a model's weights into the new one (fine-tuning); it must have the same architecture."""
+        from ..models import resolve_model
+
+        path = resolve_model(name_or_path)
+        start = load_model(path, device=self.device)
+        mine, theirs = self.model.config, start.config
+        different = [key for key in ("domain", "outputs", "channels", "hidden", "harmonics")
+                     if getattr(mine, key) != getattr(theirs, key)]
+        if different or self.model.state_dict().keys() != start.state_dict().keys():
+            wanted = ", ".join(f"{key} {getattr(theirs, key)}" for key in different) or "its settings"
+            raise NCA3DError(f"--init model '{name_or_path}' does not match this run ({wanted}); "
+                             f"train with the same --domain, maps, --channels, --hidden and --harmonics")
+        self.model.load_state_dict(start.state_dict())
+        return {"model": Path(path).name, "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+                "iterations": start.provenance.get("iterations")}
 
     # --- checkpoints -----------------------------------------------------------------------
     def _checkpoint_tensors(self) -> dict[str, torch.Tensor]:
@@ -338,6 +367,8 @@ class Trainer:
             credit=cfg.credit, iterations=self.iteration,
             final_loss=float(np.mean(self.losses[-50:])) if self.losses else None,
             grey=self.grey, config=dataclasses.asdict(cfg), minutes=round(self.elapsed / 60, 2))
+        if self.init_record:
+            self.model.provenance["init"] = self.init_record
         save_model(self.model, out)
         files = [str(out)]
         loss_png = out.with_suffix(".loss.png")

@@ -103,6 +103,38 @@ def test_resume_refuses_other_settings(tmp_path):
         Trainer(tiny_config(tmp_path, iters=4, hidden=16), Progress("none")).run(resume=True)
 
 
+def test_seed_every_default_keeps_pool_states_alive_about_2048_steps():
+    """A pool state's mean age is seed_every x batch x mean steps: 8 x 4 x 64 in 2D and on meshes,
+    32 x 2 x 32 for volumes at batch 2; an explicit value is kept."""
+    assert TrainConfig(exemplar="x.png", out="m.nca3d").seed_every == 8
+    assert TrainConfig(exemplar="x.png", out="m.nca3d", domain="mesh").seed_every == 8
+    assert TrainConfig(exemplar="x.png", out="m.nca3d", domain="volume", batch=2).seed_every == 32
+    assert TrainConfig(exemplar="x.png", out="m.nca3d", seed_every=3).seed_every == 3
+
+
+def test_init_fine_tunes_from_a_models_weights(tmp_path, capsys):
+    first = tmp_path / "first"
+    first.mkdir()
+    start_files = Trainer(tiny_config(first, iters=3), Progress("none")).run()
+    start = load_model(start_files[0])
+    second = tmp_path / "second"
+    second.mkdir()
+    trainer = Trainer(tiny_config(second, iters=2, init=start_files[0], seed=5), Progress("none"))
+    for name, value in start.state_dict().items():  # it starts from those weights, not a fresh init
+        assert torch.equal(trainer.model.state_dict()[name], value), name
+    tuned = load_model(trainer.run()[0])
+    assert tuned.provenance["init"]["model"] == "m.nca3d" and tuned.provenance["init"]["iterations"] == 3
+    assert len(tuned.provenance["init"]["sha256"]) == 64
+    assert tuned.provenance["iterations"] == 2
+    # another architecture: one clear line from the command
+    code = main(["train", str(second / "ex.png"), "--out", str(tmp_path / "x.nca3d"), "--iters", "1",
+                 "--features", "patches", "--hidden", "16", "--init", start_files[0], "--device", "cpu",
+                 "--progress", "none"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--init model" in err[0] and "hidden 32" in err[0]
+
+
 def test_kill_minus_nine_then_resume(tmp_path):
     exemplar = make_exemplar(tmp_path / "ex.png")
     out = tmp_path / "k.nca3d"
