@@ -576,7 +576,7 @@ class MeshScene(Scene):
         self.mesh = mesh
         config = TextureConfig(mesh=mesh.name, model="", out=".", size=map_size, cells=cells,
                                preview_size=0)
-        self.baker = MeshBaker(model, mesh, config, self.progress)
+        self.baker = MeshBaker(model, mesh, config, self.progress, keep_geometry=True)
         self.lattice = self.baker.lattice
         self.state = model.seed(self.lattice)
         centre = (mesh.vertices.min(0) + mesh.vertices.max(0)) / 2

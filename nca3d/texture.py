@@ -34,6 +34,7 @@ MAP_KINDS = ("albedo", "normal", "roughness", "height", "ao", "orm")
 DEFAULT_CELLS = 40962  # volume models on a mesh: cells of the default 64-frequency icosphere
 MIN_SIZE, MAX_SIZE = 16, 8192
 STAGING_PREFIX = ".nca3d-staging-"
+GEOMETRY_CACHE_BYTES = 1 << 30  # located texels kept across the frames of an animated bake
 
 
 @dataclass
@@ -185,7 +186,7 @@ def _spacing_for_cells(area: float, cells: int) -> float:
 class MeshBaker:
     """Everything fixed across the frames of one bake: the mesh, its texels' frames, the lattice."""
 
-    def __init__(self, model, mesh, config: TextureConfig, progress: Progress):
+    def __init__(self, model, mesh, config: TextureConfig, progress: Progress, keep_geometry: bool = False):
         from .ops.bake import tangent_frames
 
         self.model, self.mesh, self.config, self.progress = model, mesh, config, progress
@@ -201,6 +202,9 @@ class MeshBaker:
         self.lattice_stats: dict = {"spacing": self.spacing}
         self.timings: dict[str, float] = {}
         self.texels = 0  # texels decoded (over all bakes)
+        self.keep_geometry = keep_geometry or config.frames > 1
+        self._located: list | None = None  # the located texel chunks, kept across bakes
+        self.covered: np.ndarray | None = None  # (S, S) bool: texels inside the UV layout
         if model.config.domain == "mesh":
             from .ops.remesh import uniform_lattice
             from .render.raycast import RayCaster
@@ -234,17 +238,23 @@ class MeshBaker:
             face[stray], bary[stray], _ = self.caster.closest_points(positions[stray])
         return SurfacePoints(torch.from_numpy(face), torch.from_numpy(bary))
 
-    @torch.no_grad()
-    def bake(self, state: torch.Tensor, label: str = "") -> tuple[MapSet, np.ndarray]:
-        """Bake one frame -> (maps, covered (S, S) bool), seams dilated. Adds each part's
-        seconds to `self.timings` (rasterise, locate, decode, normals, store, dilate)."""
-        from .ops.bake import UVRasteriser, dilate, interpolate, texel_frames, up_frames
+    def _located_chunks(self, with_tangents: bool):
+        """Per chunk of covered texels: (flat index (T,), query, frame), frame = (t, b, n) each
+        (T, 3) with tangents, else (n,); then `self.covered` is set.
 
-        cfg, mesh, clock = self.config, self.mesh, self._clock
-        names = model_maps(self.model, object_space=True)
-        maps = MapSet(names, cfg.size, cfg.exr)
-        rasteriser = UVRasteriser(mesh.uv, mesh.faces, cfg.size)
+        All of it depends on the mesh only, so with `keep_geometry` it is kept for the next bakes
+        (animation frames, live views) while it fits in GEOMETRY_CACHE_BYTES (a 2K map does;
+        larger maps recompute)."""
+        from .ops.bake import UVRasteriser, interpolate, texel_frames
+
+        if self._located is not None:
+            for number, chunk in enumerate(self._located):
+                yield chunk, (number + 1) / len(self._located)
+            return
+        mesh, clock = self.mesh, self._clock
+        rasteriser = UVRasteriser(mesh.uv, mesh.faces, self.config.size)
         chunks = iter(rasteriser)
+        cache, cached_bytes = ([] if self.keep_geometry else None), 0
         while True:
             with clock("rasterise"):
                 texels = next(chunks, None)
@@ -252,31 +262,50 @@ class MeshBaker:
                 break
             with clock("locate"):
                 positions = interpolate(mesh.vertices, mesh.faces, texels.face, texels.bary)
-                if "normal" in names:
-                    t, b, n = texel_frames(self.frames, mesh.faces, texels.face, texels.bary)
+                if with_tangents:
+                    frame = texel_frames(self.frames, mesh.faces, texels.face, texels.bary)
                 else:
-                    n = _unit(interpolate(self.frames.normal, mesh.faces, texels.face, texels.bary))
-                query = self.query(positions, n)
+                    frame = (_unit(interpolate(self.frames.normal, mesh.faces, texels.face, texels.bary)),)
+                chunk = (texels.index, self.query(positions, frame[-1]), frame)
+            if cache is not None:
+                cached_bytes += texels.index.nbytes + sum(a.nbytes for a in frame) + _query_bytes(chunk[1])
+                if cached_bytes <= GEOMETRY_CACHE_BYTES:
+                    cache.append(chunk)
+                else:
+                    cache = None
+            yield chunk, rasteriser.position / max(rasteriser.candidates, 1)
+        self.covered = rasteriser.covered
+        self._located = cache
+
+    @torch.no_grad()
+    def bake(self, state: torch.Tensor, label: str = "") -> tuple[MapSet, np.ndarray]:
+        """Bake one frame -> (maps, covered (S, S) bool), seams dilated. Adds each part's
+        seconds to `self.timings` (rasterise, locate, decode, normals, store, dilate)."""
+        from .ops.bake import dilate, up_frames
+
+        cfg, clock = self.config, self._clock
+        names = model_maps(self.model, object_space=True)
+        maps = MapSet(names, cfg.size, cfg.exr)
+        for (index, query, frame), done in self._located_chunks("normal" in names):
             with clock("decode"):
                 values = self.model.decode(state, self.lattice, query)[0].float().cpu().numpy()
             tangent_normals = object_normals = None
             if "normal" in names:
                 with clock("normals"):
+                    t, b, n = frame
                     right, up = up_frames(n)
                     local = decoded_normals(values[:, self.model.channel_slices()["normal"]])
                     object_normals = _unit(local[:, :1] * right + local[:, 1:2] * up + local[:, 2:] * n)
                     tangent_normals = np.stack([np.sum(object_normals * t, 1), np.sum(object_normals * b, 1),
                                                 np.sum(object_normals * n, 1)], axis=1)
             with clock("store"):
-                store_outputs(maps, self.model, values, texels.index, object_normals, tangent_normals,
+                store_outputs(maps, self.model, values, index, object_normals, tangent_normals,
                               cfg.normal_convention)
-            self.texels += len(texels.index)
-            self.progress.update("bake", rasteriser.position / max(rasteriser.candidates, 1),
-                                 f"{label}{cfg.size}x{cfg.size} texels")
-        covered = rasteriser.covered
+            self.texels += len(index)
+            self.progress.update("bake", done, f"{label}{cfg.size}x{cfg.size} texels")
         with clock("dilate"):
-            dilate(list(maps.arrays.values()), covered, cfg.margin)
-        return maps, covered
+            dilate(list(maps.arrays.values()), self.covered, cfg.margin)
+        return maps, self.covered
 
     @contextlib.contextmanager
     def _clock(self, part: str):
@@ -285,6 +314,13 @@ class MeshBaker:
             yield
         finally:
             self.timings[part] = self.timings.get(part, 0.0) + time.perf_counter() - start
+
+
+def _query_bytes(query) -> int:
+    """Memory held by a located query: a tensor of cell coordinates or SurfacePoints."""
+    if isinstance(query, torch.Tensor):
+        return query.nbytes
+    return query.face.nbytes + query.bary.nbytes
 
 
 def _prepare_out(out: str) -> Path:

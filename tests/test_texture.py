@@ -216,6 +216,32 @@ def test_default_cells_follow_the_models_training_sphere(tmp_path, pbr_mesh_mode
     assert 0.8 * 162 < record["lattice"]["cells"] < 1.25 * 162
 
 
+@pytest.mark.parametrize("budget", [1 << 30, 1])
+def test_located_texels_are_reused_across_bakes(tmp_path, monkeypatch, pbr_mesh_model, budget):
+    """Animated bakes and live views locate texels once (when they fit the cache budget); the
+    maps are the same as a fresh bake's either way."""
+    from nca3d import texture
+    from nca3d.io.mesh import load_mesh
+    from nca3d.io.model_file import load_model
+
+    monkeypatch.setattr(texture, "GEOMETRY_CACHE_BYTES", budget)
+    model = load_model(pbr_mesh_model)
+    mesh = load_mesh(island_sphere(tmp_path / "ball.obj"))
+    config = TextureConfig(mesh=str(tmp_path / "ball.obj"), model="", out=".", size=64, cells=300, device="cpu")
+    kept = texture.MeshBaker(model, mesh, config, Progress("none"), keep_geometry=True)
+    state = model.rollout(model.seed(kept.lattice), kept.lattice, 8, torch.Generator().manual_seed(0))
+    first, covered = kept.bake(state)
+    located = kept.timings["locate"]
+    later = model.rollout(state, kept.lattice, 8, torch.Generator().manual_seed(1))
+    second, _ = kept.bake(later)
+    assert (kept.timings["locate"] == located) == (budget > 1)  # the second bake located nothing
+    fresh, fresh_covered = texture.MeshBaker(model, mesh, config, Progress("none")).bake(later)
+    assert np.array_equal(covered, fresh_covered)
+    for kind in fresh.arrays:
+        assert np.array_equal(second.arrays[kind], fresh.arrays[kind]), kind
+        assert not np.array_equal(first.arrays[kind], second.arrays[kind]), kind
+
+
 def test_texture_refuses_bad_input_in_one_line(tmp_path, capsys, pbr_mesh_model):
     (tmp_path / "cloud.ply").write_text("ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\n"
                                         "property float y\nproperty float z\nend_header\n0 0 0\n1 0 0\n0 1 0\n")
