@@ -38,9 +38,11 @@ def _cmd_new(args) -> int:
 
 def _cmd_info(args) -> int:
     from .io.model_file import load_model, read_header
+    from .models import resolve_model
 
-    load_model(args.model)  # full validation before printing
-    print(json.dumps(read_header(args.model)[0], indent=2, sort_keys=True))
+    path = resolve_model(args.model)
+    load_model(path)  # full validation before printing
+    print(json.dumps(read_header(path)[0], indent=2, sort_keys=True))
     return 0
 
 
@@ -120,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     new.set_defaults(run=_cmd_new)
 
     info = sub.add_parser("info", help="print a model's header as JSON")
-    info.add_argument("model")
+    info.add_argument("model", help="a model file or a library name (see `nca3d models`)")
     info.set_defaults(run=_cmd_info)
 
     train = sub.add_parser("train", help="train a model from an exemplar image")

@@ -26,6 +26,12 @@ def test_new_then_info(tmp_path, capsys, domain, outputs, nca, lppn):
     assert info["config"]["outputs"] == outputs
 
 
+def test_info_takes_a_library_name(capsys):
+    assert main(["info", "volume_default"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["domain"] == "volume" and info["provenance"]["license"]
+
+
 def test_real_command_line_and_exit_codes(tmp_path):
     path = tmp_path / "m.nca3d"
     ok = run_cli("new", "--domain", "2d", "--outputs", "rgb", "--out", str(path))

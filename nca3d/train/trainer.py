@@ -23,7 +23,7 @@ from ..device import keep_cpu_allocations, resolve_device
 from ..errors import NCA3DError
 from ..io.atomic import write_bytes_atomic
 from ..io.images import read_exemplar, write_png
-from ..io.model_file import load_model, save_model
+from ..io.model_file import load_model, read_header, save_model
 from ..model import Model, ModelConfig
 from ..progress import Progress
 from .features import make_feature_extractor
@@ -210,7 +210,7 @@ class Trainer:
             raise NCA3DError(f"--init model '{name_or_path}' does not match this run ({wanted}); "
                              f"train with the same --domain, maps, --channels, --hidden and --harmonics")
         self.model.load_state_dict(start.state_dict())
-        return {"model": Path(path).name, "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+        return {"model": Path(path).name, "tensors_sha256": read_header(path)[0]["tensors_sha256"],
                 "iterations": start.provenance.get("iterations")}
 
     # --- checkpoints -----------------------------------------------------------------------
