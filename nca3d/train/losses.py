@@ -107,12 +107,12 @@ def _moments(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, cov
 
 
-def relaxed_emd(x: torch.Tensor, y: torch.Tensor, moments: bool = True) -> torch.Tensor:
+def relaxed_emd(x: torch.Tensor, y: torch.Tensor, moments: float = 1.0) -> torch.Tensor:
     """Relaxed earth mover's distance with cosine cost, plus a moment term: ``(B,)``.
 
     ``x`` is ``(B, N, C)``, ``y`` is ``(B, M, C)`` or ``(1, M, C)`` (shared target); extra
     leading batch dimensions broadcast. The REMD is ``max(mean_i min_j c_ij, mean_j min_i c_ij)``
-    with ``c_ij = 1 - cos(x_i, y_j)`` (STROTSS); the moment term is
+    with ``c_ij = 1 - cos(x_i, y_j)`` (STROTSS); the moment term, weighted by ``moments`` (0: off), is
     ``|mean_x - mean_y|.mean() + |cov_x - cov_y|.mean()``.
 
     Nearest neighbours are found without autograd and the cost is re-evaluated only for the
@@ -137,7 +137,7 @@ def relaxed_emd(x: torch.Tensor, y: torch.Tensor, moments: bool = True) -> torch
     if moments:
         mx, cx = _moments(x)
         my, cy = _moments(y)
-        loss = loss + (mx - my).abs().mean(-1) + (cx - cy).abs().mean(dim=(-2, -1))
+        loss = loss + moments * ((mx - my).abs().mean(-1) + (cx - cy).abs().mean(dim=(-2, -1)))
     return loss
 
 
@@ -353,6 +353,12 @@ class TextureLoss(nn.Module):
             each call draws ``samples`` of them.
         autocorr_weight: weight of the optional auto-correlation loss on the full views
             (scale 1); 0 = off.
+        moment_weight: weight of the moment term of ``"emd"`` (1: the paper's loss).
+        tap_balance: exponent ``a`` of per-tap weights ``(mean_t b_t / b_t) ** a``, where ``b_t``
+            is the distance between two disjoint sets of the exemplar's smallest crops at tap
+            ``t``. 0 (default) weighs every tap alike, so the finest taps, whose distances are
+            about 100x smaller, barely count; 1 makes every tap count alike relative to the
+            exemplar's own variation.
         chunk: crops per extractor call while caching the targets.
 
     ``forward(images (B, K, H, W), generator=None, iteration=0)`` returns a scalar: the mean over
@@ -377,6 +383,8 @@ class TextureLoss(nn.Module):
         projections: int = 64,
         target_pool: int | None = None,
         autocorr_weight: float = 0.0,
+        moment_weight: float = 1.0,
+        tap_balance: float = 0.0,
         chunk: int = 8,
     ):
         super().__init__()
@@ -411,6 +419,8 @@ class TextureLoss(nn.Module):
         self.target_crops = int(target_crops)
         self.target_pool = int(target_pool) if target_pool is not None else 4 * self.samples
         self.autocorr_weight = float(autocorr_weight)
+        self.moment_weight = float(moment_weight)
+        self.tap_balance = float(tap_balance)
         # the auto-correlation term compares full views (scale 1) only
         self._ac_scale = self.scales.index(1) if (1 in self.scales and autocorr_weight > 0) else None
         self.n_mixes = int(pseudo_targets) if len(slices) > 1 else 0
@@ -492,11 +502,26 @@ class TextureLoss(nn.Module):
                     if si == self._ac_scale:
                         autocorrs[t].append(torch.cat(acs[t], 0).mean(0))
             self.tap_count = len(pools)
+            if si == len(counts) - 1:
+                self.register_buffer("tap_weights", self._tap_weights(scale_crops, gen), persistent=False)
             for t in range(len(pools)):
                 # every view sees the same crops, so the pools have the same size: stack them
                 self.register_buffer(f"_target_{si}_{t}", torch.stack(pools[t]).contiguous(), persistent=False)
                 if si == self._ac_scale:
                     self.register_buffer(f"_autocorr_{t}", torch.stack(autocorrs[t]), persistent=False)
+
+    def _tap_weights(self, crops: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Per-tap loss weights ``(T,)`` from two disjoint halves of ``crops (N, K, p, q)`` (see ``tap_balance``)."""
+        if self.tap_balance == 0 or crops.shape[0] < 2:
+            return torch.ones(self.tap_count, device=crops.device)
+        half = crops.shape[0] // 2
+        first, second = (self.extractor(self._view(c, 0)) for c in (crops[:half], crops[half : 2 * half]))
+        base = torch.stack([
+            self._distance(sample_vectors(a, self.samples, gen).reshape(1, -1, a.shape[1]),
+                           sample_vectors(b, self.samples, gen).reshape(1, -1, b.shape[1]), gen)[0]
+            for a, b in zip(first, second)
+        ]).clamp_min(1e-6)
+        return (base.mean() / base).pow(self.tap_balance)
 
     def target_vectors(self, view: int, scale_index: int, tap: int) -> torch.Tensor:
         """Cached exemplar feature vectors ``(P, C)`` for one view, scale and tap."""
@@ -506,7 +531,7 @@ class TextureLoss(nn.Module):
 
     def _distance(self, x: torch.Tensor, y: torch.Tensor, generator) -> torch.Tensor:
         if self.distance == "emd":
-            return relaxed_emd(x, y)
+            return relaxed_emd(x, y, self.moment_weight)
         return sliced_wasserstein(x, y, self.projections, generator)
 
     def _sample_render(self, f: torch.Tensor, n_views: int, batch: int, generator) -> list[torch.Tensor]:
@@ -579,7 +604,7 @@ class TextureLoss(nn.Module):
                     idx = _stratified_indices(pool.shape[1], self.samples, nv, generator, pool.device)
                     pool = torch.gather(pool, 1, idx.unsqueeze(-1).expand(-1, -1, pool.shape[2]))
                 d = self._distance(xs, pool.unsqueeze(1).to(xs.dtype), generator)  # (V, B)
-                terms.append(d.mean(1))
+                terms.append(d.mean(1) * self.tap_weights[t])
             if self._ac_scale is not None:
                 start = sum(self.scales[: self._ac_scale])
                 full = f.view(nv, n_crops, b, *f.shape[1:])[:, start]  # (V, B, C, h, w)

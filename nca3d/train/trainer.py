@@ -63,6 +63,8 @@ class TrainConfig:
     overflow_weight: float = 30.0
     autocorr_weight: float = 0.0  # > 0: feature auto-correlation term for regular textures (bricks, knit)
     grey_weight: float = 10.0
+    moment_weight: float = 1.0  # weight of the relaxed EMD's moment term (mean + covariance)
+    tap_balance: float = 0.0  # 0: taps weigh alike; 1: each tap weighed by the exemplar's own variation there
     patch: int = 96
     samples: int = 512
     ray_samples: int = 40
@@ -188,7 +190,8 @@ class Trainer:
         extractor = make_feature_extractor(config.features, vgg_weights=config.vgg_weights, device=self.device)
         self.loss_fn = TextureLoss(exemplar.to(self.device), extractor, distance=config.distance,
                                    patch=config.patch, samples=config.samples, map_slices=slices, seed=config.seed,
-                                   autocorr_weight=config.autocorr_weight)
+                                   autocorr_weight=config.autocorr_weight, moment_weight=config.moment_weight,
+                                   tap_balance=config.tap_balance)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.pool = self.model.seed(self.task.lattice, config.pool)

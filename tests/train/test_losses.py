@@ -252,6 +252,36 @@ def test_texture_loss_pbr_stack_and_pseudo_targets():
     assert ls > la
 
 
+def test_relaxed_emd_moment_weight():
+    x = torch.randn(2, 64, 6, generator=gen(7))
+    y = torch.randn(2, 80, 6, generator=gen(8)) * 1.5 + 0.3
+    remd, full = relaxed_emd(x, y, moments=0), relaxed_emd(x, y)
+    assert (full > remd).all()
+    torch.testing.assert_close(relaxed_emd(x, y, moments=0.25), remd + 0.25 * (full - remd))
+
+
+def test_texture_loss_tap_balance_weighs_taps_by_the_exemplars_own_variation():
+    ex = texture(size=64)
+    plain = TextureLoss(ex, make_feature_extractor("patches"), patch=24, samples=128, target_crops=4)
+    assert torch.equal(plain.tap_weights, torch.ones(plain.tap_count))
+    balanced = [TextureLoss(ex, make_feature_extractor("patches"), patch=24, samples=128, target_crops=4,
+                            tap_balance=a).tap_weights for a in (0.5, 1.0)]
+    assert balanced[1].shape == (plain.tap_count,) and not torch.allclose(balanced[1], plain.tap_weights)
+    torch.testing.assert_close(balanced[0], balanced[1].sqrt())  # the exponent, on one baseline
+    # at exponent 1 the weights are mean(b) / b_t, so their reciprocals average to 1
+    torch.testing.assert_close((1 / balanced[1]).mean(), torch.tensor(1.0))
+    # the loss is linear in the tap weights: the weighted loss is the weighted sum of one-tap losses
+    loss_fn = TextureLoss(ex, make_feature_extractor("patches"), patch=24, samples=128, target_crops=4, tap_balance=1.0)
+    crops = [torch.rand(2, 3, 24, 24, generator=gen(9)) for _ in range(7)]
+    weights = loss_fn.tap_weights.clone()
+    weighted = loss_fn.score(crops, gen(1))
+    one_tap = []
+    for t in range(loss_fn.tap_count):
+        loss_fn.tap_weights = torch.eye(loss_fn.tap_count)[t]
+        one_tap.append(loss_fn.score(crops, gen(1)))
+    torch.testing.assert_close(weighted, (weights * torch.stack(one_tap)).sum())
+
+
 @pytest.mark.parametrize("size", [(16, 16), (24, 40), (70, 33)])
 def test_texture_loss_any_render_size(size):
     loss_fn = TextureLoss(texture(size=40), make_feature_extractor("patches"), patch=20, samples=64, target_crops=2)
