@@ -67,28 +67,33 @@ def _blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(out, kernel.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)[0]
 
 
-def is_tiled(exemplar: torch.Tensor, tolerance: float = 1 / 255) -> bool:
+def _same(a: torch.Tensor, b: torch.Tensor, tolerance: float = 1 / 255) -> bool:
+    return bool((a - b).abs().mean() < tolerance)
+
+
+def is_tiled(exemplar: torch.Tensor) -> bool:
     """True when (3, H, W) is a 2 x 2 repeat of one tile: its halves hold no independent content."""
     _, h, w = exemplar.shape
-    top, bottom = exemplar[:, : h // 2], exemplar[:, h - h // 2:]
-    left, right = exemplar[:, :, : w // 2], exemplar[:, :, w - w // 2:]
-    return bool((top - bottom).abs().mean() < tolerance and (left - right).abs().mean() < tolerance)
+    return _same(exemplar[:, : h // 2], exemplar[:, h - h // 2:]) and _same(exemplar[:, :, : w // 2], exemplar[:, :, w - w // 2:])
 
 
 def reference_scores(exemplar: torch.Tensor, stats: TextureStatistics) -> dict:
-    """Reference crop (top-left half), ceiling (bottom-right half) and floor (blurred) distances.
+    """Reference crop (top-left quarter), ceiling (another quarter) and floor (blurred) distances.
 
-    A 2 x 2 tiled exemplar's halves are the same pixels, so it is measured within one period
-    instead: the tile's top-left and bottom-right halves (quarter-extent crops of the exemplar),
-    compared with the model's quarter-extent crop. `crop` is the index of the model crop to score
-    (1: half extent, 2: quarter extent); `tiled` says which case applied."""
+    The ceiling's quarter is the bottom-right one unless it repeats the reference (an exemplar
+    periodic along the diagonal, tiles A B / B A, like 03 lava flow); then the top-right one.
+    A 2 x 2 tiled exemplar's quarters are all the same pixels, so it is measured within one
+    period instead: quarters of the tile (quarter-extent crops of the exemplar), compared with
+    the model's quarter-extent crop. `crop` is the index of the model crop to score (1: half
+    extent, 2: quarter extent); `tiled` says which case applied."""
     _, h, w = exemplar.shape
     tiled = is_tiled(exemplar)
     if tiled:
         exemplar = exemplar[:, : h // 2, : w // 2]
         _, h, w = exemplar.shape
     reference = exemplar[:, : h // 2, : w // 2]
-    other = exemplar[:, h - h // 2:, w - w // 2:]
+    candidates = (exemplar[:, h - h // 2:, w - w // 2:], exemplar[:, : h // 2, w - w // 2:], exemplar[:, h - h // 2:, : w // 2])
+    other = next((c for c in candidates if not _same(c, reference)), candidates[0])
     blurred = _blur(_resize(other, stats.size), sigma=stats.size / 32)
     return {"reference": reference, "ceiling": stats.distance(other, reference),
             "floor": stats.distance(blurred, reference), "tiled": tiled, "crop": 2 if tiled else 1}

@@ -26,6 +26,11 @@ def test_statistics_rank_a_crop_above_a_blur():
     assert tiled["tiled"] and tiled["crop"] == 2
     assert torch.equal(tiled["reference"], noise[:, :64, :64])
     assert 0 < tiled["ceiling"] < tiled["floor"]
+    # periodic along the diagonal (tiles A B / B A): the ceiling compares A with B, not A with itself
+    a, b = noise[:, :64, :64], noise[:, 64:128, :64]
+    diagonal = reference_scores(torch.cat([torch.cat([a, b], 2), torch.cat([b, a], 2)], 1), stats)
+    assert not diagonal["tiled"] and diagonal["crop"] == 1
+    assert 0 < diagonal["ceiling"] < diagonal["floor"]
 
 
 def test_quality_bench_trains_evaluates_and_writes_panels(tmp_path, capsys):
