@@ -502,13 +502,13 @@ class TextureLoss(nn.Module):
                     if si == self._ac_scale:
                         autocorrs[t].append(torch.cat(acs[t], 0).mean(0))
             self.tap_count = len(pools)
-            if si == len(counts) - 1:
-                self.register_buffer("tap_weights", self._tap_weights(scale_crops, gen), persistent=False)
             for t in range(len(pools)):
                 # every view sees the same crops, so the pools have the same size: stack them
                 self.register_buffer(f"_target_{si}_{t}", torch.stack(pools[t]).contiguous(), persistent=False)
                 if si == self._ac_scale:
                     self.register_buffer(f"_autocorr_{t}", torch.stack(autocorrs[t]), persistent=False)
+        # the smallest crops (last scale) give the exemplar's own crop-to-crop distance per tap
+        self.register_buffer("tap_weights", self._tap_weights(scale_crops, gen), persistent=False)
 
     def _tap_weights(self, crops: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """Per-tap loss weights ``(T,)`` from two disjoint halves of ``crops (N, K, p, q)`` (see ``tap_balance``)."""
