@@ -143,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--vgg-weights", dest="vgg_weights", metavar="PATH", help="torchvision VGG16 weights")
     for name, kind in (("channels", int), ("hidden", int), ("grid", int), ("harmonics", int), ("batch", int),
                        ("pool", int), ("patch", int), ("checkpoint_every", int), ("lr", float),
+                       ("lr_decay", float), ("lr_decay_at", float),
                        ("ray_samples", int), ("samples", int), ("min_steps", int), ("max_steps", int),
                        ("seed_every", int), ("overflow_weight", float), ("autocorr_weight", float), ("grad_checkpoint", int),
                        ("moment_weight", float), ("tap_balance", float),

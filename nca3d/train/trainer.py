@@ -58,8 +58,8 @@ class TrainConfig:
     min_steps: int = 0  # rollout length range per iteration (0: 32-96, volumes 16-48)
     max_steps: int = 0
     lr: float = 1e-3
-    lr_decay: float = 0.3
-    lr_decay_every: int = 1000
+    lr_decay: float = 0.3  # the learning rate is multiplied by this ...
+    lr_decay_at: float = 0.5  # ... once this fraction of the budget (iterations or minutes) is spent
     overflow_weight: float = 30.0
     autocorr_weight: float = 0.0  # > 0: feature auto-correlation term for regular textures (bricks, knit)
     grey_weight: float = 10.0
@@ -100,6 +100,8 @@ class TrainConfig:
             raise NCA3DError("need iters >= 1, batch >= 1 and pool >= batch")
         if not 1 <= self.min_steps <= self.max_steps:
             raise NCA3DError("need 1 <= min_steps <= max_steps")
+        if not 0.0 < self.lr_decay <= 1.0 or not 0.0 <= self.lr_decay_at <= 1.0:
+            raise NCA3DError("need 0 < lr_decay <= 1 and 0 <= lr_decay_at <= 1")
         if self.select_every < 0 or self.select_steps < 1:
             raise NCA3DError("need select_every >= 0 and select_steps >= 1")
 
@@ -196,6 +198,7 @@ class Trainer:
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.pool = self.model.seed(self.task.lattice, config.pool)
         self.iteration, self.elapsed, self.losses = 0, 0.0, []
+        self.lr_decayed_at: int | None = None  # the iteration where the learning rate was decayed
         self.selection: list[tuple[int, float]] = []  # (iteration, long-rollout score) of each candidate
         self.best: dict[str, torch.Tensor] | None = None  # weights of the best-scoring candidate
 
@@ -230,6 +233,7 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         meta = {"iteration": self.iteration, "elapsed": self.elapsed, "losses": self.losses,
+                "lr_decayed_at": self.lr_decayed_at,
                 "selection": self.selection, "config": dataclasses.asdict(self.config), "exemplar_sha256": self.exemplar_sha256}
         write_bytes_atomic(checkpoint_path(self.config.out),
                            save(self._checkpoint_tensors(), metadata={"nca3d_checkpoint": json.dumps(meta)}))
@@ -264,14 +268,29 @@ class Trainer:
         self.pool = tensors["pool"].to(self.device)
         self.generator.set_state(tensors["rng"])
         self.iteration, self.elapsed, self.losses = meta["iteration"], meta["elapsed"], meta["losses"]
+        self.lr_decayed_at = meta.get("lr_decayed_at")
         self.selection = [tuple(pair) for pair in meta.get("selection", [])]
         best = {k[5:]: v.to(self.device) for k, v in tensors.items() if k.startswith("best.")}
         self.best = best or None
         return True
 
     # --- one iteration ---------------------------------------------------------------------
+    def budget_fraction(self) -> float:
+        """How much of the budget is spent, 0..1: iterations, or time when `minutes` is set."""
+        cfg = self.config
+        fraction = self.iteration / cfg.iters
+        if cfg.minutes > 0:
+            fraction = max(fraction, self.elapsed / (cfg.minutes * 60))
+        return min(fraction, 1.0)
+
     def _lr(self) -> float:
-        return self.config.lr * self.config.lr_decay ** (self.iteration // self.config.lr_decay_every)
+        """Step decay once `lr_decay_at` of the budget is spent, so a time-budgeted run anneals too.
+
+        The decay sticks: a run resumed with a larger budget does not raise its learning rate again."""
+        cfg = self.config
+        if self.lr_decayed_at is None and cfg.lr_decay < 1.0 and self.budget_fraction() >= cfg.lr_decay_at:
+            self.lr_decayed_at = self.iteration
+        return cfg.lr * (cfg.lr_decay if self.lr_decayed_at is not None else 1.0)
 
     def _losses(self, state: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Texture loss of a render of `state`, and the regularisers (overflow; grey tie)."""
@@ -332,19 +351,16 @@ class Trainer:
     def run(self, resume: bool = False) -> list[str]:
         cfg = self.config
         if resume and self.resume():
-            self.progress.update("train", self.iteration / cfg.iters, f"resumed at iteration {self.iteration}", force=True)
+            self.progress.update("train", self.budget_fraction(), f"resumed at iteration {self.iteration}", force=True)
         start, start_elapsed = time.monotonic(), self.elapsed
         while self.iteration < cfg.iters:
             loss = self.step()
             self.losses.append(loss)
             self.elapsed = start_elapsed + time.monotonic() - start
-            fraction = self.iteration / cfg.iters
-            if cfg.minutes > 0:
-                fraction = max(fraction, self.elapsed / (cfg.minutes * 60))
-            self.progress.update("train", min(fraction, 1.0),
-                                 f"it {self.iteration} loss {loss:.4f} lr {self._lr():.1e}")
+            fraction = self.budget_fraction()
+            self.progress.update("train", fraction, f"it {self.iteration} loss {loss:.4f} lr {self._lr():.1e}")
             if cfg.select_every and self.iteration >= cfg.select_after and self.iteration % cfg.select_every == 0:
-                self.progress.update("train", min(fraction, 1.0), f"it {self.iteration}: scoring a "
+                self.progress.update("train", fraction, f"it {self.iteration}: scoring a "
                                      f"{cfg.select_steps}-step rollout", force=True)
                 self._select()
             if self.iteration % cfg.checkpoint_every == 0:
@@ -365,7 +381,7 @@ class Trainer:
             self.model.load_state_dict(self.best)
             selected = min(self.selection, key=lambda pair: pair[1])[0]
         self.model.provenance.update(
-            selected_iteration=selected, selection=[[i, round(s, 5)] for i, s in self.selection],
+            selected_iteration=selected, lr_decayed_at=self.lr_decayed_at, selection=[[i, round(s, 5)] for i, s in self.selection],
             exemplar=Path(cfg.exemplar).name, exemplar_sha256=self.exemplar_sha256, license=cfg.license,
             credit=cfg.credit, iterations=self.iteration,
             final_loss=float(np.mean(self.losses[-50:])) if self.losses else None,

@@ -69,11 +69,12 @@ SELECT = dict(select_every=3, select_after=3, select_steps=12)
 def test_resume_continues_the_same_run(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    straight = Trainer(tiny_config(tmp_path / "a", iters=10, **SELECT), Progress("none"))
+    # no decay: it comes at a fraction of each run's own budget, which differs here
+    straight = Trainer(tiny_config(tmp_path / "a", iters=10, lr_decay=1.0, **SELECT), Progress("none"))
     straight.run()
-    first = Trainer(tiny_config(tmp_path / "b", iters=6, **SELECT), Progress("none"))
+    first = Trainer(tiny_config(tmp_path / "b", iters=6, lr_decay=1.0, **SELECT), Progress("none"))
     first.run()
-    second = Trainer(tiny_config(tmp_path / "b", iters=10, **SELECT), Progress("none"))
+    second = Trainer(tiny_config(tmp_path / "b", iters=10, lr_decay=1.0, **SELECT), Progress("none"))
     second.run(resume=True)
     assert second.losses[:6] == first.losses
     # the long-rollout candidates (and the best weights) survive the checkpoint
@@ -95,6 +96,29 @@ def test_the_best_long_rollout_is_the_model_that_ships(tmp_path):
     # the shipped weights score what the selection recorded for that candidate
     trainer.model.load_state_dict(model.state_dict())
     assert trainer.long_rollout_score() == pytest.approx(min(scores), rel=1e-4)
+
+
+def test_learning_rate_decays_once_at_a_fraction_of_the_budget(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, iters=8, lr=1e-3, lr_decay=0.3, lr_decay_at=0.5), Progress("none"))
+    rates = []
+    for _ in range(8):
+        trainer.step()
+        rates.append(trainer.optimizer.param_groups[0]["lr"])
+    assert rates == pytest.approx([1e-3] * 4 + [3e-4] * 4)
+    assert trainer.lr_decayed_at == 4
+    # a time budget anneals by elapsed time, whatever the iteration count
+    timed = Trainer(tiny_config(tmp_path, minutes=10.0, lr_decay_at=0.5), Progress("none"))
+    timed.elapsed = 299.0
+    assert timed._lr() == pytest.approx(timed.config.lr) and timed.lr_decayed_at is None
+    timed.elapsed = 301.0
+    assert timed._lr() == pytest.approx(timed.config.lr * 0.3) and timed.lr_decayed_at == 0
+    # the decay sticks when a resumed run gets a larger budget
+    timed.config.minutes = 60.0
+    assert timed._lr() == pytest.approx(timed.config.lr * 0.3)
+    trainer.save_checkpoint()
+    resumed = Trainer(tiny_config(tmp_path, iters=100, lr=1e-3, lr_decay=0.3, lr_decay_at=0.5), Progress("none"))
+    assert resumed.run(resume=True) and resumed.lr_decayed_at == 4
+    assert load_model(resumed.config.out).provenance["lr_decayed_at"] == 4
 
 
 def test_resume_refuses_other_settings(tmp_path):
