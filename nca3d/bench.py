@@ -57,6 +57,18 @@ def _proc_status_bytes(key: str) -> int | None:
     return None
 
 
+def _ru_maxrss_bytes() -> int:
+    """getrusage's lifetime peak resident set, in bytes (kB on Linux, bytes on macOS)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
+def process_peak_rss_bytes() -> int:
+    """This process's peak resident set so far (VmHWM on Linux, else getrusage's ru_maxrss)."""
+    return _proc_status_bytes("VmHWM") or _ru_maxrss_bytes()
+
+
 @contextlib.contextmanager
 def peak_memory() -> Iterator[dict]:
     """Measure the peak resident memory a block adds above the resident memory before it.
@@ -78,10 +90,7 @@ def peak_memory() -> Iterator[dict]:
         except OSError:
             method = None
     if method is None:
-        import resource
-
-        scale = 1 if sys.platform == "darwin" else 1024
-        start_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+        start_peak = _ru_maxrss_bytes()
         before = start_peak if before is None else before
     try:
         yield result
@@ -89,9 +98,7 @@ def peak_memory() -> Iterator[dict]:
         if method == "reset":
             peak = _proc_status_bytes("VmHWM") or before
         else:
-            import resource
-
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+            peak = _ru_maxrss_bytes()
             before = start_peak
             method = "ru_maxrss"
         result.update(peak_extra_bytes=max(0, peak - before), method=method)

