@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("lr_decay", float), ("lr_decay_at", float),
                        ("ray_samples", int), ("samples", int), ("min_steps", int), ("max_steps", int),
                        ("seed_every", int), ("overflow_weight", float), ("autocorr_weight", float), ("grad_checkpoint", int),
-                       ("moment_weight", float), ("tap_balance", float),
+                       ("moment_weight", float), ("tap_balance", float), ("zoom", float),
                        ("select_every", int), ("select_after", int), ("select_steps", int)):
         train.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind)
     train.add_argument("--license", help="licence of the exemplar (stored in the model header)")

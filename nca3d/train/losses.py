@@ -227,11 +227,12 @@ def multiscale_crops(
     scales: Sequence[int] = (1, 2, 4),
     wrap: bool = True,
     counts: Sequence[int] | None = None,
+    extent: float = 1.0,
 ) -> list[torch.Tensor]:
     """Multi-scale random crops, each resized to ``patch`` (bilinear, antialiased when shrinking).
 
-    For scale ``s`` the crop is ``(H // s, W // s)`` and there are ``counts[i]`` crops (default
-    ``s``: the full image, 2 half-size crops, 4 quarter-size crops). Returns a flat list, scale by
+    For scale ``s`` the crop is ``(H * extent // s, W * extent // s)`` and there are ``counts[i]``
+    crops (default ``s``: the full image, 2 half-size crops, 4 quarter-size crops). Returns a flat list, scale by
     scale, of ``(B, K, patch, patch)`` tensors (for non-square images the shorter side is
     ``patch``). ``wrap=True`` lets crops wrap around the border (periodic textures); each batch
     element gets its own crop positions. A crop covering the whole image is the image itself.
@@ -242,10 +243,12 @@ def multiscale_crops(
     counts = tuple(scales) if counts is None else tuple(counts)
     if len(counts) != len(scales):
         raise ValueError("counts must have one entry per scale")
+    if not 0 < extent <= 1:
+        raise ValueError(f"extent must be in (0, 1], got {extent}")
     size = _patch_size(h, w, patch)  # one output size for every scale (aspect of the full image)
     out: list[torch.Tensor] = []
     for s, count in zip(scales, counts):
-        ch, cw = max(1, h // s), max(1, w // s)
+        ch, cw = max(1, int(h * extent) // s), max(1, int(w * extent) // s)
         crops = _resize(_random_crops(images, int(count), ch, cw, generator, wrap), size)
         out.extend(crops.split(b, dim=0))
     return out
@@ -341,8 +344,10 @@ class TextureLoss(nn.Module):
         samples: feature vectors sampled per (view, scale, tap) from each render and from the target.
         pseudo_targets: number of fixed random 3-channel mixes of all K channels (used only when
             there is more than one map); one is added per call so the maps stay aligned.
-        target_crops: random exemplar crops per scale (crop size 1, 1/2, 1/4 of the exemplar;
-            the full-size "crop" is taken once).
+        target_crops: random exemplar crops per scale (crop size 1, 1/2, 1/4 of the exemplar
+            over ``zoom``; a full-size "crop" of the whole exemplar is taken once).
+        zoom: a render's full view matches ``1 / zoom`` of the exemplar's side (>= 1): the
+            exemplar's features come out ``zoom`` times larger on the lattice.
         seed: seeds the mixes and the target crops/samples.
         map_slices: channel ranges of the separate maps (1 or 3 channels each; 1-channel maps
             are repeated to RGB). Default: RGB, or albedo ``0:3`` + one map per extra channel.
@@ -385,6 +390,7 @@ class TextureLoss(nn.Module):
         autocorr_weight: float = 0.0,
         moment_weight: float = 1.0,
         tap_balance: float = 0.0,
+        zoom: float = 1.0,
         chunk: int = 8,
     ):
         super().__init__()
@@ -399,6 +405,8 @@ class TextureLoss(nn.Module):
             raise ValueError(f"unknown distance '{distance}'; use one of {DISTANCES}")
         if patch < 8 or samples < 2 or target_crops < 1 or not scales:
             raise ValueError("patch must be >= 8, samples >= 2, target_crops >= 1 and scales non-empty")
+        if zoom < 1:
+            raise ValueError(f"zoom must be >= 1, got {zoom}")
         k = ex.shape[0]
         raw = _default_map_slices(k) if map_slices is None else list(map_slices)
         slices = [slice(*s.indices(k)) for s in raw]
@@ -421,6 +429,7 @@ class TextureLoss(nn.Module):
         self.autocorr_weight = float(autocorr_weight)
         self.moment_weight = float(moment_weight)
         self.tap_balance = float(tap_balance)
+        self.zoom = float(zoom)
         # the auto-correlation term compares full views (scale 1) only
         self._ac_scale = self.scales.index(1) if (1 in self.scales and autocorr_weight > 0) else None
         self.n_mixes = int(pseudo_targets) if len(slices) > 1 else 0
@@ -468,10 +477,10 @@ class TextureLoss(nn.Module):
     def _cache_targets(self, gen: torch.Generator, chunk: int) -> None:
         ex = self.exemplar.unsqueeze(0)
         _, _, h, w = ex.shape
-        if min(h, w) // max(self.scales) < 1:
-            raise ValueError(f"exemplar {h}x{w} is too small for scale {max(self.scales)}")
-        counts = [1 if s == 1 else self.target_crops for s in self.scales]
-        crops = multiscale_crops(ex, self.patch, gen, self.scales, wrap=False, counts=counts)
+        if int(min(h, w) / self.zoom) // max(self.scales) < 1:
+            raise ValueError(f"exemplar {h}x{w} is too small for scale {max(self.scales)} at zoom {self.zoom:g}")
+        counts = [1 if s == 1 and self.zoom == 1 else self.target_crops for s in self.scales]
+        crops = multiscale_crops(ex, self.patch, gen, self.scales, wrap=False, counts=counts, extent=1 / self.zoom)
         self.tap_count = 0
         offset = 0
         for si, count in enumerate(counts):

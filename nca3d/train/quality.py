@@ -77,8 +77,11 @@ def is_tiled(exemplar: torch.Tensor) -> bool:
     return _same(exemplar[:, : h // 2], exemplar[:, h - h // 2:]) and _same(exemplar[:, :, : w // 2], exemplar[:, :, w - w // 2:])
 
 
-def reference_scores(exemplar: torch.Tensor, stats: TextureStatistics) -> dict:
+def reference_scores(exemplar: torch.Tensor, stats: TextureStatistics, zoom: float = 1.0) -> dict:
     """Reference crop (top-left quarter), ceiling (another quarter) and floor (blurred) distances.
+
+    A model trained with ``zoom`` z spans 1/z of the exemplar, so its crops are measured within
+    the exemplar's top-left 1/z (its ``region``, also the panel's first image).
 
     The ceiling's quarter is the bottom-right one unless it repeats the reference (an exemplar
     periodic along the diagonal, tiles A B / B A, like 03 lava flow); then the top-right one.
@@ -91,12 +94,14 @@ def reference_scores(exemplar: torch.Tensor, stats: TextureStatistics) -> dict:
     if tiled:
         exemplar = exemplar[:, : h // 2, : w // 2]
         _, h, w = exemplar.shape
+    exemplar = exemplar[:, : max(2, int(h / zoom)), : max(2, int(w / zoom))]
+    _, h, w = exemplar.shape
     reference = exemplar[:, : h // 2, : w // 2]
     candidates = (exemplar[:, h - h // 2:, w - w // 2:], exemplar[:, : h // 2, w - w // 2:], exemplar[:, h - h // 2:, : w // 2])
     other = next((c for c in candidates if not _same(c, reference)), candidates[0])
     blurred = _blur(_resize(other, stats.size), sigma=stats.size / 32)
     return {"reference": reference, "ceiling": stats.distance(other, reference),
-            "floor": stats.distance(blurred, reference), "tiled": tiled, "crop": 2 if tiled else 1}
+            "floor": stats.distance(blurred, reference), "tiled": tiled, "crop": 2 if tiled else 1, "region": exemplar}
 
 
 @torch.no_grad()
@@ -106,10 +111,10 @@ def evaluate_model(model, exemplar: torch.Tensor, stats: TextureStatistics, out_
     domain = model.config.domain
     grid = config.get("grid") or (model.config.icosphere_frequency if domain == "mesh" else model.config.grid_size[0])
     task = make_task(domain, grid, model.config.harmonics, stats.size, config.get("ray_samples", 48), model.device)
-    scores = reference_scores(exemplar, stats)
+    scores = reference_scores(exemplar, stats, zoom=config.get("zoom", 1.0))
     generator = make_generator(seed, model.device)
     state = model.seed(task.lattice)
-    panels = [_resize(exemplar, stats.size)]
+    panels = [_resize(scores["region"], stats.size)]
     done, results = 0, {}
     for steps in STEPS:
         state = model.rollout(state, task.lattice, steps - done, generator)

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save
 from ..device import keep_cpu_allocations, resolve_device
 from ..errors import NCA3DError
 from ..io.atomic import write_bytes_atomic
-from ..io.images import read_exemplar, write_png
+from ..io.images import MIN_EXEMPLAR_SIZE, read_exemplar, write_png
 from ..io.model_file import load_model, read_header, save_model
 from ..model import Model, ModelConfig
 from ..progress import Progress
@@ -65,6 +65,7 @@ class TrainConfig:
     grey_weight: float = 10.0
     moment_weight: float = 1.0  # weight of the relaxed EMD's moment term (mean + covariance)
     tap_balance: float = 0.0  # 0: taps weigh alike; 1: each tap weighed by the exemplar's own variation there
+    zoom: float = 1.0  # the lattice's full view matches 1/zoom of the exemplar: features zoom x larger in cells
     patch: int = 96
     samples: int = 512
     ray_samples: int = 40
@@ -102,6 +103,9 @@ class TrainConfig:
             raise NCA3DError("need 1 <= min_steps <= max_steps")
         if not 0.0 < self.lr_decay <= 1.0 or not 0.0 <= self.lr_decay_at <= 1.0:
             raise NCA3DError("need 0 < lr_decay <= 1 and 0 <= lr_decay_at <= 1")
+        if self.zoom < 1:
+            raise NCA3DError(f"--zoom {self.zoom:g} is below 1; use 1 (the lattice spans the whole exemplar) or more "
+                             f"(it spans 1/zoom of it, so the texture's features grow zoom x larger)")
         if self.select_every < 0 or self.select_steps < 1:
             raise NCA3DError("need select_every >= 0 and select_steps >= 1")
 
@@ -175,6 +179,10 @@ class Trainer:
         if self.device.type == "cpu":
             keep_cpu_allocations()  # large activations stay mapped between iterations (about 2x faster)
         exemplar, slices, self.grey, self.exemplar_sha256 = load_exemplar_stack(config)
+        if exemplar.shape[-1] / config.zoom < MIN_EXEMPLAR_SIZE:
+            raise NCA3DError(f"--zoom {config.zoom:g} leaves {exemplar.shape[-1] / config.zoom:.0f} px of the "
+                             f"{exemplar.shape[-1]} px exemplar per lattice view; use at most "
+                             f"--zoom {exemplar.shape[-1] / MIN_EXEMPLAR_SIZE:g}")
         outputs = "pbr" if config.maps else ("rgba" if config.domain == "volume" else "rgb")
         sizes = {"2d": dict(grid_size=[config.grid] * 2), "volume": dict(grid_size=[config.grid] * 3),
                  "mesh": dict(icosphere_frequency=config.grid)}[config.domain]
@@ -193,7 +201,7 @@ class Trainer:
         self.loss_fn = TextureLoss(exemplar.to(self.device), extractor, distance=config.distance,
                                    patch=config.patch, samples=config.samples, map_slices=slices, seed=config.seed,
                                    autocorr_weight=config.autocorr_weight, moment_weight=config.moment_weight,
-                                   tap_balance=config.tap_balance)
+                                   tap_balance=config.tap_balance, zoom=config.zoom)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.pool = self.model.seed(self.task.lattice, config.pool)

@@ -1,6 +1,7 @@
 """Texture-loss pieces: sampling, distances, crops, the cached TextureLoss, auxiliary losses."""
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -158,6 +159,38 @@ def test_multiscale_crops_are_real_subwindows(wrap):
             assert rows.max() < h and cols.max() < w
     starts = torch.stack([c[:, 0, 0, 0] for c in crops])
     assert len(set(starts.flatten().tolist())) > 1  # positions are random, per batch element
+
+
+def test_multiscale_crops_extent_takes_windows_of_that_fraction():
+    b, h, w = 2, 48, 40
+    # extent 1/2: the "full" crops are 24 x 20 windows, the half-size ones 12 x 10 (no resampling at patch 20 / 10)
+    full = multiscale_crops(coords(b, h, w), 20, gen(2), scales=(1,), wrap=False, counts=(5,), extent=0.5)
+    assert len(full) == 5 and all(c.shape == (b, 2, 24, 20) for c in full)
+    for c in full:
+        assert (c[:, 0, 1:] - c[:, 0, :-1] == 1).all() and (c[:, 1, :, 1:] - c[:, 1, :, :-1] == 1).all()
+    half = multiscale_crops(coords(b, h, w), 10, gen(2), scales=(2,), wrap=False, counts=(3,), extent=0.5)
+    assert all(c.shape == (b, 2, 12, 10) for c in half)
+    with pytest.raises(ValueError, match="extent"):
+        multiscale_crops(coords(b, h, w), 10, gen(2), extent=1.5)
+
+
+def test_texture_loss_zoom_matches_the_exemplars_features_zoom_times_larger():
+    """Stripes of period 8 px, zoomed 2x, are what a render with period 16 px should match."""
+
+    def stripes(period: int, size: int = 64) -> torch.Tensor:
+        x = torch.arange(size, dtype=torch.float32)
+        wave = 0.5 + 0.4 * torch.sin(2 * math.pi * x / period)
+        return wave.view(1, 1, -1).expand(3, size, size).clone()
+
+    ex = stripes(8, size=128)
+    plain = TextureLoss(ex, make_feature_extractor("patches"), patch=32, samples=256, target_crops=4)
+    zoomed = TextureLoss(ex, make_feature_extractor("patches"), patch=32, samples=256, target_crops=4, zoom=2)
+    # a 64 px render spans the whole 128 px exemplar at zoom 1 (16 periods: period 4 px), 64 px of it at zoom 2
+    period4, period8, period16 = (stripes(p)[None] for p in (4, 8, 16))
+    assert float(plain(period4, gen(3))) < 0.5 * float(plain(period8, gen(3)))
+    assert float(zoomed(period8, gen(3))) < 0.5 * min(float(zoomed(period4, gen(3))), float(zoomed(period16, gen(3))))
+    with pytest.raises(ValueError, match="zoom"):
+        TextureLoss(ex, make_feature_extractor("patches"), patch=32, zoom=0.5)
 
 
 def test_multiscale_crops_grad():

@@ -31,6 +31,11 @@ def test_statistics_rank_a_crop_above_a_blur():
     diagonal = reference_scores(torch.cat([torch.cat([a, b], 2), torch.cat([b, a], 2)], 1), stats)
     assert not diagonal["tiled"] and diagonal["crop"] == 1
     assert 0 < diagonal["ceiling"] < diagonal["floor"]
+    # a model trained at zoom 2 spans half the exemplar: it is measured within the top-left half
+    zoomed = reference_scores(noise, stats, zoom=2)
+    assert torch.equal(zoomed["region"], noise[:, :128, :128])
+    assert torch.equal(zoomed["reference"], noise[:, :64, :64]) and zoomed["crop"] == 1
+    assert 0 < zoomed["ceiling"] < zoomed["floor"]
 
 
 def test_quality_bench_trains_evaluates_and_writes_panels(tmp_path, capsys):

@@ -204,6 +204,11 @@ def test_bad_exemplars_give_one_clear_line(tmp_path, capsys):
     good = make_exemplar(tmp_path / "good.png")
     assert main(["train", str(good), "--normal", str(small), "--out", out, "--features", "patches"]) == 2
     assert "same size" in capsys.readouterr().err
+    for zoom, message in (("0.5", "below 1"), ("4", "use at most --zoom 3")):  # 48 px / 16 px = 3
+        assert main(["train", str(good), "--zoom", zoom, "--out", out, "--iters", "1", "--features", "patches"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (zoom, err)
+    assert not (tmp_path / "m.nca3d").exists()
 
 
 def test_sixteen_bit_grey_and_opaque_rgba_exemplars_load(tmp_path):
