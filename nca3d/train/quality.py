@@ -1,7 +1,8 @@
 """Quality, shown not claimed: `python -m nca3d.bench quality --data DIR`.
 
 For each exemplar it trains a model for a fixed budget (or takes one from --models), grows it
-from the seed, and writes exemplar | after 256 steps | after 1024 steps side by side. It scores
+from the seed, and writes exemplar | after 256 | 1024 | 2048 steps side by side (2048 shows
+whether the texture holds long after training's rollouts and the 1024-step selection). It scores
 every result with a weight-free texture-statistics distance (Portilla-Simoncelli statistics,
 from the `plenoptic` package) against a crop of the exemplar, next to
 - the ceiling: the same distance for a different crop of the exemplar, and
@@ -26,7 +27,7 @@ from ..progress import Progress
 from .trainer import TrainConfig, Trainer, make_task
 
 STATS_SIZE = 128  # images are compared at this size (a power of two for the pyramid)
-STEPS = (256, 1024)
+STEPS = (256, 1024, 2048)
 
 
 def _resize(image: torch.Tensor, size: int) -> torch.Tensor:
@@ -168,11 +169,12 @@ def bench_quality(data: str, exemplars: list[str], out: str, domain: str = "2d",
 
 
 def print_quality(results: dict) -> None:
-    print(f"{'exemplar':36s} {'iters':>6s} {'ceiling':>8s} {'floor':>8s} {'d@256':>8s} {'d@1024':>8s} "
-          f"{'score@256':>9s} {'score@1024':>10s}")
+    print(f"{'exemplar':36s} {'iters':>6s} {'ceiling':>8s} {'floor':>8s} "
+          + " ".join(f"{f'd@{n}':>7s}" for n in STEPS) + " " + " ".join(f"{f'score@{n}':>10s}" for n in STEPS))
     for row in results["rows"]:
         print(f"{row['exemplar']:36s} {row['iterations'] or 0:6d} {row['ceiling']:8.3f} {row['floor']:8.3f} "
-              f"{row['distance_256']:8.3f} {row['distance_1024']:8.3f} {row['score_256']:9.2f} {row['score_1024']:10.2f}")
+              + " ".join(f"{row[f'distance_{n}']:7.3f}" for n in STEPS) + " "
+              + " ".join(f"{row[f'score_{n}']:10.2f}" for n in STEPS))
     print("score = (floor - d) / (floor - ceiling): 1 = as close as another crop of the exemplar, 0 = a blur.")
     for row in results["rows"]:
         if row.get("tiled_exemplar"):

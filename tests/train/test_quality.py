@@ -8,7 +8,7 @@ from PIL import Image
 pytest.importorskip("plenoptic", reason="the quality bench needs plenoptic (pip install 'nca3d[bench]')")
 
 from nca3d.bench import main as bench_main  # noqa: E402
-from nca3d.train.quality import TextureStatistics, reference_scores  # noqa: E402
+from nca3d.train.quality import TextureStatistics, print_quality, reference_scores  # noqa: E402
 from tests.train.test_trainer import make_exemplar, tiny_config  # noqa: E402
 
 
@@ -52,9 +52,14 @@ def test_quality_bench_trains_evaluates_and_writes_panels(tmp_path, capsys):
     out = tmp_path / "out"
     assert bench_main(["quality", "--data", str(data), "--models", str(models), "--out", str(out), "--json",
                        "--device", "cpu"]) == 0
-    row = json.loads(capsys.readouterr().out)["rows"][0]
-    for key in ("distance_256", "distance_1024", "score_256", "score_1024", "ceiling", "floor"):
+    results = json.loads(capsys.readouterr().out)
+    row = results["rows"][0]
+    print_quality(results)
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[-3:] == ["score@256", "score@1024", "score@2048"] and "blobs.png" in table[1]
+    for key in ("distance_256", "distance_1024", "distance_2048", "score_256", "score_1024", "score_2048",
+                "ceiling", "floor"):
         assert np.isfinite(row[key])
     panel = Image.open(row["panel"])
-    assert panel.size[0] == 3 * panel.size[1]
+    assert panel.size[0] == 4 * panel.size[1]  # exemplar | 256 | 1024 | 2048 steps
     assert (out / "quality_2d.json").exists()
