@@ -20,21 +20,21 @@ def test_statistics_rank_a_crop_above_a_blur():
     assert scores["ceiling"] < scores["floor"]
     assert stats.distance(noise[:, :128, :128], noise[:, :128, :128]) < 1e-6
     assert not scores["tiled"]
-    assert scores["crop"] == 1
+    assert scores["scale"] == 2
     tiled = reference_scores(noise[:, :128, :128].repeat(1, 2, 2), stats)
     # a 2 x 2 tiling's halves are the same pixels: it is measured within one tile instead
-    assert tiled["tiled"] and tiled["crop"] == 2
+    assert tiled["tiled"] and tiled["scale"] == 4
     assert torch.equal(tiled["reference"], noise[:, :64, :64])
     assert 0 < tiled["ceiling"] < tiled["floor"]
     # periodic along the diagonal (tiles A B / B A): the ceiling compares A with B, not A with itself
     a, b = noise[:, :64, :64], noise[:, 64:128, :64]
     diagonal = reference_scores(torch.cat([torch.cat([a, b], 2), torch.cat([b, a], 2)], 1), stats)
-    assert not diagonal["tiled"] and diagonal["crop"] == 1
+    assert not diagonal["tiled"] and diagonal["scale"] == 2
     assert 0 < diagonal["ceiling"] < diagonal["floor"]
     # a model trained at zoom 2 spans half the exemplar: it is measured within the top-left half
     zoomed = reference_scores(noise, stats, zoom=2)
     assert torch.equal(zoomed["region"], noise[:, :128, :128])
-    assert torch.equal(zoomed["reference"], noise[:, :64, :64]) and zoomed["crop"] == 1
+    assert torch.equal(zoomed["reference"], noise[:, :64, :64]) and zoomed["scale"] == 2
     assert 0 < zoomed["ceiling"] < zoomed["floor"]
 
 
