@@ -64,7 +64,7 @@ class TrainConfig:
     autocorr_weight: float = 0.0  # > 0: feature auto-correlation term for regular textures (bricks, knit)
     grey_weight: float = 10.0
     moment_weight: float = 1.0  # weight of the relaxed EMD's moment term (mean + covariance)
-    tap_balance: float = 0.0  # 0: taps weigh alike; 1: each tap weighed by the exemplar's own variation there
+    tap_balance: float = 0.5  # 0: taps weigh alike (the paper); 1: each tap weighed by the exemplar's own variation there
     zoom: float = 1.0  # the lattice's full view matches 1/zoom of the exemplar: features zoom x larger in cells
     patch: int = 96
     samples: int = 512
@@ -116,6 +116,9 @@ class TrainConfig:
 # the pool size. States as old as the long rollouts users run keep the model stable there
 # (2D and mesh defaults: 8 x 4 x 64; volumes, batch 2 at 16-48 steps: 32 x 2 x 32).
 POOL_AGE_STEPS = 2048
+
+# Settings newer than some checkpoints, with the value a checkpoint without them was trained with.
+SETTINGS_BEFORE_THEY_EXISTED = {"tap_balance": 0.0, "moment_weight": 1.0, "zoom": 1.0}
 
 # Settings that may differ when a run is resumed: the budget, where it runs, and bookkeeping.
 RESUMABLE_CHANGES = ("iters", "minutes", "device", "checkpoint_every", "grad_checkpoint", "license", "credit")
@@ -262,8 +265,8 @@ class Trainer:
         if meta["exemplar_sha256"] != self.exemplar_sha256:
             raise NCA3DError(f"checkpoint '{path}' was trained on a different exemplar; delete it or change --out")
         current = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in RESUMABLE_CHANGES}
-        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # keys newer than the checkpoint
-        saved = {k: meta["config"].get(k, defaults.get(k)) for k in current}
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)} | SETTINGS_BEFORE_THEY_EXISTED
+        saved = {k: meta["config"].get(k, defaults.get(k)) for k in current}  # keys newer than the checkpoint
         if saved != current:
             changed = sorted(k for k in current if saved.get(k) != current[k])
             raise NCA3DError(f"checkpoint '{path}' was made with different settings ({', '.join(changed)}); "

@@ -127,6 +127,25 @@ def test_resume_refuses_other_settings(tmp_path):
         Trainer(tiny_config(tmp_path, iters=4, hidden=16), Progress("none")).run(resume=True)
 
 
+def test_a_checkpoint_older_than_a_setting_resumes_with_the_value_it_was_trained_with(tmp_path):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    Trainer(tiny_config(tmp_path, iters=2, tap_balance=0.0), Progress("none")).run()
+    path = str(checkpoint_path(str(tmp_path / "m.nca3d")))
+    with safe_open(path, "pt") as f:
+        meta = json.loads(f.metadata()["nca3d_checkpoint"])
+    del meta["config"]["tap_balance"]  # as written before --tap-balance existed (the loss was tap_balance 0)
+    save_file(load_file(path), path, metadata={"nca3d_checkpoint": json.dumps(meta)})
+    with pytest.raises(NCA3DError, match="tap_balance"):  # today's default, 0.5, is not what it was trained with
+        Trainer(tiny_config(tmp_path, iters=4), Progress("none")).run(resume=True)
+    resumed = Trainer(tiny_config(tmp_path, iters=4, tap_balance=0.0), Progress("none"))
+    resumed.run(resume=True)
+    assert resumed.iteration == 4
+
+
 def test_seed_every_default_keeps_pool_states_alive_about_2048_steps():
     """A pool state's mean age is seed_every x batch x mean steps: 8 x 4 x 64 in 2D and on meshes,
     32 x 2 x 32 for volumes at batch 2; an explicit value is kept."""
