@@ -369,7 +369,8 @@ class Trainer:
             self.losses.append(loss)
             self.elapsed = start_elapsed + time.monotonic() - start
             fraction = self.budget_fraction()
-            self.progress.update("train", fraction, f"it {self.iteration} loss {loss:.4f} lr {self._lr():.1e}")
+            lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used (_lr decides it once per step)
+            self.progress.update("train", fraction, f"it {self.iteration} loss {loss:.4f} lr {lr:.1e}")
             if cfg.select_every and self.iteration >= cfg.select_after and self.iteration % cfg.select_every == 0:
                 self.progress.update("train", fraction, f"it {self.iteration}: scoring a "
                                      f"{cfg.select_steps}-step rollout", force=True)
