@@ -72,7 +72,10 @@ def _train_iterations(domain: str, device: str, iterations: int, grid: int = 0) 
     """Seconds per iteration and peak memory of the default recipe for one domain (`grid`: its
     lattice size or icosphere frequency, 0 for the default). Memory is the whole run's peak
     resident set: above the interpreter with torch imported (set-up, features, warm-up and the
-    timed steps), and the process's absolute peak."""
+    timed steps), and the process's absolute peak; on CUDA also the peak GPU memory allocated."""
+    on_cuda = torch.device(device).type == "cuda"
+    if on_cuda:
+        torch.cuda.reset_peak_memory_stats(device)
     with tempfile.TemporaryDirectory() as folder, peak_memory() as memory:
         exemplar = procedural_exemplar(Path(folder) / "blobs.png")
         small_volume = {"patch": 64, "batch": 2, "ray_samples": 20, "grid": grid or 24, "pool": 32}
@@ -87,6 +90,7 @@ def _train_iterations(domain: str, device: str, iterations: int, grid: int = 0) 
         seconds = (time.perf_counter() - start) / iterations
     return {"domain": domain, "seconds_per_iteration": seconds, "iterations_per_minute": 60 / seconds,
             "peak_extra_bytes": memory["peak_extra_bytes"], "peak_rss_bytes": process_peak_rss_bytes(),
+            "gpu_peak_bytes": torch.cuda.max_memory_allocated(device) if on_cuda else None,
             "settings": {k: getattr(config, k) for k in ("grid", "batch", "patch", "channels", "hidden")}}
 
 
@@ -113,12 +117,16 @@ def bench_train(device="cpu", quick: bool = False) -> dict:
 
 def print_bench_train(results: dict) -> None:
     print(f"device {results['device']}, {results['threads']} threads; matmul {results['matmul_gflops']:.1f} GFLOP/s")
-    print(f"{'domain':8s} {'s/iter':>8s} {'it/min':>8s} {'run MiB':>8s} {'RSS MiB':>8s}  settings")
+    gpu = any(row.get("gpu_peak_bytes") for row in results["domains"])
+    print(f"{'domain':8s} {'s/iter':>8s} {'it/min':>8s} {'run MiB':>8s} {'RSS MiB':>8s}"
+          f"{' GPU MiB' if gpu else ''}  settings")
     for row in results["domains"]:
+        gpu_column = f" {row['gpu_peak_bytes'] / 2 ** 20:7.0f}" if gpu else ""
         print(f"{row['domain']:8s} {row['seconds_per_iteration']:8.2f} {row['iterations_per_minute']:8.1f} "
-              f"{row['peak_extra_bytes'] / 2 ** 20:8.0f} {row['peak_rss_bytes'] / 2 ** 20:8.0f}  {row['settings']}")
+              f"{row['peak_extra_bytes'] / 2 ** 20:8.0f} {row['peak_rss_bytes'] / 2 ** 20:8.0f}{gpu_column}  "
+              f"{row['settings']}")
     print("run MiB: peak resident memory of set-up and training above the interpreter with torch imported; "
-          "RSS MiB: the process's peak")
+          "RSS MiB: the process's peak" + ("; GPU MiB: peak CUDA memory allocated" if gpu else ""))
     memory = results["decoder_memory"]
     print(f"training-step memory at {memory['output_px']}^2 px output ({memory['steps']} steps): LPPN "
           f"{memory['lppn_bytes'] / 2 ** 20:.0f} MiB vs plain NCA {memory['plain_nca_bytes'] / 2 ** 20:.0f} MiB "

@@ -244,7 +244,7 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         meta = {"iteration": self.iteration, "elapsed": self.elapsed, "losses": self.losses,
-                "lr_decayed_at": self.lr_decayed_at,
+                "lr_decayed_at": self.lr_decayed_at, "rng_device": self.device.type,
                 "selection": self.selection, "config": dataclasses.asdict(self.config), "exemplar_sha256": self.exemplar_sha256}
         write_bytes_atomic(checkpoint_path(self.config.out),
                            save(self._checkpoint_tensors(), metadata={"nca3d_checkpoint": json.dumps(meta)}))
@@ -277,8 +277,13 @@ class Trainer:
             if state:
                 self.optimizer.state[param] = state
         self.pool = tensors["pool"].to(self.device)
-        self.generator.set_state(tensors["rng"])
         self.iteration, self.elapsed, self.losses = meta["iteration"], meta["elapsed"], meta["losses"]
+        if meta.get("rng_device", "cpu") == self.device.type:
+            self.generator.set_state(tensors["rng"])
+        else:  # a CUDA generator's state means nothing to a CPU one (and back): a fresh stream, seeded
+            self.generator.manual_seed(self.config.seed + self.iteration)
+            self.progress.update("train", self.budget_fraction(), f"the checkpoint's random stream is from "
+                                 f"{meta['rng_device']}: continuing on {self.device.type} with a fresh one", force=True)
         self.lr_decayed_at = meta.get("lr_decayed_at")
         self.selection = [tuple(pair) for pair in meta.get("selection", [])]
         best = {k[5:]: v.to(self.device) for k, v in tensors.items() if k.startswith("best.")}

@@ -127,23 +127,45 @@ def test_resume_refuses_other_settings(tmp_path):
         Trainer(tiny_config(tmp_path, iters=4, hidden=16), Progress("none")).run(resume=True)
 
 
-def test_a_checkpoint_older_than_a_setting_resumes_with_the_value_it_was_trained_with(tmp_path):
+def edit_checkpoint(out, edit) -> None:
+    """Rewrite the checkpoint beside model `out` after edit(meta, tensors) changed it in place."""
     import json
 
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    Trainer(tiny_config(tmp_path, iters=2, tap_balance=0.0), Progress("none")).run()
-    path = str(checkpoint_path(str(tmp_path / "m.nca3d")))
+    path = str(checkpoint_path(str(out)))
     with safe_open(path, "pt") as f:
         meta = json.loads(f.metadata()["nca3d_checkpoint"])
-    del meta["config"]["tap_balance"]  # as written before --tap-balance existed (the loss was tap_balance 0)
-    save_file(load_file(path), path, metadata={"nca3d_checkpoint": json.dumps(meta)})
+    tensors = load_file(path)
+    edit(meta, tensors)
+    save_file(tensors, path, metadata={"nca3d_checkpoint": json.dumps(meta)})
+
+
+def test_a_checkpoint_older_than_a_setting_resumes_with_the_value_it_was_trained_with(tmp_path):
+    Trainer(tiny_config(tmp_path, iters=2, tap_balance=0.0), Progress("none")).run()
+    # as written before --tap-balance existed (the loss was tap_balance 0)
+    edit_checkpoint(tmp_path / "m.nca3d", lambda meta, tensors: meta["config"].pop("tap_balance"))
     with pytest.raises(NCA3DError, match="tap_balance"):  # today's default, 0.5, is not what it was trained with
         Trainer(tiny_config(tmp_path, iters=4), Progress("none")).run(resume=True)
     resumed = Trainer(tiny_config(tmp_path, iters=4, tap_balance=0.0), Progress("none"))
     resumed.run(resume=True)
     assert resumed.iteration == 4
+
+
+def test_a_checkpoint_from_another_device_resumes_with_a_fresh_random_stream(tmp_path, capsys):
+    """A run started on a GPU continues on the CPU (and back): generator states do not transfer."""
+    Trainer(tiny_config(tmp_path, iters=2), Progress("none")).run()
+
+    def as_if_from_cuda(meta, tensors):
+        meta["rng_device"] = "cuda"
+        tensors["rng"] = torch.zeros(16, dtype=torch.uint8)  # a CUDA generator's state: Philox seed and offset
+
+    edit_checkpoint(tmp_path / "m.nca3d", as_if_from_cuda)
+    resumed = Trainer(tiny_config(tmp_path, iters=4), Progress("json"))
+    resumed.run(resume=True)
+    assert resumed.iteration == 4 and len(resumed.losses) == 4
+    assert "random stream is from cuda: continuing on cpu" in capsys.readouterr().out
 
 
 def test_seed_every_default_keeps_pool_states_alive_about_2048_steps():
