@@ -39,12 +39,15 @@ class NCA(nn.Module):
                 f"{lattice.perception_size}"
             )
         fire = torch.rand(state.shape[:-1], generator=generator, device=state.device) < self.fire_rate
+        # A GPU gains nothing from cache-sized blocks or from skipping idle cells, and pays a kernel
+        # launch per block and a host sync per boolean mask: one block, every cell through the MLP.
+        on_cpu = state.device.type == "cpu"
         blocks = []
-        for rows, perception in lattice.perceive_blocks(state, BLOCK_CELLS):
+        for rows, perception in lattice.perceive_blocks(state, BLOCK_CELLS if on_cpu else None):
             old, fires = state[:, rows], fire[:, rows]
-            if torch.is_grad_enabled():
+            if torch.is_grad_enabled() or not on_cpu:
                 blocks.append(old + fires.unsqueeze(-1).to(old.dtype) * self.update(perception))
-            else:  # inference: run the MLP only on the cells that fire
+            else:  # CPU inference: run the MLP only on the cells that fire
                 new = old.clone()
                 new[fires] += self.update(perception[fires])
                 blocks.append(new)
