@@ -16,6 +16,7 @@ from PIL import Image
 from nca3d.cli import main
 from nca3d.io.model_file import load_model
 from nca3d.lattices import Grid2D, Grid3D, SurfacePoints, icosphere
+from nca3d import nca as nca_module
 from nca3d.nca import make_generator
 from nca3d.progress import Progress
 from nca3d.train.trainer import Trainer
@@ -40,8 +41,11 @@ def lattice_and_query(model, device):
     return lattice.to(device), query
 
 
+@pytest.mark.parametrize("gpu_block_cells", [None, 64], ids=["one block", "blocks of 64 cells"])
 @pytest.mark.parametrize("domain", ["2d", "volume", "mesh"])
-def test_rollout_and_decode_match_the_cpu(domain):
+def test_rollout_and_decode_match_the_cpu(domain, gpu_block_cells, monkeypatch):
+    if gpu_block_cells:  # the blocks a lattice over GPU_BLOCK_CELLS is stepped in
+        monkeypatch.setattr(nca_module, "GPU_BLOCK_CELLS", gpu_block_cells)
     cpu_model = random_model(domain)
     cpu_model.nca.fire_rate = 1.0  # every cell fires: no random mask, the same arithmetic on both devices
     cuda_model = copy.deepcopy(cpu_model).to("cuda")
