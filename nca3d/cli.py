@@ -59,6 +59,14 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _scale_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of whole numbers, "
+                                         f"for example 1,2,4,8") from None
+
+
 def _bake_options(parser) -> None:
     """Options shared by `texture` and `maps`."""
     parser.add_argument("--model", required=True, help="a .nca3d file or a bundled model name")
@@ -129,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("exemplar", help="exemplar image (PNG/JPEG); for PBR, the albedo")
     for name in ("normal", "height", "roughness", "ao"):
         train.add_argument(f"--{name}", metavar="F", help=f"{name} map of the same size (PBR training)")
-    train.add_argument("--domain", default="2d", choices=["2d", "mesh", "volume"])
+    train.add_argument("--domain", default="2d", choices=["2d", "mesh", "volume"],
+                       help="a flat tileable texture, a surface texture for meshes, or a solid volume (default 2d)")
     train.add_argument("--out", required=True, help="output NAME.nca3d (checkpoint NAME.ckpt beside it)")
     budget = train.add_mutually_exclusive_group()
     budget.add_argument("--iters", type=int, help="iterations (default 2000)")
@@ -137,22 +146,46 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from NAME.ckpt")
     train.add_argument("--init", metavar="MODEL",
                        help="fine-tune: start from this model's weights (a .nca3d file or a bundled name)")
-    train.add_argument("--seed", type=int)
+    train.add_argument("--seed", type=int, help="random seed (default 0)")
     train.add_argument("--features", choices=["effnet", "patches", "vgg16"], help="texture features (default effnet)")
-    train.add_argument("--distance", choices=["emd", "swd"], help="feature distance (default emd)")
+    train.add_argument("--distance", choices=["emd", "swd"],
+                       help="feature distance: relaxed EMD + moments, or sliced Wasserstein (default emd)")
     train.add_argument("--vgg-weights", dest="vgg_weights", metavar="PATH", help="torchvision VGG16 weights")
-    for name, kind in (("channels", int), ("hidden", int), ("grid", int), ("harmonics", int), ("batch", int),
-                       ("pool", int), ("patch", int), ("checkpoint_every", int), ("lr", float),
-                       ("lr_decay", float), ("lr_decay_at", float),
-                       ("ray_samples", int), ("samples", int), ("min_steps", int), ("max_steps", int),
-                       ("seed_every", int), ("overflow_weight", float), ("autocorr_weight", float), ("grad_checkpoint", int),
-                       ("moment_weight", float), ("tap_balance", float), ("zoom", float),
-                       ("select_every", int), ("select_after", int), ("select_steps", int)):
-        train.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind)
+    for name, kind, text in (
+            ("channels", int, "NCA state channels per cell (default 12)"),
+            ("hidden", int, "NCA hidden width (default 96)"),
+            ("grid", int, "2D/volume: cells per side (default 64 / 32); mesh: icosphere frequency (default 64)"),
+            ("harmonics", int, "LPPN local-coordinate harmonics (default 1)"),
+            ("batch", int, "pool states per iteration (default 4)"),
+            ("pool", int, "state pool size (default 256)"),
+            ("patch", int, "loss crop size in px (default 96)"),
+            ("checkpoint_every", int, "write NAME.ckpt every this many iterations (default 50)"),
+            ("lr", float, "Adam learning rate (default 1e-3)"),
+            ("lr_decay", float, "learning-rate factor applied once (default 0.3)"),
+            ("lr_decay_at", float, "... when this fraction of the budget is spent (default 0.5)"),
+            ("ray_samples", int, "volume: samples per ray (default 40)"),
+            ("samples", int, "feature vectors sampled per crop scale and tap (default 512)"),
+            ("min_steps", int, "shortest rollout per iteration (default 32; volume 16)"),
+            ("max_steps", int, "longest rollout per iteration (default 96; volume 48)"),
+            ("seed_every", int, "re-inject the seed every this many iterations (default: states live ~2048 steps)"),
+            ("overflow_weight", float, "weight keeping states in [-1, 1] (default 30)"),
+            ("autocorr_weight", float, "feature auto-correlation term for regular textures (default 0; knit 10)"),
+            ("grad_checkpoint", int, "recompute the rollout in segments of this many steps: less memory (default 0: off)"),
+            ("moment_weight", float, "weight of the relaxed EMD's mean and covariance term (default 1)"),
+            ("tap_balance", float, "weigh feature depths by the exemplar's own variation, to this power (default 0.5)"),
+            ("zoom", float, "the lattice spans 1/ZOOM of the exemplar: features ZOOM x larger (default 1)"),
+            ("select_every", int, "score a long rollout every this many iterations and keep the best (default 100; 0: off)"),
+            ("select_after", int, "... from this iteration on (default 400)"),
+            ("select_steps", int, "... grown from the seed for this many steps (default 1024)")):
+        train.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, help=text)
+    train.add_argument("--scales", type=_scale_list, metavar="S,S,...",
+                       help="loss crop scales: scale s takes s crops of 1/s of the view (default 1,2,4; "
+                            "1,2,4,8 adds pixel-scale crops for fine grain, at about twice the loss cost)")
     train.add_argument("--license", help="licence of the exemplar (stored in the model header)")
     train.add_argument("--credit", help="credit line for the exemplar's author")
-    train.add_argument("--device", default="auto")
-    train.add_argument("--progress", default="bar", choices=["bar", "json", "none"])
+    train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    train.add_argument("--progress", default="bar", choices=["bar", "json", "none"],
+                       help="a progress bar, JSON lines for tools, or nothing")
     train.set_defaults(run=_cmd_train)
 
     volume = sub.add_parser("volume", help="grow a volume model and write OpenVDB (same as python -m nca3d.volume)")

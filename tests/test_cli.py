@@ -54,3 +54,21 @@ def test_real_command_line_and_exit_codes(tmp_path):
 def test_version():
     result = run_cli("--version")
     assert result.returncode == 0 and result.stdout.startswith("nca3d ")
+
+
+def test_train_help_states_the_configs_defaults():
+    """Every `nca3d train` option documents itself, and a default it names is TrainConfig's."""
+    import re
+
+    from nca3d.cli import build_parser
+    from nca3d.train.trainer import TrainConfig
+
+    train = next(a for a in build_parser()._subparsers._group_actions[0].choices.items() if a[0] == "train")[1]
+    fields = TrainConfig.__dataclass_fields__
+    for action in train._actions:
+        if action.dest == "help":
+            continue
+        assert action.help, f"--{action.dest} has no help text"
+        named = re.match(r".*\(default ([-+0-9.e]+)[;) ]", action.help)
+        if named and action.dest in fields and fields[action.dest].default not in (0, None):
+            assert float(named.group(1)) == pytest.approx(fields[action.dest].default), action.dest

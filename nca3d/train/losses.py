@@ -21,6 +21,7 @@ __all__ = [
     "TextureLoss",
     "autocorrelation",
     "autocorrelation_loss",
+    "crop_count",
     "multiscale_crops",
     "overflow_loss",
     "relaxed_emd",
@@ -197,6 +198,14 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=down)
 
 
+MAX_CROPS_PER_SCALE = 4  # finer scales add detail, not more positions: 4 crops already give ample samples
+
+
+def crop_count(scale: int) -> int:
+    """Crops a render contributes at crop scale ``scale``: ``min(scale, 4)`` (1 full view, 2 halves, 4 quarters, 4 eighths)."""
+    return min(int(scale), MAX_CROPS_PER_SCALE)
+
+
 def _random_crops(images: torch.Tensor, count: int, ch: int, cw: int, generator, wrap: bool) -> torch.Tensor:
     """``count`` random ``ch x cw`` crops per image, vectorised: ``(count*B, K, ch, cw)``, crop-major."""
     b, k, h, w = images.shape
@@ -232,7 +241,7 @@ def multiscale_crops(
     """Multi-scale random crops, each resized to ``patch`` (bilinear, antialiased when shrinking).
 
     For scale ``s`` the crop is ``(H * extent // s, W * extent // s)`` and there are ``counts[i]``
-    crops (default ``s``: the full image, 2 half-size crops, 4 quarter-size crops). Returns a flat list, scale by
+    crops (default :func:`crop_count`: the full image, 2 half-size crops, 4 quarter-size crops). Returns a flat list, scale by
     scale, of ``(B, K, patch, patch)`` tensors (for non-square images the shorter side is
     ``patch``). ``wrap=True`` lets crops wrap around the border (periodic textures); each batch
     element gets its own crop positions. A crop covering the whole image is the image itself.
@@ -240,7 +249,7 @@ def multiscale_crops(
     if images.dim() != 4:
         raise ValueError(f"expected images (B, K, H, W), got {tuple(images.shape)}")
     b, _, h, w = images.shape
-    counts = tuple(scales) if counts is None else tuple(counts)
+    counts = tuple(crop_count(s) for s in scales) if counts is None else tuple(counts)
     if len(counts) != len(scales):
         raise ValueError("counts must have one entry per scale")
     if not 0 < extent <= 1:
@@ -351,7 +360,7 @@ class TextureLoss(nn.Module):
         seed: seeds the mixes and the target crops/samples.
         map_slices: channel ranges of the separate maps (1 or 3 channels each; 1-channel maps
             are repeated to RGB). Default: RGB, or albedo ``0:3`` + one map per extra channel.
-        scales: crop scales (scale ``s`` -> ``s`` crops of size ``1/s`` per render).
+        scales: crop scales (scale ``s`` -> :func:`crop_count` crops of size ``1/s`` per render).
         wrap: render crops wrap around the border (periodic outputs). Exemplar crops never wrap.
         projections: random directions for ``"swd"``.
         target_pool: cached target vectors per (view, scale, tap) (default ``4 * samples``);
@@ -551,7 +560,7 @@ class TextureLoss(nn.Module):
         """
         n_img, c, h, w = f.shape
         hw = h * w
-        n_crops = sum(self.scales)
+        n_crops = sum(map(crop_count, self.scales))
         dev = f.device
         vb = torch.arange(n_views, device=dev).view(-1, 1, 1) * n_crops * batch + torch.arange(batch, device=dev).view(
             1, -1, 1
@@ -559,13 +568,13 @@ class TextureLoss(nn.Module):
         imgs, pixels, sizes = [], [], []
         start = 0
         for s in self.scales:
-            total = s * hw
+            total = crop_count(s) * hw
             n = min(self.samples, total)
             q = _stratified_indices(total, n, n_views * batch, generator, dev).view(n_views, batch, n)
             imgs.append((vb + (start + torch.div(q, hw, rounding_mode="floor")) * batch).reshape(-1))
             pixels.append((q % hw).reshape(-1))
             sizes.append(n)
-            start += s
+            start += crop_count(s)
         vecs = f.reshape(n_img, c, hw)[torch.cat(imgs), :, torch.cat(pixels)]  # (L, C)
         parts = vecs.split([n_views * batch * n for n in sizes], dim=0)
         return [p.view(n_views, batch, n, c) for p, n in zip(parts, sizes)]
@@ -590,7 +599,7 @@ class TextureLoss(nn.Module):
         ``crops``: for each scale ``s`` in ``self.scales``, ``s`` tensors ``(B, K, p, q)`` covering
         ``1/s`` of the texture (normally ``p = q = patch``; all the same size). Returns a scalar.
         """
-        n_crops = sum(self.scales)
+        n_crops = sum(map(crop_count, self.scales))
         if len(crops) != n_crops:
             raise ValueError(f"expected {n_crops} crops (scales {self.scales}), got {len(crops)}")
         shape = tuple(crops[0].shape)
@@ -615,7 +624,7 @@ class TextureLoss(nn.Module):
                 d = self._distance(xs, pool.unsqueeze(1).to(xs.dtype), generator)  # (V, B)
                 terms.append(d.mean(1) * self.tap_weights[t])
             if self._ac_scale is not None:
-                start = sum(self.scales[: self._ac_scale])
+                start = sum(map(crop_count, self.scales[: self._ac_scale]))
                 full = f.view(nv, n_crops, b, *f.shape[1:])[:, start]  # (V, B, C, h, w)
                 target = getattr(self, f"_autocorr_{t}").index_select(0, view_index).unsqueeze(1)
                 ac_terms.append(_autocorr_l1(autocorrelation(full), target))

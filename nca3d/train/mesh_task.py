@@ -56,6 +56,7 @@ from torch import Tensor
 from ..io.atomic import atomic_path
 from ..lattices import MeshLattice, SurfacePoints, icosphere
 from ..model import Model
+from .losses import crop_count
 
 CACHE_VERSION = 1  # bump when the view geometry or the file layout changes
 PROJECTIONS = ("equidistant", "gnomonic")
@@ -215,12 +216,12 @@ class MeshTask:
 
     def crop_plan(self, generator: torch.Generator) -> list[tuple[int, int, int, int]]:
         """(scale, view, row, col) of each crop: for each scale s, s crops; one draw per iteration."""
-        count = sum(self.scales)
+        count = sum(map(crop_count, self.scales))
         draws = torch.rand((count, 3), generator=generator, device=generator.device).cpu().double().numpy()
         plan, index = [], 0
         for scale in self.scales:
             span = self.resolution - math.ceil(self.resolution / scale) + 1  # integer offsets that fit
-            for _ in range(scale):
+            for _ in range(crop_count(scale)):
                 view, row, col = draws[index] * (self.views, span, span)
                 plan.append((scale, min(int(view), self.views - 1), min(int(row), span - 1), min(int(col), span - 1)))
                 index += 1

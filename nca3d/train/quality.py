@@ -25,6 +25,7 @@ from ..io.images import read_exemplar, write_png
 from ..io.model_file import load_model
 from ..nca import make_generator
 from ..progress import Progress
+from .losses import crop_count
 from .trainer import TrainConfig, Trainer, make_task
 
 STATS_SIZE = 128  # images are compared at this size (a power of two for the pyramid)
@@ -122,7 +123,7 @@ def evaluate_model(model, exemplar: torch.Tensor, stats: TextureStatistics, out_
     scores = reference_scores(exemplar, stats, zoom=config.get("zoom", 1.0))
     generator = make_generator(seed, model.device)
     state = model.seed(task.lattice, batch)
-    first = sum(s for s in task.scales if s < scores["scale"])  # index of the first crop of that scale
+    first = sum(crop_count(s) for s in task.scales if s < scores["scale"])  # index of the first crop of that scale
     panels = [_resize(scores["region"], stats.size)]
     done, results = 0, {}
     for steps in STEPS:

