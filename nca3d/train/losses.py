@@ -596,7 +596,7 @@ class TextureLoss(nn.Module):
     ) -> torch.Tensor:
         """Loss of ready-made crops in :func:`multiscale_crops` layout.
 
-        ``crops``: for each scale ``s`` in ``self.scales``, ``s`` tensors ``(B, K, p, q)`` covering
+        ``crops``: for each scale ``s`` in ``self.scales``, ``crop_count(s)`` tensors ``(B, K, p, q)`` covering
         ``1/s`` of the texture (normally ``p = q = patch``; all the same size). Returns a scalar.
         """
         n_crops = sum(map(crop_count, self.scales))

@@ -215,7 +215,7 @@ class MeshTask:
         return self
 
     def crop_plan(self, generator: torch.Generator) -> list[tuple[int, int, int, int]]:
-        """(scale, view, row, col) of each crop: for each scale s, s crops; one draw per iteration."""
+        """(scale, view, row, col) of each crop: for each scale s, crop_count(s) crops; one draw per iteration."""
         count = sum(map(crop_count, self.scales))
         draws = torch.rand((count, 3), generator=generator, device=generator.device).cpu().double().numpy()
         plan, index = [], 0
