@@ -179,8 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
             ("select_steps", int, "... grown from the seed for this many steps (default 1024)")):
         train.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, help=text)
     train.add_argument("--scales", type=_scale_list, metavar="S,S,...",
-                       help="loss crop scales: scale s takes s crops of 1/s of the view (default 1,2,4; "
-                            "1,2,4,8 adds pixel-scale crops for fine grain, at about twice the loss cost)")
+                       help="loss crop scales: scale s takes min(s, 4) crops of 1/s of the view (default 1,2,4; "
+                            "1,2,4,8 adds pixel-scale crops for fine grain, at about 1.3x an iteration's cost)")
     train.add_argument("--license", help="licence of the exemplar (stored in the model header)")
     train.add_argument("--credit", help="credit line for the exemplar's author")
     train.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")

@@ -66,7 +66,7 @@ class TrainConfig:
     moment_weight: float = 1.0  # weight of the relaxed EMD's moment term (mean + covariance)
     tap_balance: float = 0.5  # 0: taps weigh alike (the paper); 1: each tap weighed by the exemplar's own variation there
     zoom: float = 1.0  # the lattice's full view matches 1/zoom of the exemplar: features zoom x larger in cells
-    scales: list = field(default_factory=lambda: list(DEFAULT_SCALES))  # crop scale s: s crops of 1/s the view
+    scales: list = field(default_factory=lambda: list(DEFAULT_SCALES))  # crop scale s: crop_count(s) crops of 1/s the view
     patch: int = 96
     samples: int = 512
     ray_samples: int = 40
