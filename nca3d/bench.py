@@ -13,6 +13,7 @@ import sys
 import time
 from typing import Iterator
 
+import numpy as np
 import torch
 
 from .errors import NCA3DError
@@ -167,6 +168,50 @@ def _print_core(results: dict) -> None:
           "decode ratio: SIREN matmul FLOP/s / matmul.")
 
 
+def bench_raycast(frequency: int = 64, rays: int = 1 << 21, points: int = 1 << 17) -> dict:
+    """Ray casts and closest-point queries per second on an icosphere lattice, per backend that
+    imports here, as a texture bake makes them: rays from one cell spacing outside, back along
+    the normal. The matmul rate is timed in the same run."""
+    from .lattices import icosphere
+    from .render.raycast import RayCaster, available_backends
+
+    vertices, faces = icosphere(frequency)
+    rng = np.random.default_rng(0)
+    chosen = rng.integers(0, len(faces), rays)
+    weights = rng.dirichlet([1.0, 1.0, 1.0], rays)
+    surface = np.einsum("qk,qkd->qd", weights, vertices[faces[chosen]])
+    normals = surface / np.linalg.norm(surface, axis=1, keepdims=True)
+    spacing = float(np.linalg.norm(vertices[faces[:, 0]] - vertices[faces[:, 1]], axis=1).mean())
+    origins, directions = surface + spacing * normals, -normals
+    results = {"faces": len(faces), "rays": rays, "points": points, "matmul_gflops": matmul_gflops(),
+               "threads": torch.get_num_threads(), "backends": []}
+    for name in available_backends():
+        start = time.perf_counter()
+        caster = RayCaster(vertices, faces, backend=name)
+        build_s = time.perf_counter() - start
+        cast_s = timed(lambda: caster.cast(origins, directions), repeats=3)
+        closest_s = timed(lambda: caster.closest_points(surface[:points] + 0.1 * spacing * normals[:points]),
+                          repeats=3)
+        results["backends"].append({"backend": name, "build_s": build_s, "rays_per_s": rays / cast_s,
+                                    "closest_per_s": points / closest_s})
+    return results
+
+
+def _print_raycast(results: dict) -> None:
+    print(f"icosphere lattice of {results['faces']} faces; {results['rays']} rays, {results['points']} closest "
+          f"points; {results['threads']} threads; matmul {results['matmul_gflops']:.1f} GFLOP/s")
+    print(f"{'backend':10s} {'build s':>8s} {'Mrays/s':>8s} {'Mclosest/s':>11s} {'rays per matmul GFLOP':>22s}")
+    for row in results["backends"]:
+        print(f"{row['backend']:10s} {row['build_s']:8.3f} {row['rays_per_s'] / 1e6:8.2f} "
+              f"{row['closest_per_s'] / 1e6:11.2f} {row['rays_per_s'] / results['matmul_gflops'] / 1e3:22.1f}k")
+    if not results["backends"]:
+        print("no ray-casting backend imports here: pip install embreex (x86-64) or pip install 'nca3d[open3d]'")
+
+
+def _run_raycast(args, device):
+    return bench_raycast(rays=1 << (16 if args.quick else 21), points=1 << (12 if args.quick else 17)), _print_raycast
+
+
 def _run_core(args, device):
     return bench_core(device=device, quick=args.quick), _print_core
 
@@ -201,7 +246,7 @@ def _run_texture(args, device):
 
 
 BENCHES = {"core": _run_core, "volume": _run_volume, "quality": _run_quality, "train": _run_train,
-           "texture": _run_texture}
+           "texture": _run_texture, "raycast": _run_raycast}
 
 
 def main(argv: list[str] | None = None) -> int:

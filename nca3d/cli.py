@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     volume.set_defaults(run=run_volume)
 
     texture = sub.add_parser("texture", help="grow a mesh or volume model on a mesh; bake PBR maps, .glb and .obj")
-    texture.add_argument("mesh", help="OBJ, PLY, STL, OFF, GLB or glTF file")
+    texture.add_argument("mesh", help="OBJ, PLY, STL, OFF, GLB or glTF file, or a demo mesh: rock, torus or capsule")
     _bake_options(texture)
     scale = texture.add_mutually_exclusive_group()
     scale.add_argument("--scale", type=float, help="texture scale: cell spacing in mesh units")

@@ -5,14 +5,16 @@ class NCA3DError(Exception):
     """A problem the user can fix: bad input, a missing optional dependency or file."""
 
 
-def require(module: str, extra: str, purpose: str):
-    """Import an optional dependency, or raise one line naming the pip extra that provides it."""
+def require(module: str, extra: str | None, purpose: str):
+    """Import a dependency, or raise one line naming how to install it: the pip extra that provides
+    it, or (extra None: a package nca3d installs itself) the package. Any failure to import counts
+    (a missing module, a missing system library, a broken install)."""
     import importlib
 
+    package = module.split(".")[0]
     try:
         return importlib.import_module(module)
-    except ImportError as exc:
-        raise NCA3DError(
-            f"{purpose} needs the optional package '{module.split('.')[0]}' ({exc}); "
-            f"install it with: pip install 'nca3d[{extra}]'"
-        ) from None
+    except Exception as exc:  # noqa: BLE001 - ImportError, OSError, ... all mean "not usable here"
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        how = f"pip install 'nca3d[{extra}]'" if extra else f"pip install {package} (nca3d depends on it)"
+        raise NCA3DError(f"{purpose} needs the package '{package}' ({detail}); install it with: {how}") from None

@@ -214,6 +214,7 @@ class MeshBaker:
             self.lattice_stats = {"spacing": self.spacing, **lattice_mesh.stats}
             self.lattice = model.make_lattice((lattice_mesh.vertices, lattice_mesh.faces))
             self.caster = RayCaster(lattice_mesh.vertices, lattice_mesh.faces)
+            self.lattice_stats["raycast_backend"] = self.caster.backend
             progress.update("lattice", 1.0, f"{len(lattice_mesh.vertices)} cells, edge length p5/p95 "
                             f"{lattice_mesh.stats['edge_p5']:.2f}/{lattice_mesh.stats['edge_p95']:.2f} of the spacing")
         else:
@@ -266,6 +267,7 @@ class MeshBaker:
                     frame = texel_frames(self.frames, mesh.faces, texels.face, texels.bary)
                 else:
                     frame = (_unit(interpolate(self.frames.normal, mesh.faces, texels.face, texels.bary)),)
+            with clock("query"):  # the ray cast onto a mesh lattice
                 chunk = (texels.index, self.query(positions, frame[-1]), frame)
             if cache is not None:
                 cached_bytes += texels.index.nbytes + sum(a.nbytes for a in frame) + _query_bytes(chunk[1])
@@ -280,7 +282,7 @@ class MeshBaker:
     @torch.no_grad()
     def bake(self, state: torch.Tensor, label: str = "") -> tuple[MapSet, np.ndarray]:
         """Bake one frame -> (maps, covered (S, S) bool), seams dilated. Adds each part's
-        seconds to `self.timings` (rasterise, locate, decode, normals, store, dilate)."""
+        seconds to `self.timings` (rasterise, locate, query, decode, normals, store, dilate)."""
         from .ops.bake import dilate, up_frames
 
         cfg, clock = self.config, self._clock
@@ -377,7 +379,7 @@ def _preview_arrays(maps: MapSet, limit: int = 1024) -> dict[str, np.ndarray]:
 
 def texture_mesh(config: TextureConfig, progress: Progress | None = None) -> list[str]:
     """Run `nca3d texture`; returns the written files (all appear at the end, or none)."""
-    from .io.mesh import load_mesh
+    from .ops.demo_meshes import load_demo_or_mesh
     from .ops.uv import has_usable_uv, unwrap
 
     progress = progress or Progress("bar")
@@ -386,7 +388,7 @@ def texture_mesh(config: TextureConfig, progress: Progress | None = None) -> lis
         raise NCA3DError(f"'{config.model}' is a 2D model: it makes tileable maps, not mesh textures; "
                          f"use `nca3d maps --model {config.model}` or a mesh or volume model")
     progress.update("load", 0.0, f"reading {config.mesh}", force=True)
-    mesh = load_mesh(config.mesh)
+    mesh = load_demo_or_mesh(config.mesh)
     progress.update("load", 1.0, f"{len(mesh.vertices)} vertices, {len(mesh.faces)} faces", force=True)
     folder = _prepare_out(config.out)
     unwrapped = not has_usable_uv(mesh)
@@ -583,6 +585,7 @@ def bench_texture(mesh_path: str, sizes=(2048, 4096), cells: int = DEFAULT_CELLS
     baker = measure("lattice", lambda: MeshBaker(model, mesh, config, Progress("none")))
     stages["lattice"].update(cells=baker.lattice.num_cells,
                              **{k: baker.lattice_stats[k] for k in ("edge_p5", "edge_p95")})
+    results["raycast_backend"] = baker.caster.backend
     generator = torch.Generator(device=device).manual_seed(0)
     state = measure("grow", lambda: _grow(model, model.seed(baker.lattice), baker.lattice, steps, generator, None))
     stages["grow"]["steps"] = steps
@@ -614,7 +617,8 @@ def bench_texture(mesh_path: str, sizes=(2048, 4096), cells: int = DEFAULT_CELLS
 
 
 def print_bench_texture(results: dict) -> None:
-    print(f"mesh {results['mesh']} ({results['faces']} faces); matmul {results['matmul_gflops']:.1f} GFLOP/s")
+    print(f"mesh {results['mesh']} ({results['faces']} faces); matmul {results['matmul_gflops']:.1f} GFLOP/s; "
+          f"ray casting with {results['raycast_backend']} (choose with NCA3D_RAYCAST=embreex|open3d)")
     for name, row in results["stages"].items():
         extra = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
                           if k not in ("seconds", "peak_mib"))

@@ -51,7 +51,6 @@ constant-density cube of edge 1: transmittance exp(-density) and the emission te
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -66,6 +65,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import NCA3DError
+from .memory import available_memory, human_bytes
 
 DEFAULT_MODEL_NAME = "volume_default.nca3d"
 DEFAULT_OUT = "nca3d_out"
@@ -136,14 +136,6 @@ def check_volume_model(model, source: str = "the model") -> None:
         raise NCA3DError(f"{source} has no {' and '.join(missing)} output; volume export needs rgb + density")
 
 
-def _human(nbytes: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if abs(nbytes) < 1024 or unit == "PiB":
-            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
-        nbytes /= 1024.0
-    return f"{nbytes:.1f} PiB"
-
-
 def estimate_memory(res: int, lattice_cells: int = 64 ** 3, channels: int = 16, chunk: int = DEFAULT_CHUNK) -> int:
     """Peak host memory (bytes) of exporting a res^3 volume: see the memory model above."""
     voxels = int(res) ** 3
@@ -151,49 +143,6 @@ def estimate_memory(res: int, lattice_cells: int = 64 ** 3, channels: int = 16, 
             + int(lattice_cells) * int(channels) * 4 * STATE_COPIES
             + int(res) ** 2 * TABLE_BYTES_PER_PIXEL + PLANE_BYTES
             + int(chunk) * CHUNK_BYTES_PER_POINT + BASE_BYTES)
-
-
-def available_memory() -> tuple[int | None, int | None]:
-    """(available, total) physical memory in bytes for this process, None where unknown.
-
-    Available is MemAvailable from /proc/meminfo (free + reclaimable cache), else the free pages
-    from sysconf, capped by a cgroup (container) limit minus its usage when one is set.
-    """
-    available = total = None
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                key, _, rest = line.partition(":")
-                if key in ("MemAvailable", "MemTotal"):
-                    value = int(rest.split()[0]) * 1024
-                    if key == "MemAvailable":
-                        available = value
-                    else:
-                        total = value
-    except (OSError, ValueError, IndexError):
-        pass
-    with contextlib.suppress(ValueError, OSError, AttributeError):
-        page = os.sysconf("SC_PAGE_SIZE")
-        if total is None:
-            total = os.sysconf("SC_PHYS_PAGES") * page
-        if available is None:
-            available = os.sysconf("SC_AVPHYS_PAGES") * page
-    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
-        try:
-            limit_text = Path(limit_file).read_text().strip()
-            if limit_text == "max":
-                continue
-            limit, usage = int(limit_text), int(Path(usage_file).read_text().strip())
-        except (OSError, ValueError):
-            continue
-        if limit >= 1 << 60:  # cgroup v1 "unlimited"
-            continue
-        total = min(total, limit) if total else limit
-        room = max(0, limit - usage)
-        available = min(available, room) if available is not None else room
-    return available, total
 
 
 def _largest_res(budget: int, lattice_cells: int, channels: int, chunk: int) -> int:
@@ -212,11 +161,11 @@ def check_memory(res: int, lattice_cells: int, channels: int, chunk: int, availa
         total = None
     if available is not None and need > available:
         best = _largest_res(available, lattice_cells, channels, chunk)
-        of_total = f" of {_human(total)}" if total else ""
+        of_total = f" of {human_bytes(total)}" if total else ""
         hint = f"use --res {best} or less" if estimate_memory(best, lattice_cells, channels, chunk) <= available \
             else "free some memory"
-        raise NCA3DError(f"--res {res} needs about {_human(need)} of memory (output arrays and VDB writer) "
-                         f"but only {_human(available)}{of_total} is available; {hint}")
+        raise NCA3DError(f"--res {res} needs about {human_bytes(need)} of memory (output arrays and VDB writer) "
+                         f"but only {human_bytes(available)}{of_total} is available; {hint}")
     return need
 
 
@@ -242,7 +191,7 @@ def _check_positive(name: str, value) -> float:
 def _check_res(res) -> int:
     if isinstance(res, (int, np.integer)) and not isinstance(res, bool) and res > MAX_RES:
         raise NCA3DError(f"--res {res} is too large: at most {MAX_RES} voxels per axis (a {res}^3 volume "
-                         f"would need about {_human(estimate_memory(res))} of memory)")
+                         f"would need about {human_bytes(estimate_memory(res))} of memory)")
     return _check_int("--res", res, MIN_RES, MAX_RES)
 
 

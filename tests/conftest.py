@@ -1,3 +1,5 @@
+import importlib
+
 import pytest
 import torch
 
@@ -5,8 +7,19 @@ from nca3d.model import Model, ModelConfig
 from nca3d.render.raycast import available_backends
 
 requires_raycaster = pytest.mark.skipif(
-    not available_backends(), reason="neither open3d nor embreex imports: pip install 'nca3d[mesh]' "
-    "(and apt-get install libusb-1.0-0) or pip install embreex")
+    not available_backends(), reason="neither embreex nor open3d imports: pip install embreex (x86-64) or "
+    "pip install 'nca3d[open3d]'")
+
+
+def optional_import(module: str, reason: str, module_level: bool = False):
+    """Import an optional package or skip. Any failure to import skips, not only a missing module:
+    open3d-cpu without the system library libusb raises a plain ImportError, another package an
+    OSError (pytest.importorskip lets those through as collection errors)."""
+    try:
+        return importlib.import_module(module)
+    except Exception as exc:  # noqa: BLE001
+        detail = " ".join(str(exc).split())[:160]
+        pytest.skip(f"{reason} ({type(exc).__name__}: {detail})", allow_module_level=module_level)
 
 
 @pytest.fixture(autouse=True)

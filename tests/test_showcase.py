@@ -21,7 +21,7 @@ from nca3d.errors import NCA3DError
 from nca3d.io.model_file import save_model
 from nca3d.model import Model, ModelConfig
 from nca3d.showcase import RenderConfig, render
-from tests.conftest import random_model
+from tests.conftest import optional_import, random_model
 
 SMALL = {"channels": 8, "hidden": 16}
 GRIDS = {"2d": {"grid_size": [24, 24]}, "volume": {"grid_size": [12, 12, 12]}, "mesh": {"icosphere_frequency": 8}}
@@ -29,19 +29,14 @@ FAST = {"size": 96, "steps": 8, "map_size": 128, "cells": 1500, "volume_res": 32
 
 
 def needs_pyvista():
-    return pytest.importorskip("pyvista", reason="rendering needs pyvista (pip install 'nca3d[render]')")
-
-
-def needs_mesh_tools():
-    pytest.importorskip("trimesh", reason="meshes need trimesh (pip install 'nca3d[mesh]')")
-    pytest.importorskip("xatlas", reason="meshes need xatlas (pip install 'nca3d[mesh]')")
+    return optional_import("pyvista", "rendering needs pyvista (pip install 'nca3d[render]')")
 
 
 @pytest.fixture(scope="module")
 def stats():
     from nca3d.train.quality import TextureStatistics
 
-    pytest.importorskip("plenoptic", reason="the damage figures need plenoptic (pip install 'nca3d[bench]')")
+    optional_import("plenoptic", "the damage figures need plenoptic (pip install 'nca3d[bench]')")
     return TextureStatistics()
 
 
@@ -67,8 +62,6 @@ def not_flat(image: np.ndarray) -> bool:
                                                  ("volume", "rgba", "capsule")])
 def test_render_each_domain_writes_a_real_image(tmp_path, domain, outputs, mesh):
     needs_pyvista()
-    if domain == "mesh" or mesh:
-        needs_mesh_tools()
     out = tmp_path / "shot.png"
     record = render(RenderConfig(model=saved(tmp_path, domain, outputs), out=str(out), mesh=mesh, **FAST))
     assert record["written"] == [str(out)] and record["domain"] == domain
@@ -107,7 +100,6 @@ def test_normal_map_on_mirrored_islands_matches_per_vertex_normals():
     tangents and the red channel are flipped so that the normal-mapped render equals a render with
     the same tilted normals as per-vertex normals. Without the fix it does not."""
     needs_pyvista()
-    needs_mesh_tools()
     from nca3d.ops.bake import UVRasteriser, dilate, tangent_frames, texel_frames
     from nca3d.ops.demo_meshes import load_demo_or_mesh
     from nca3d.texture import encode_normals
@@ -231,7 +223,6 @@ def test_cli_render(tmp_path, capsys):
 def test_view_tick_updates_what_is_shown(tmp_path):
     """The view's timer work, headless: steps run, the texture / volume is decoded again."""
     needs_pyvista()
-    needs_mesh_tools()
     for domain, outputs in (("mesh", "pbr"), ("volume", "rgba"), ("2d", "pbr")):
         model = showcase.load_showcase_model(saved(tmp_path, domain, outputs))
         scene = showcase.make_scene(model, map_size=64, cells=1500, volume_res=24)
@@ -302,8 +293,6 @@ def relaxing_model(domain: str, target: float = 0.6, rate: float = 0.5, **config
 
 @pytest.mark.parametrize("domain", ["2d", "volume", "mesh"])
 def test_damage_heals_on_a_healing_model(domain, stats):
-    if domain == "mesh":
-        needs_mesh_tools()
     outputs = {"2d": "rgb", "volume": "rgba", "mesh": "rgb"}[domain]
     model = relaxing_model(domain, outputs=outputs, **GRIDS[domain])
     result = showcase.damage_experiment(model, steps=40, heal_steps=40, pixels=48, stats=stats)

@@ -5,18 +5,17 @@ import json
 import numpy as np
 import pytest
 import torch
+import trimesh
 from PIL import Image
 
-pytest.importorskip("trimesh")
-pytest.importorskip("open3d", reason="mesh lattices ray-cast with open3d (pip install 'nca3d[mesh]')")
-import trimesh  # noqa: E402
+from nca3d.cli import main
+from nca3d.io.model_file import save_model
+from nca3d.ops.bake import UVRasteriser, interpolate
+from nca3d.progress import Progress
+from nca3d.texture import TextureConfig, texture_mesh
+from tests.conftest import random_model, requires_raycaster
 
-from nca3d.cli import main  # noqa: E402
-from nca3d.io.model_file import save_model  # noqa: E402
-from nca3d.ops.bake import UVRasteriser, interpolate, vertex_normals  # noqa: E402
-from nca3d.progress import Progress  # noqa: E402
-from nca3d.texture import TextureConfig, texture_mesh  # noqa: E402
-from tests.conftest import random_model  # noqa: E402
+pytestmark = requires_raycaster
 
 
 def island_sphere(path):

@@ -21,13 +21,14 @@ from PIL import Image
 from nca3d import volume as volmod
 from nca3d.errors import NCA3DError
 from nca3d.io.model_file import save_model
+from nca3d.memory import human_bytes
 from nca3d.io.vdb import read_vdb_info
 from nca3d.lattices import Grid3D
 from nca3d.nca import make_generator
 from nca3d.progress import Progress
 from nca3d.render.volume import march_rays
 from nca3d.volume import decode_volume, generate_volume, main, srgb_to_linear
-from tests.conftest import random_model
+from tests.conftest import optional_import, random_model
 
 GRID = [8, 8, 8]
 
@@ -113,7 +114,7 @@ def _traversal_key(origin):
 
 
 def test_tinyvdb_reads_the_npz_values(exported):
-    tinyvdb = pytest.importorskip("tinyvdb", reason="tinyvdb is not installed (pip install tinyvdb)")
+    tinyvdb = optional_import("tinyvdb", "tinyvdb is not installed (pip install tinyvdb)")
     data = np.load(exported / "cloud.npz")
     f = tinyvdb.open(str(exported / "cloud.vdb"))
     f.read_grids()
@@ -366,7 +367,7 @@ def test_memory_refusal_names_the_estimate(model_file, tmp_path, capsys, monkeyp
     code, _, err = _run(capsys, "--model", model_file, "--out", tmp_path / "out", "--res", "512")
     assert code == 2 and err.count("\n") == 1
     need = volmod.estimate_memory(512, 8 ** 3, 16)
-    assert f"--res 512 needs about {volmod._human(need)}" in err and "1.0 GiB of 4.0 GiB is available" in err
+    assert f"--res 512 needs about {human_bytes(need)}" in err and "1.0 GiB of 4.0 GiB is available" in err
     assert "use --res" in err and not (tmp_path / "out").exists()
     suggested = int(err.split("use --res ")[1].split()[0])
     assert volmod.estimate_memory(suggested, 8 ** 3, 16) <= 1 << 30 < volmod.estimate_memory(suggested + 8, 8 ** 3, 16)

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import NCA3DError
 from .atomic import write_bytes_atomic
+from .images import check_image_size
 
 MAGIC = 20000630
 COMPRESSIONS = {"none": 0, "zips": 2, "zip": 3}
@@ -142,6 +143,9 @@ def read_exr(path: str | os.PathLike) -> np.ndarray:
             raise ValueError(f"compression type {code} is not supported (only none, ZIPS and ZIP)")
         x0, y0, x1, y1 = struct.unpack("<iiii", attributes["dataWindow"][1])
         width, height = x1 - x0 + 1, y1 - y0 + 1
+        if width < 1 or height < 1:
+            raise ValueError(f"its data window is {width}x{height} px")
+        check_image_size(path, width, height, len(channels))
         step = LINES_PER_BLOCK[code]
         count = -(-height // step)
         offsets = np.frombuffer(blob, "<u8", count, pos)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import NCA3DError
+from ..memory import available_memory, human_bytes
 from .atomic import atomic_path
 
 MIN_EXEMPLAR_SIZE = 16
@@ -16,10 +18,30 @@ MIN_EXEMPLAR_SIZE = 16
 
 PNG_LEVEL = 3  # zlib level: 1.5x faster than the default 6 on 4K maps, files about 20% larger
 
+MAX_IMAGE_PIXELS = 16384 * 16384  # the largest image read; Pillow's own bomb limit is lower (about 9459^2)
+READ_BYTES_PER_SAMPLE = 9  # decoded (up to 2 bytes), float32 copy and the clipped float32 result
+
+
+def check_image_size(path, width: int, height: int, channels: int) -> None:
+    """Refuse an image whose header claims more pixels than MAX_IMAGE_PIXELS (a decompression bomb:
+    a tiny file with a huge header) or more than the free memory can hold once decoded."""
+    pixels = int(width) * int(height)
+    if pixels > MAX_IMAGE_PIXELS:
+        side = int(MAX_IMAGE_PIXELS ** 0.5)
+        raise NCA3DError(f"image '{path}' claims {width}x{height} px, more than the {side}x{side} px nca3d reads "
+                         f"(a damaged file or a decompression bomb); use an image of at most {side}x{side} px")
+    need = pixels * int(channels) * READ_BYTES_PER_SAMPLE
+    available, _ = available_memory()
+    if available is not None and need > available:
+        raise NCA3DError(f"image '{path}' is {width}x{height} px: reading it needs about {human_bytes(need)} of "
+                         f"memory but only {human_bytes(available)} is available; downscale it (4096 px is plenty)")
+
+
 def read_image(path: str | os.PathLike) -> tuple[np.ndarray, str]:
     """Read an image as float32 (H, W, C) in [0, 1]; returns (pixels, Pillow mode).
 
     8- and 16-bit, greyscale, palette, RGB and RGBA inputs are all read; C is 1, 2, 3 or 4.
+    The size in the header is checked (`check_image_size`) before anything is decoded.
     """
     path = Path(path)
     if not path.exists():
@@ -27,7 +49,8 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, str]:
     if not path.is_file():
         raise NCA3DError(f"image '{path}' is not a file")
     try:
-        with Image.open(path) as image:
+        with _own_size_limit(), Image.open(path) as image:
+            check_image_size(path, *image.size, len(image.getbands()))
             image.load()
             mode = image.mode
             if mode == "P":
@@ -35,8 +58,11 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, str]:
             elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
                 image = image.convert("RGB")
             array = np.asarray(image)
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        # ValueError: Pillow's limit on decompressed text chunks; OSError: truncated or corrupt data
         raise NCA3DError(f"'{path}' is not a readable image ({exc}); use a PNG or JPEG file") from None
+    except MemoryError:
+        raise NCA3DError(f"image '{path}' does not fit in memory once decoded; downscale it (4096 px is plenty)") from None
     if array.dtype == np.bool_:
         pixels = array.astype(np.float32)
     elif np.issubdtype(array.dtype, np.integer):
@@ -47,6 +73,18 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, str]:
     if pixels.ndim == 2:
         pixels = pixels[..., None]
     return np.clip(pixels, 0.0, 1.0), mode
+
+
+@contextlib.contextmanager
+def _own_size_limit():
+    """Pillow's bomb check off while opening: `check_image_size` applies nca3d's limit (larger than
+    Pillow's, and a one-line error instead of an exception or a warning)."""
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
 
 
 def write_png(path: str | os.PathLike, pixels: np.ndarray, bits: int = 8) -> None:

@@ -69,7 +69,7 @@ def load_mesh(path: str | os.PathLike) -> SurfaceMesh:
     vertices are removed and vertices with equal position (and UV) are welded; open, multi-part and
     non-manifold meshes are kept as they are. The result is deterministic.
     """
-    trimesh = require("trimesh", "mesh", "Reading meshes")
+    trimesh = require("trimesh", None, "Reading meshes")
     path = Path(path)
     if not path.is_file():
         raise NCA3DError(f"mesh file '{path}' not found; check the path")

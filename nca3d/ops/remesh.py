@@ -48,7 +48,7 @@ def uniform_lattice(
     split, runs of short ones collapsed). Each connected part is remeshed on its own with its
     vertices projected onto the input surface; parts with less area than one cell are dropped.
     """
-    gpytoolbox = require("gpytoolbox", "mesh", "Remeshing a mesh into a cell lattice")
+    gpytoolbox = require("gpytoolbox", None, "Remeshing a mesh into a cell lattice")
     if (spacing is None) == (cells is None):
         raise NCA3DError("give exactly one of spacing (lattice edge length) or cells (lattice vertex count)")
     vertices = np.asarray(vertices, dtype=np.float64)
@@ -118,8 +118,8 @@ def orient_faces(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     Orientation spreads over a spanning tree of the faces joined by two-face edges; in each
     connected part the orientation of the larger area wins. Returns faces (F, 3).
     """
-    csgraph = require("scipy.sparse.csgraph", "mesh", "Remeshing a mesh into a cell lattice")
-    sparse = require("scipy.sparse", "mesh", "Remeshing a mesh into a cell lattice")
+    csgraph = require("scipy.sparse.csgraph", None, "Remeshing a mesh into a cell lattice")
+    sparse = require("scipy.sparse", None, "Remeshing a mesh into a cell lattice")
     count = len(faces)
     tail, _, one, two = shared_edges(faces)
     pairs = np.stack([np.minimum(one, two) // 3, np.maximum(one, two) // 3, tail[one] == tail[two]], axis=1)
@@ -154,8 +154,8 @@ def split_corners(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, 
     orientations agree; each joined class of corners becomes a vertex, so non-manifold vertices
     (bowties) are split too. Returns vertices (V', 3), faces (F, 3).
     """
-    csgraph = require("scipy.sparse.csgraph", "mesh", "Remeshing a mesh into a cell lattice")
-    sparse = require("scipy.sparse", "mesh", "Remeshing a mesh into a cell lattice")
+    csgraph = require("scipy.sparse.csgraph", None, "Remeshing a mesh into a cell lattice")
+    sparse = require("scipy.sparse", None, "Remeshing a mesh into a cell lattice")
     tail, head, one, two = shared_edges(faces)
     consistent = tail[one] == head[two]
     one, two = one[consistent], two[consistent]
@@ -222,7 +222,7 @@ def coarsen_boundary(vertices: np.ndarray, faces: np.ndarray, longest: float, to
     edge longer than `longest`. Rounds of collapses three edges apart run until none is left.
     Returns faces (F', 3) into the same vertices.
     """
-    sparse = require("scipy.sparse", "mesh", "Remeshing a mesh into a cell lattice")
+    sparse = require("scipy.sparse", None, "Remeshing a mesh into a cell lattice")
     n = len(vertices)
     while True:
         tail, head, edge = half_edges(faces)
@@ -293,8 +293,8 @@ def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
 
 def components(vertices: np.ndarray, faces: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     """Split a mesh into its edge-connected components: [(vertices (Vi, 3), faces (Fi, 3))], largest first."""
-    csgraph = require("scipy.sparse.csgraph", "mesh", "Remeshing a mesh into a cell lattice")
-    sparse = require("scipy.sparse", "mesh", "Remeshing a mesh into a cell lattice")
+    csgraph = require("scipy.sparse.csgraph", None, "Remeshing a mesh into a cell lattice")
+    sparse = require("scipy.sparse", None, "Remeshing a mesh into a cell lattice")
     tail, head, _ = half_edges(faces)
     graph = sparse.coo_matrix((np.ones(len(tail)), (tail, head)), shape=(len(vertices),) * 2)
     _, label = csgraph.connected_components(graph, directed=False)

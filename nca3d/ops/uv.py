@@ -30,7 +30,7 @@ def unwrap(mesh: SurfaceMesh, resolution: int = 1024, padding: int = 4) -> Surfa
     position first (existing UVs are ignored); faces keep their order and 3D positions are kept
     exactly.
     """
-    xatlas = require("xatlas", "mesh", "Unwrapping a mesh into UV charts")
+    xatlas = require("xatlas", None, "Unwrapping a mesh into UV charts")
     first, index = weld(mesh.vertices)
     vertices = mesh.vertices[first]
     atlas = xatlas.Atlas()

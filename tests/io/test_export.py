@@ -8,17 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import trimesh
 
 from nca3d.errors import NCA3DError
 from nca3d.io.export import encode_glb, write_glb, write_obj
 from nca3d.ops.bake import vertex_normals
 from nca3d.io.images import write_png
 from nca3d.io.mesh import SurfaceMesh
-
-
-@pytest.fixture
-def trimesh():
-    return pytest.importorskip("trimesh", reason="pip install 'nca3d[mesh]'")
 
 
 def uv_sphere(rows: int = 12, cols: int = 24) -> SurfaceMesh:
@@ -137,7 +133,7 @@ def test_glb_given_normals(sphere, maps):
         encode_glb(sphere, {"albedo": maps["albedo"]}, normals=normals[:-1])
 
 
-def test_glb_loads_in_trimesh(tmp_path, sphere, maps, trimesh):
+def test_glb_loads_in_trimesh(tmp_path, sphere, maps):
     path = tmp_path / "out" / "ball.glb"
     write_glb(path, sphere, maps)
     scene = trimesh.load(path)
@@ -152,7 +148,7 @@ def test_glb_loads_in_trimesh(tmp_path, sphere, maps, trimesh):
     assert [p.name for p in path.parent.iterdir()] == ["ball.glb"]  # no temporary left
 
 
-def test_obj_loads_in_trimesh(tmp_path, sphere, maps, trimesh):
+def test_obj_loads_in_trimesh(tmp_path, sphere, maps):
     path = tmp_path / "ball.obj"  # trimesh only reads textures inside the OBJ's folder
     write_obj(path, sphere, maps)
     assert sorted(p.name for p in path.parent.iterdir()) == ["ball.mtl", "ball.obj", "maps"]

@@ -12,6 +12,7 @@ import pytest
 
 from nca3d.errors import NCA3DError
 from nca3d.io.exr import _parse_channels, _parse_header, encode_exr, read_exr, write_exr
+from tests.conftest import optional_import
 
 SHAPES = [(37, 53), (17, 5, 1), (37, 53, 3), (40, 16, 4), (1, 1)]
 
@@ -87,7 +88,7 @@ def test_bad_inputs(tmp_path):
 
 @pytest.mark.parametrize("compression", ["zip", "none"])
 def test_reference_reader(tmp_path, compression):
-    openexr = pytest.importorskip("OpenEXR", reason="pip install OpenEXR to check files with the reference reader")
+    openexr = optional_import("OpenEXR", "pip install OpenEXR to check files with the reference reader")
     image = _image((21, 34, 4), seed=3)
     path = tmp_path / "ref.exr"
     write_exr(path, image, compression=compression)

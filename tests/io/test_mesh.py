@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import trimesh
 
 from nca3d.errors import NCA3DError
 from nca3d.io.mesh import load_mesh
-
-trimesh = pytest.importorskip("trimesh", reason="reading meshes needs trimesh (pip install 'nca3d[mesh]')")
 
 
 def signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:

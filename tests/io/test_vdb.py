@@ -34,6 +34,7 @@ import pytest
 from nca3d.errors import NCA3DError
 from nca3d.io import vdb as vdbmod
 from nca3d.io.vdb import fit_to_box, read_vdb_info, write_vdb
+from tests.conftest import optional_import
 
 # --------------------------------------------------------------------------- test volumes
 
@@ -285,7 +286,7 @@ def test_fit_to_box():
 
 
 def _tinyvdb():
-    return pytest.importorskip("tinyvdb", reason="tinyvdb is not installed (pip install tinyvdb)")
+    return optional_import("tinyvdb", "tinyvdb is not installed (pip install tinyvdb)")
 
 
 def _call(obj, attr):
@@ -747,7 +748,8 @@ def test_failure_mid_write_leaves_no_file(tmp_path, monkeypatch, failure):
 
 
 def test_accepts_float64_float16_and_torch(tmp_path):
-    torch = pytest.importorskip("torch")
+    import torch
+
     base = _blob((9, 9, 9), (4, 4, 4), 2.0)
     grids = {"a": base.astype(np.float64), "b": base.astype(np.float16), "c": torch.from_numpy(base)}
     write_vdb(tmp_path / "t.vdb", grids)

@@ -15,9 +15,6 @@ from nca3d.ops.demo_meshes import (
     obj_text,
 )
 
-pytest.importorskip("trimesh", reason="loading meshes needs trimesh (pip install 'nca3d[mesh]')")
-pytest.importorskip("xatlas", reason="demo mesh UVs come from xatlas (pip install 'nca3d[mesh]')")
-
 
 def signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
     corners = vertices[faces]

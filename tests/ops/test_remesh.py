@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import gpytoolbox
 import numpy as np
 import pytest
 
 from nca3d.errors import NCA3DError
 from nca3d.ops.demo_meshes import torus_geometry
 from nca3d.ops.remesh import CELL_AREA, face_areas, half_edges, orient_faces, refine, split_corners, uniform_lattice
-
-gpytoolbox = pytest.importorskip("gpytoolbox", reason="remeshing needs gpytoolbox (pip install 'nca3d[mesh]')")
 
 
 def grid(nx: int, ny: int, width: float, height: float) -> tuple[np.ndarray, np.ndarray]:

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
+from scipy import sparse
+from scipy.sparse import csgraph
 
 from nca3d.io.mesh import SurfaceMesh
 from nca3d.ops.demo_meshes import torus_geometry
 from nca3d.ops.uv import has_usable_uv, unwrap, uv_areas
-
-pytest.importorskip("xatlas", reason="unwrapping needs xatlas (pip install 'nca3d[mesh]')")
-csgraph = pytest.importorskip("scipy.sparse.csgraph")
-sparse = pytest.importorskip("scipy.sparse")
 
 
 def torus(major: int = 24, minor: int = 12) -> SurfaceMesh:

@@ -7,10 +7,12 @@ from nca3d.errors import NCA3DError
 from nca3d.lattices import icosphere
 from tests.conftest import requires_raycaster
 from nca3d.render.raycast import (
+    BACKEND_ENV,
     RayCaster,
     _load_backend,
     available_backends,
     closest_on_triangles,
+    default_backend,
     pinhole_rays,
 )
 
@@ -142,16 +144,96 @@ def test_pinhole_rays(backend, sphere):
     assert abs(t.reshape(30, 40)[14:16, 19:21].min() - 2.0) < 0.01
 
 
-def test_missing_backends_give_one_line(monkeypatch):
+class _BrokenImport:
+    """A meta-path finder that makes `package` fail to import the way open3d-cpu does without libusb."""
+
+    def __init__(self, package: str, error: Exception):
+        self.package, self.error = package, error
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == self.package:
+            raise self.error
+        return None
+
+
+def _break(monkeypatch, package: str, error: Exception) -> None:
     for name in list(sys.modules):
-        if name.split(".")[0] in ("open3d", "embreex"):
-            monkeypatch.setitem(sys.modules, name, None)
-    monkeypatch.setitem(sys.modules, "open3d", None)
-    monkeypatch.setitem(sys.modules, "embreex", None)
+        if name.split(".")[0] == package:
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "meta_path", [_BrokenImport(package, error)] + sys.meta_path)
+
+
+LIBUSB = ImportError("libusb-1.0.so.0: cannot open shared object file: No such file or directory")
+
+
+def test_missing_backends_give_one_line(monkeypatch):
+    monkeypatch.delenv(BACKEND_ENV, raising=False)
+    _break(monkeypatch, "open3d", LIBUSB)
+    _break(monkeypatch, "embreex", OSError("embree4.so: undefined symbol rtcNewDevice"))
     with pytest.raises(NCA3DError) as info:
         RayCaster(*icosphere(1))
     message = str(info.value)
-    assert "\n" not in message and "pip install 'nca3d[mesh]'" in message and "libusb-1.0-0" in message
+    assert "\n" not in message and "libusb-1.0.so.0" in message and "undefined symbol" in message
+    assert "pip install embreex" in message and "pip install 'nca3d[open3d]'" in message
+    assert available_backends() == []
+
+
+@pytest.mark.parametrize("error", [LIBUSB, OSError("bad ELF header"), RuntimeError("initialisation failed")])
+def test_a_backend_that_fails_to_import_gives_way_to_the_other(monkeypatch, error):
+    """Any failure to import, not only a missing module, passes over to the next backend."""
+    monkeypatch.delenv(BACKEND_ENV, raising=False)
+    if "embreex" not in AVAILABLE:
+        pytest.skip("needs embreex")
+    _break(monkeypatch, "open3d", error)
+    assert available_backends() == ["embreex"]
+    assert RayCaster(*icosphere(1)).backend == "embreex"
+    with pytest.raises(NCA3DError, match="the ray-casting backend 'open3d' does not import"):
+        RayCaster(*icosphere(1), backend="open3d")
+
+
+def test_the_environment_picks_the_backend(monkeypatch):
+    for name in AVAILABLE:
+        monkeypatch.setenv(BACKEND_ENV, name)
+        assert RayCaster(*icosphere(1)).backend == name == default_backend()
+    assert RayCaster(*icosphere(1), backend=AVAILABLE[0]).backend == AVAILABLE[0]  # an explicit choice wins
+    monkeypatch.setenv(BACKEND_ENV, "optix")
+    with pytest.raises(NCA3DError, match=f"unknown ray-casting backend 'optix' \\(from the environment variable "
+                                         f"{BACKEND_ENV}\\); use one of open3d, embreex"):
+        RayCaster(*icosphere(1))
+    monkeypatch.setenv(BACKEND_ENV, "")
+    assert default_backend() == AVAILABLE[0]
+
+
+def test_the_backends_agree():
+    """Same hits, face ids, barycentrics and distances from embreex and open3d on an uneven mesh."""
+    if len(AVAILABLE) < 2:
+        pytest.skip(f"needs both backends; only {AVAILABLE} import here")
+    vertices, faces = icosphere(6)
+    rng = np.random.default_rng(5)
+    vertices = vertices * rng.uniform(0.8, 1.2, (len(vertices), 1))  # bumpy, so faces are not all alike
+    count = 3000
+    chosen = rng.integers(0, len(faces), count)
+    weights = rng.dirichlet([3.0, 3.0, 3.0], count)  # off the edges: the hit face is unique
+    target = _reconstruct(vertices, faces, chosen, weights)
+    origins = np.concatenate([target * 2.5, np.zeros((count, 3))])
+    directions = np.concatenate([target - origins[:count], target])
+    queries = target * rng.uniform(0.9, 1.1, (count, 1))
+    found = {}
+    for name in AVAILABLE:
+        caster = RayCaster(vertices, faces, backend=name)
+        found[name] = caster.cast(origins, directions), caster.closest_points(queries)
+    (face_a, bary_a, t_a), (near_a, nbary_a, dist_a) = found[AVAILABLE[0]]
+    (face_b, bary_b, t_b), (near_b, nbary_b, dist_b) = found[AVAILABLE[1]]
+    assert (face_a >= 0).all() and (face_a == face_b).all()
+    assert (face_a[count:] == chosen).all()  # from the centre, the first hit is the aimed-at face
+    assert np.abs(bary_a - bary_b).max() < 1e-4 and np.abs(t_a - t_b).max() < 1e-4
+    assert np.abs(bary_a[count:] - weights).max() < 1e-4
+    assert np.abs(dist_a - dist_b).max() < 1e-5
+    # The face may differ where the closest point is on a shared edge or corner; the point may not.
+    surface_a = _reconstruct(vertices, faces, near_a, nbary_a)
+    assert np.abs(surface_a - _reconstruct(vertices, faces, near_b, nbary_b)).max() < 1e-4
+    same = near_a == near_b
+    assert same.mean() > 0.9 and np.abs(nbary_a[same] - nbary_b[same]).max() < 1e-4
 
 
 def test_input_validation():
@@ -159,5 +241,5 @@ def test_input_validation():
         RayCaster(np.zeros((3, 2)), [[0, 1, 2]])
     with pytest.raises(ValueError):
         RayCaster(np.zeros((3, 3)), [[0, 1, 3]])
-    with pytest.raises(ValueError):
+    with pytest.raises(NCA3DError, match="unknown ray-casting backend 'optix'; use one of open3d, embreex"):
         _load_backend("optix")

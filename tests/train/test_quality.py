@@ -1,11 +1,12 @@
 import json
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
-pytest.importorskip("plenoptic", reason="the quality bench needs plenoptic (pip install 'nca3d[bench]')")
+from tests.conftest import optional_import
+
+optional_import("plenoptic", "the quality bench needs plenoptic (pip install 'nca3d[bench]')", module_level=True)
 
 from nca3d.bench import main as bench_main  # noqa: E402
 from nca3d.train.quality import TextureStatistics, print_quality, reference_scores  # noqa: E402
