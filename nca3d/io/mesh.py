@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from ..errors import NCA3DError, require
 
@@ -76,8 +78,12 @@ def load_mesh(path: str | os.PathLike) -> SurfaceMesh:
     if path.suffix.lower() not in MESH_SUFFIXES:
         raise NCA3DError(f"'{path}' has an unsupported mesh format '{path.suffix}'; export it as {FORMATS}")
     try:
-        scene = trimesh.load_scene(path, process=False)
-        parts = scene.dump()
+        with warnings.catch_warnings():  # a huge texture image: only the geometry and UVs are used
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # an OBJ's texture files are not decoded at all (a glTF would lose its UVs with them)
+            skip = {"skip_materials": True} if path.suffix.lower() == ".obj" else {}
+            scene = trimesh.load_scene(path, process=False, **skip)
+            parts = scene.dump()
     except Exception as exc:  # noqa: BLE001 - trimesh raises many types on malformed files
         raise NCA3DError(f"'{path}' is not a readable {path.suffix[1:].upper()} mesh ({exc}); "
                          f"export it again as {FORMATS}") from None

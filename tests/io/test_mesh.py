@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import trimesh
@@ -97,6 +99,21 @@ f 2/5 3/6 6/7 5/8
     a, b, c = (mesh.uv[mesh.faces[:, k]] for k in range(3))
     cross = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
     assert (cross > 0).all()  # UV winding matches the 3D winding: v is not flipped
+
+
+def test_an_obj_texture_is_never_decoded(tmp_path):
+    """Only geometry and UVs are read: an OBJ whose material's texture is a decompression bomb
+    (a tiny PNG claiming 60000x60000 px) loads with its UVs and no warning."""
+    from tests.io.test_images import bomb_png
+
+    bomb_png(tmp_path / "bomb.png")
+    write(tmp_path / "tri.mtl", "newmtl skin\nmap_Kd bomb.png\n")
+    path = write(tmp_path / "tri.obj", "mtllib tri.mtl\nv 0 0 0\nv 1 0 0\nv 0 1 0\nvt 0 0\nvt 1 0\nvt 0 1\n"
+                                       "usemtl skin\nf 1/1 2/2 3/3\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mesh = load_mesh(path)
+    assert mesh.faces.shape == (1, 3) and mesh.uv is not None
 
 
 def test_open_multi_part_and_non_manifold_meshes_are_kept(tmp_path):
