@@ -133,10 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("model", help="a model file or a library name (see `nca3d models`)")
     info.set_defaults(run=_cmd_info)
 
-    train = sub.add_parser("train", help="train a model from an exemplar image")
-    train.add_argument("exemplar", help="exemplar image (PNG/JPEG); for PBR, the albedo")
+    train = sub.add_parser("train", help="train a model from an exemplar image or a PBR material folder")
+    train.add_argument("exemplar", help="exemplar image (PNG/JPEG), or a material folder whose maps are found by name "
+                                        "(_Color/_albedo/_diff/_basecolor, _NormalGL/_NormalDX/_nor_gl/_normal, "
+                                        "_Roughness/_rough/_gloss, _Displacement/_height/_disp, _AmbientOcclusion/_ao)")
     for name in ("normal", "height", "roughness", "ao"):
-        train.add_argument(f"--{name}", metavar="F", help=f"{name} map of the same size (PBR training)")
+        train.add_argument(f"--{name}", metavar="F", help=f"{name} map of the same size (PBR training; wins over "
+                                                          f"a folder's)")
     train.add_argument("--domain", default="2d", choices=["2d", "mesh", "volume"],
                        help="a flat tileable texture, a surface texture for meshes, or a solid volume (default 2d)")
     train.add_argument("--out", required=True, help="output NAME.nca3d (checkpoint NAME.ckpt beside it)")

@@ -44,6 +44,19 @@ OUTPUT_PRESETS: dict[str, tuple[OutputChannel, ...]] = {
 }
 
 
+PBR_CHANNELS = tuple(c.name for c in OUTPUT_PRESETS["pbr"])
+
+
+def pbr_subset(names) -> str:
+    """The outputs setting of a PBR model with only these maps (albedo always): "pbr" for all of
+    them, else the names in preset order joined by "+", e.g. "albedo+height+normal"."""
+    chosen = {"albedo", *names}
+    unknown = chosen - set(PBR_CHANNELS)
+    if unknown:
+        raise ValueError(f"unknown PBR maps {sorted(unknown)}; use {', '.join(PBR_CHANNELS)}")
+    return "pbr" if chosen == set(PBR_CHANNELS) else "+".join(n for n in PBR_CHANNELS if n in chosen)
+
+
 @dataclass(frozen=True)
 class DomainSpec:
     lattice: str
@@ -63,7 +76,7 @@ class ModelConfig:
     """Everything that fixes a model's architecture (saved in the .nca3d header)."""
 
     domain: str = "2d"
-    outputs: str = ""  # preset name; "" picks the domain's default
+    outputs: str = ""  # preset name, or PBR maps joined by "+" (pbr_subset); "" picks the domain's default
     channels: int = 16
     hidden: int = 128
     fire_rate: float = 0.5
@@ -81,7 +94,11 @@ class ModelConfig:
         allowed = DOMAINS[self.domain].outputs
         if not self.outputs:
             self.outputs = allowed[0]
-        if self.outputs not in allowed:
+        if "+" in self.outputs and "pbr" in allowed:
+            if pbr_subset(self.outputs.split("+")) != self.outputs:
+                raise ValueError(f"outputs '{self.outputs}' must start with albedo and list PBR maps once each, "
+                                 f"in the order {'+'.join(PBR_CHANNELS)}")
+        elif self.outputs not in allowed:
             raise ValueError(f"outputs '{self.outputs}' do not fit domain '{self.domain}'; use {' or '.join(allowed)}")
         if self.domain in DEFAULT_GRID_SIZE:
             self.grid_size = list(self.grid_size or DEFAULT_GRID_SIZE[self.domain])
@@ -103,6 +120,9 @@ class ModelConfig:
 
     @property
     def output_channels(self) -> tuple[OutputChannel, ...]:
+        if "+" in self.outputs:
+            names = self.outputs.split("+")
+            return tuple(c for c in OUTPUT_PRESETS["pbr"] if c.name in names)
         return OUTPUT_PRESETS[self.outputs]
 
     def to_dict(self) -> dict:

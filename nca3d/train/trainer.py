@@ -23,25 +23,26 @@ from ..device import keep_cpu_allocations, resolve_device
 from ..errors import NCA3DError
 from ..io.atomic import write_bytes_atomic
 from ..io.images import MIN_EXEMPLAR_SIZE, read_exemplar, write_png
+from ..io.material import find_material_maps, read_map
 from ..io.model_file import load_model, read_header, save_model
-from ..model import Model, ModelConfig
+from ..model import PBR_CHANNELS, Model, ModelConfig, pbr_subset
 from ..progress import Progress
 from .features import make_feature_extractor
 from .losses import TextureLoss, overflow_loss
 from .tasks import DEFAULT_SCALES, Texture2DTask, VolumeTask
 
-PBR_MAPS = ("height", "roughness", "ao", "normal")
-FLAT_MAP_VALUES = {"height": (0.5,), "roughness": (0.5,), "ao": (1.0,), "normal": (0.5, 0.5, 1.0)}
+PBR_MAPS = PBR_CHANNELS[1:]  # the maps beside the albedo, in output order
 
 
 @dataclass
 class TrainConfig:
     """Everything a training run depends on; saved into the model header and the checkpoint."""
 
-    exemplar: str
+    exemplar: str  # an image, or a material folder (its albedo becomes the exemplar, its maps `maps`)
     out: str
     domain: str = "2d"
-    maps: dict = field(default_factory=dict)  # PBR maps by name -> path (2d / mesh)
+    maps: dict = field(default_factory=dict)  # PBR maps by name -> path (2d / mesh); flags win over a folder's
+    material: str | None = None  # the material folder the maps were found in (set from `exemplar`)
     iters: int = 0  # 0: 2000, or unlimited when `minutes` is set
     minutes: float = 0.0  # > 0: stop when this much time has been spent (checkpointed)
     seed: int = 0
@@ -93,6 +94,9 @@ class TrainConfig:
         if self.seed_every <= 0:
             mean_steps = (self.min_steps + self.max_steps) / 2
             self.seed_every = max(1, round(POOL_AGE_STEPS / (self.batch * mean_steps)))
+        if Path(self.exemplar).is_dir():
+            found = find_material_maps(self.exemplar)
+            self.material, self.exemplar, self.maps = found.folder, found.albedo, {**found.maps, **self.maps}
         if self.maps and self.domain == "volume":
             raise NCA3DError("volume models learn colour only; drop the --normal/--height/--roughness/--ao maps")
         unknown = set(self.maps) - set(PBR_MAPS)
@@ -137,30 +141,27 @@ def _square(pixels: np.ndarray) -> np.ndarray:
     return pixels[top:top + side, left:left + side]
 
 
-def load_exemplar_stack(config: TrainConfig) -> tuple[torch.Tensor, list[slice], bool, str]:
-    """The exemplar (K, S, S) in [0, 1], its map slices, whether it is grey, and its sha256."""
+def load_exemplar_stack(config: TrainConfig) -> tuple[torch.Tensor, list[slice], bool, str, list[str]]:
+    """The exemplar (K, S, S) in [0, 1]: the albedo and the maps it has, in output order; its map
+    slices, whether it is grey, its sha256 and notes on conversions (DirectX normals, gloss)."""
     albedo, grey = read_exemplar(config.exemplar)
     digest = hashlib.sha256(Path(config.exemplar).read_bytes())
-    layers, slices = [_square(albedo)], [slice(0, 3)]
-    if config.maps:
-        size = albedo.shape[:2]
-        for name in PBR_MAPS:
-            start = sum(layer.shape[2] for layer in layers)
-            width = len(FLAT_MAP_VALUES[name])
-            if name in config.maps:
-                pixels, _ = read_exemplar(config.maps[name], role=f"{name} map")
-                if pixels.shape[:2] != size:
-                    raise NCA3DError(f"{name} map '{config.maps[name]}' is {pixels.shape[1]}x{pixels.shape[0]} px "
-                                     f"but the exemplar is {size[1]}x{size[0]}; give maps of the same size")
-                digest.update(Path(config.maps[name]).read_bytes())
-                layer = _square(pixels)[..., :width] if width == 3 else _square(pixels).mean(2, keepdims=True)
-                slices.append(slice(start, start + width))
-            else:
-                layer = np.broadcast_to(np.array(FLAT_MAP_VALUES[name], np.float32), layers[0].shape[:2] + (width,))
-            layers.append(layer)
-        grey = False
+    layers, slices, notes = [_square(albedo)], [slice(0, 3)], []
+    for name in PBR_MAPS:
+        if name not in config.maps:
+            continue
+        pixels, note = read_map(config.maps[name], name)
+        if pixels.shape[:2] != albedo.shape[:2]:
+            raise NCA3DError(f"{name} map '{config.maps[name]}' is {pixels.shape[1]}x{pixels.shape[0]} px but the "
+                             f"albedo is {albedo.shape[1]}x{albedo.shape[0]}; give maps of the same size")
+        digest.update(Path(config.maps[name]).read_bytes())
+        start = sum(layer.shape[2] for layer in layers)
+        layers.append(_square(pixels))
+        slices.append(slice(start, start + pixels.shape[2]))
+        notes += [note] if note else []
+    grey = grey and len(layers) == 1
     stack = np.concatenate(layers, axis=2).transpose(2, 0, 1)
-    return torch.from_numpy(np.ascontiguousarray(stack)).float(), slices, grey, digest.hexdigest()
+    return torch.from_numpy(np.ascontiguousarray(stack)).float(), slices, grey, digest.hexdigest(), notes
 
 
 def make_task(domain: str, grid: int, harmonics: int, patch: int, ray_samples: int, device,
@@ -187,12 +188,18 @@ class Trainer:
         self.device = resolve_device(config.device)
         if self.device.type == "cpu":
             keep_cpu_allocations()  # large activations stay mapped between iterations (about 2x faster)
-        exemplar, slices, self.grey, self.exemplar_sha256 = load_exemplar_stack(config)
+        exemplar, slices, self.grey, self.exemplar_sha256, self.map_notes = load_exemplar_stack(config)
+        if config.maps:
+            kinds = ", ".join(f"{kind} {Path(path).name}" for kind, path in
+                              [("albedo", config.exemplar), *[(k, config.maps[k]) for k in PBR_MAPS if k in config.maps]])
+            self.progress.update("maps", 1.0, f"PBR maps: {kinds}", force=True)
+            for note in self.map_notes:
+                self.progress.update("maps", 1.0, note, force=True)
         if exemplar.shape[-1] / config.zoom < MIN_EXEMPLAR_SIZE:
             raise NCA3DError(f"--zoom {config.zoom:g} leaves {exemplar.shape[-1] / config.zoom:.0f} px of the "
                              f"{exemplar.shape[-1]} px exemplar per lattice view; use at most "
                              f"--zoom {exemplar.shape[-1] / MIN_EXEMPLAR_SIZE:g}")
-        outputs = "pbr" if config.maps else ("rgba" if config.domain == "volume" else "rgb")
+        outputs = pbr_subset(config.maps) if config.maps else ("rgba" if config.domain == "volume" else "rgb")
         sizes = {"2d": dict(grid_size=[config.grid] * 2), "volume": dict(grid_size=[config.grid] * 3),
                  "mesh": dict(icosphere_frequency=config.grid)}[config.domain]
         model_config = ModelConfig(domain=config.domain, outputs=outputs, channels=config.channels,
@@ -408,7 +415,8 @@ class Trainer:
             exemplar=Path(cfg.exemplar).name, exemplar_sha256=self.exemplar_sha256, license=cfg.license,
             credit=cfg.credit, iterations=self.iteration,
             final_loss=float(np.mean(self.losses[-50:])) if self.losses else None,
-            grey=self.grey, config=dataclasses.asdict(cfg), minutes=round(self.elapsed / 60, 2))
+            grey=self.grey, config=dataclasses.asdict(cfg), minutes=round(self.elapsed / 60, 2),
+            maps={kind: Path(path).name for kind, path in cfg.maps.items()}, map_notes=self.map_notes)
         if self.init_record:
             self.model.provenance["init"] = self.init_record
         save_model(self.model, out)

@@ -260,7 +260,7 @@ def test_bad_exemplars_give_one_clear_line(tmp_path, capsys):
         assert len(err) == 1 and message in err[0], (label, err)
     small = _bad(tmp_path, "small.png", lambda p: Image.new("RGB", (40, 40)).save(p))
     good = make_exemplar(tmp_path / "good.png")
-    assert main(["train", str(good), "--normal", str(small), "--out", out, "--features", "patches"]) == 2
+    assert main(["train", str(good), "--height", str(small), "--out", out, "--features", "patches"]) == 2
     assert "same size" in capsys.readouterr().err
     for zoom, message in (("0.5", "below 1"), ("4", "use at most --zoom 3")):  # 48 px / 16 px = 3
         assert main(["train", str(good), "--zoom", zoom, "--out", out, "--iters", "1", "--features", "patches"]) == 2
@@ -292,3 +292,43 @@ def test_grey_exemplar_trains_a_grey_model(tmp_path):
     trainer = Trainer(config, Progress("none"))
     trainer.run()
     assert trainer.grey and load_model(config.out).provenance["grey"] is True
+
+
+def test_a_material_folder_trains_the_maps_it_has(tmp_path, capsys):
+    """albedo + a DirectX normal + a gloss map, no height or AO: the model has albedo, roughness and
+    normal outputs; the flip and the inversion are said and recorded; `nca3d maps` writes those maps."""
+    from tests.io.test_material import make_material
+
+    folder = make_material(tmp_path / "Bricks", {"albedo": "Bricks_2K_Color.png", "normal": "Bricks_2K_NormalDX.png",
+                                                 "gloss": "Bricks_2K_gloss.png"}, size=48, directx=True)
+    out = tmp_path / "bricks.nca3d"
+    args = ["train", str(folder), "--out", str(out), "--iters", "3", "--features", "patches", "--channels", "8",
+            "--hidden", "32", "--grid", "8", "--pool", "4", "--batch", "2", "--min-steps", "2", "--max-steps", "4",
+            "--patch", "24", "--samples", "64", "--select-every", "0", "--device", "cpu", "--progress", "json"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "PBR maps: albedo Bricks_2K_Color.png, roughness Bricks_2K_gloss.png, normal Bricks_2K_NormalDX.png" in printed
+    assert "is DirectX (-Y): green flipped" in printed and "is a gloss map: inverted into roughness" in printed
+    model = load_model(out)
+    assert model.config.outputs == "albedo+roughness+normal"
+    assert [c.name for c in model.outputs] == ["albedo", "roughness", "normal"]
+    header = read_header(out)[0]
+    assert header["provenance"]["maps"] == {"normal": "Bricks_2K_NormalDX.png", "roughness": "Bricks_2K_gloss.png"}
+    assert len(header["provenance"]["map_notes"]) == 2
+    assert header["provenance"]["config"]["material"] == str(folder)
+    assert main(["maps", "--model", str(out), "--out", str(tmp_path / "maps"), "--size", "32", "--steps", "2",
+                 "--preview-size", "0", "--progress", "none"]) == 0
+    written = sorted(p.name.split("_", 1)[1] for p in (tmp_path / "maps").glob("*.png"))
+    assert written == ["albedo.png", "normal.png", "orm.png", "roughness.png"]
+
+
+def test_a_map_flag_wins_over_the_folders(tmp_path):
+    from tests.io.test_material import make_material
+
+    folder = make_material(tmp_path / "m", {"albedo": "m_albedo.png", "height": "m_height.png"}, size=48)
+    other = make_material(tmp_path / "other", {"height": "x_disp.png"}, size=48)
+    config = tiny_config(tmp_path, exemplar=str(folder), maps={"height": str(other / "x_disp.png")})
+    assert config.exemplar == str(folder / "m_albedo.png") and config.material == str(folder)
+    assert config.maps == {"height": str(other / "x_disp.png")}
+    assert main(["train", str(folder), "--out", str(tmp_path / "v.nca3d"), "--domain", "volume",
+                 "--features", "patches"]) == 2  # volumes learn colour only
