@@ -11,6 +11,7 @@ from nca3d.errors import NCA3DError
 from nca3d.io.exr import write_exr
 from nca3d.io.images import write_png
 from nca3d.io.material import find_material_maps, map_kind, read_map, slope_curls
+from nca3d.ops.pbr import normals_from_height
 
 
 def height_field(size: int = 64, seed: int = 0) -> np.ndarray:
@@ -22,13 +23,8 @@ def height_field(size: int = 64, seed: int = 0) -> np.ndarray:
     return (h - h.min()) / (h.max() - h.min())
 
 
-def normals_of(height: np.ndarray, strength: float = 8.0) -> np.ndarray:
-    """Encoded OpenGL normal map (H, W, 3) of a periodic height: n = (-h_x, -h_y, 1), y up."""
-    hx = (np.roll(height, -1, 1) - np.roll(height, 1, 1)) / 2 * strength
-    hy = -(np.roll(height, -1, 0) - np.roll(height, 1, 0)) / 2 * strength  # rows run down, y up
-    n = np.stack([-hx, -hy, np.ones_like(height)], axis=-1)
-    n /= np.linalg.norm(n, axis=-1, keepdims=True)
-    return (n * 0.5 + 0.5).astype(np.float32)
+def normals_of(height: np.ndarray) -> np.ndarray:
+    return normals_from_height(height, 8.0)
 
 
 def albedo_image(size: int = 64) -> np.ndarray:
