@@ -544,9 +544,24 @@ def tileable_maps(config: MapsConfig, progress: Progress | None = None) -> list[
             tile = Image.fromarray(maps.arrays["albedo"]).resize((config.preview_size // 2,) * 2, Image.BILINEAR)
             preview = np.tile(np.asarray(tile), (2, 2, 1))  # 2 x 2 copies: any seam would show
             write_png(staging / f"{config.name}_preview.png", preview)
-        return {"lattice": {"grid": list(baker.lattice.sizes_xyz)}}
+        record = {"lattice": {"grid": list(baker.lattice.sizes_xyz)}}
+        if "normal" in maps.arrays and "height" in maps.arrays:
+            record["normal_height_agreement"] = _agreement(maps, config.normal_convention)
+        return record
 
     return _bake_sequence(model, baker.lattice, baker.bake, config, folder, progress, export)
+
+
+def _agreement(maps: MapSet, convention: str) -> dict:
+    """How well a tileable map set's normal map agrees with its height (ops.pbr)."""
+    from .ops.pbr import normal_height_agreement
+
+    normal = maps.arrays["normal"].astype(np.float32) / 255.0
+    if convention == "directx":
+        normal[..., 1] = 1.0 - normal[..., 1]
+    height = maps.arrays["height"]
+    height = height / 65535.0 if height.dtype == np.uint16 else height
+    return {key: round(value, 4) for key, value in normal_height_agreement(normal, height).items()}
 
 
 # --------------------------------------------------------------------------- benchmark

@@ -9,6 +9,7 @@ from PIL import Image
 
 from nca3d.cli import main
 from nca3d.io.model_file import save_model
+from nca3d.ops.pbr import normal_height_agreement
 from nca3d.progress import Progress
 from nca3d.texture import MapsConfig, tileable_maps
 from tests.conftest import random_model
@@ -51,6 +52,10 @@ def test_maps_tile_seamlessly_and_write_what_the_model_has(tmp_path, pbr_model):
     assert np.array_equal(orm[..., 1], _read(out / "tiles_roughness.png")) and (orm[..., 2] == 0).all()
     record = json.loads((out / "tiles.json").read_text())
     assert record["config"]["size"] == 128 and record["lattice"]["grid"] == [16, 16]
+    agreement = record["normal_height_agreement"]  # measured on the written maps, as ops.pbr does
+    normal, height = _read(out / "tiles_normal.png") / 255.0, _read(out / "tiles_height.png") / 65535.0
+    assert agreement == pytest.approx({k: round(v, 4) for k, v in normal_height_agreement(normal, height).items()},
+                                      abs=1e-4)
 
 
 def test_directx_normals_flip_green_only(tmp_path, pbr_model):
