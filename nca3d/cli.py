@@ -140,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("normal", "height", "roughness", "ao"):
         train.add_argument(f"--{name}", metavar="F", help=f"{name} map of the same size (PBR training; wins over "
                                                           f"a folder's)")
+    train.add_argument("--derive-pbr", dest="derive_pbr", action="store_true", default=None,
+                       help="derive every missing map from those given: height from the normal (Frankot-Chellappa) "
+                            "or from the albedo, the normal from the height, roughness from albedo statistics, "
+                            "horizon-based AO; one photo is enough")
     train.add_argument("--domain", default="2d", choices=["2d", "mesh", "volume"],
                        help="a flat tileable texture, a surface texture for meshes, or a solid volume (default 2d)")
     train.add_argument("--out", required=True, help="output NAME.nca3d (checkpoint NAME.ckpt beside it)")
@@ -172,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
             ("max_steps", int, "longest rollout per iteration (default 96; volume 48)"),
             ("seed_every", int, "re-inject the seed every this many iterations (default: states live ~2048 steps)"),
             ("overflow_weight", float, "weight keeping states in [-1, 1] (default 30)"),
+            ("normal_height_weight", float, "PBR: weight tying the normal map to the height's slopes (default 10; 0: off)"),
             ("autocorr_weight", float, "feature auto-correlation term for regular textures (default 0; knit 10)"),
             ("grad_checkpoint", int, "recompute the rollout in segments of this many steps: less memory (default 0: off)"),
             ("moment_weight", float, "weight of the relaxed EMD's mean and covariance term (default 1)"),

@@ -23,6 +23,7 @@ __all__ = [
     "autocorrelation_loss",
     "crop_count",
     "multiscale_crops",
+    "normal_height_misfit",
     "overflow_loss",
     "relaxed_emd",
     "sample_vectors",
@@ -271,6 +272,27 @@ def multiscale_crops(
 def overflow_loss(state: torch.Tensor) -> torch.Tensor:
     """``mean |s - clip(s, -1, 1)|``: keeps NCA states in range (weight about 100)."""
     return (state - state.clamp(-1, 1)).abs().mean()
+
+
+def normal_height_misfit(normal: torch.Tensor, height: torch.Tensor) -> torch.Tensor:
+    """How far encoded normals (B, 3, H, W) are from the normals a height (B, 1, H, W) implies: the
+    mean 1 - cos of their angle over interior texels, 0 when they agree (OpenGL: y up the image).
+
+    The height's units are unknown, so each image's strength s is the least-squares fit of the
+    normals' slopes to s x the height gradient (not differentiated through; s < 0 counts as 0).
+    """
+    n = normal * 2.0 - 1.0
+    n = (n / n.norm(dim=1, keepdim=True).clamp_min(1e-6))[:, :, 1:-1, 1:-1]
+    h = height[:, 0]
+    gx = (h[:, 1:-1, 2:] - h[:, 1:-1, :-2]) / 2
+    gy = (h[:, :-2, 1:-1] - h[:, 2:, 1:-1]) / 2
+    with torch.no_grad():
+        nz = n[:, 2].clamp_min(0.05)
+        slopes = (-n[:, 0] / nz * gx - n[:, 1] / nz * gy).sum((1, 2))
+        s = (slopes / (gx * gx + gy * gy).sum((1, 2)).clamp_min(1e-12)).clamp_min(0.0)[:, None, None]
+    implied = torch.stack([-s * gx, -s * gy, torch.ones_like(gx)], 1)
+    implied = implied / implied.norm(dim=1, keepdim=True)
+    return (1.0 - (implied * n).sum(1)).mean()
 
 
 def autocorrelation(feat: torch.Tensor) -> torch.Tensor:

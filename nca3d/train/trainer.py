@@ -26,9 +26,10 @@ from ..io.images import MIN_EXEMPLAR_SIZE, read_exemplar, write_png
 from ..io.material import find_material_maps, read_map
 from ..io.model_file import load_model, read_header, save_model
 from ..model import PBR_CHANNELS, Model, ModelConfig, pbr_subset
+from ..ops.pbr import derive_missing_maps
 from ..progress import Progress
 from .features import make_feature_extractor
-from .losses import TextureLoss, overflow_loss
+from .losses import TextureLoss, crop_count, normal_height_misfit, overflow_loss
 from .tasks import DEFAULT_SCALES, Texture2DTask, VolumeTask
 
 PBR_MAPS = PBR_CHANNELS[1:]  # the maps beside the albedo, in output order
@@ -43,6 +44,7 @@ class TrainConfig:
     domain: str = "2d"
     maps: dict = field(default_factory=dict)  # PBR maps by name -> path (2d / mesh); flags win over a folder's
     material: str | None = None  # the material folder the maps were found in (set from `exemplar`)
+    derive_pbr: bool = False  # derive every PBR map missing (height, normal, roughness, AO) from those given
     iters: int = 0  # 0: 2000, or unlimited when `minutes` is set
     minutes: float = 0.0  # > 0: stop when this much time has been spent (checkpointed)
     seed: int = 0
@@ -64,6 +66,7 @@ class TrainConfig:
     overflow_weight: float = 30.0
     autocorr_weight: float = 0.0  # > 0: feature auto-correlation term for regular textures (bricks, knit)
     grey_weight: float = 10.0
+    normal_height_weight: float = 10.0  # models with normal and height: weight tying the normal to the height's slopes
     moment_weight: float = 1.0  # weight of the relaxed EMD's moment term (mean + covariance)
     tap_balance: float = 0.5  # 0: taps weigh alike (the paper); 1: each tap weighed by the exemplar's own variation there
     zoom: float = 1.0  # the lattice's full view matches 1/zoom of the exemplar: features zoom x larger in cells
@@ -97,8 +100,9 @@ class TrainConfig:
         if Path(self.exemplar).is_dir():
             found = find_material_maps(self.exemplar)
             self.material, self.exemplar, self.maps = found.folder, found.albedo, {**found.maps, **self.maps}
-        if self.maps and self.domain == "volume":
-            raise NCA3DError("volume models learn colour only; drop the --normal/--height/--roughness/--ao maps")
+        if (self.maps or self.derive_pbr) and self.domain == "volume":
+            raise NCA3DError("volume models learn colour only; drop the --normal/--height/--roughness/--ao maps "
+                             "and --derive-pbr")
         unknown = set(self.maps) - set(PBR_MAPS)
         if unknown:
             raise NCA3DError(f"unknown map kinds {sorted(unknown)}; use {', '.join(PBR_MAPS)}")
@@ -127,7 +131,7 @@ class TrainConfig:
 POOL_AGE_STEPS = 2048
 
 # Settings newer than some checkpoints, with the value a checkpoint without them was trained with.
-SETTINGS_BEFORE_THEY_EXISTED = {"tap_balance": 0.0, "moment_weight": 1.0, "zoom": 1.0, "scales": list(DEFAULT_SCALES)}
+SETTINGS_BEFORE_THEY_EXISTED = {"derive_pbr": False, "normal_height_weight": 0.0, "tap_balance": 0.0, "moment_weight": 1.0, "zoom": 1.0, "scales": list(DEFAULT_SCALES)}
 
 # Settings that may differ when a run is resumed: the budget, where it runs, and bookkeeping.
 RESUMABLE_CHANGES = ("iters", "minutes", "device", "checkpoint_every", "grad_checkpoint", "license", "credit")
@@ -141,12 +145,13 @@ def _square(pixels: np.ndarray) -> np.ndarray:
     return pixels[top:top + side, left:left + side]
 
 
-def load_exemplar_stack(config: TrainConfig) -> tuple[torch.Tensor, list[slice], bool, str, list[str]]:
-    """The exemplar (K, S, S) in [0, 1]: the albedo and the maps it has, in output order; its map
-    slices, whether it is grey, its sha256 and notes on conversions (DirectX normals, gloss)."""
+def load_exemplar_stack(config: TrainConfig) -> tuple[torch.Tensor, list[str], bool, str, list[str]]:
+    """The exemplar (K, S, S) in [0, 1]: the albedo and the maps it has (and, with `derive_pbr`, those
+    derived from them), in output order; the map kinds, whether it is grey, its sha256 and notes on
+    conversions (DirectX normals, gloss) and derivations."""
     albedo, grey = read_exemplar(config.exemplar)
     digest = hashlib.sha256(Path(config.exemplar).read_bytes())
-    layers, slices, notes = [_square(albedo)], [slice(0, 3)], []
+    maps, notes = {"albedo": _square(albedo)}, []
     for name in PBR_MAPS:
         if name not in config.maps:
             continue
@@ -155,13 +160,34 @@ def load_exemplar_stack(config: TrainConfig) -> tuple[torch.Tensor, list[slice],
             raise NCA3DError(f"{name} map '{config.maps[name]}' is {pixels.shape[1]}x{pixels.shape[0]} px but the "
                              f"albedo is {albedo.shape[1]}x{albedo.shape[0]}; give maps of the same size")
         digest.update(Path(config.maps[name]).read_bytes())
-        start = sum(layer.shape[2] for layer in layers)
-        layers.append(_square(pixels))
-        slices.append(slice(start, start + pixels.shape[2]))
+        maps[name] = _square(pixels)
         notes += [note] if note else []
-    grey = grey and len(layers) == 1
-    stack = np.concatenate(layers, axis=2).transpose(2, 0, 1)
-    return torch.from_numpy(np.ascontiguousarray(stack)).float(), slices, grey, digest.hexdigest(), notes
+    if config.derive_pbr:
+        maps, derived = derive_missing_maps(maps)
+        notes += derived
+    kinds = [name for name in PBR_CHANNELS if name in maps]
+    grey = grey and kinds == ["albedo"]
+    stack = np.concatenate([maps[name] for name in kinds], axis=2).transpose(2, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(stack)).float(), kinds, grey, digest.hexdigest(), notes
+
+
+def loss_views(kinds: list[str]) -> list[slice]:
+    """The exemplar channels the texture loss compares as one image each: the albedo, the normal,
+    and the one-channel maps, three consecutive ones (height, roughness, AO) packed into one
+    pseudo-colour view, for half the feature extractions of one view per map."""
+    widths = [3 if kind in ("albedo", "normal") else 1 for kind in kinds]
+    starts = np.cumsum([0] + widths)
+    views, run = [], []  # run: starts of consecutive one-channel maps not yet packed
+    for start, width in zip(starts, widths):
+        if width == 1:
+            run.append(int(start))
+            if len(run) == 3:
+                views.append(slice(run[0], run[0] + 3))
+                run = []
+            continue
+        views += [slice(r, r + 1) for r in run] + [slice(int(start), int(start) + 3)]
+        run = []
+    return views + [slice(r, r + 1) for r in run]
 
 
 def make_task(domain: str, grid: int, harmonics: int, patch: int, ray_samples: int, device,
@@ -188,18 +214,19 @@ class Trainer:
         self.device = resolve_device(config.device)
         if self.device.type == "cpu":
             keep_cpu_allocations()  # large activations stay mapped between iterations (about 2x faster)
-        exemplar, slices, self.grey, self.exemplar_sha256, self.map_notes = load_exemplar_stack(config)
-        if config.maps:
-            kinds = ", ".join(f"{kind} {Path(path).name}" for kind, path in
+        exemplar, kinds, self.grey, self.exemplar_sha256, self.map_notes = load_exemplar_stack(config)
+        slices = loss_views(kinds)
+        if len(kinds) > 1:
+            given = ", ".join(f"{kind} {Path(path).name}" for kind, path in
                               [("albedo", config.exemplar), *[(k, config.maps[k]) for k in PBR_MAPS if k in config.maps]])
-            self.progress.update("maps", 1.0, f"PBR maps: {kinds}", force=True)
+            self.progress.update("maps", 1.0, f"PBR maps: {given}", force=True)
             for note in self.map_notes:
                 self.progress.update("maps", 1.0, note, force=True)
         if exemplar.shape[-1] / config.zoom < MIN_EXEMPLAR_SIZE:
             raise NCA3DError(f"--zoom {config.zoom:g} leaves {exemplar.shape[-1] / config.zoom:.0f} px of the "
                              f"{exemplar.shape[-1]} px exemplar per lattice view; use at most "
                              f"--zoom {exemplar.shape[-1] / MIN_EXEMPLAR_SIZE:g}")
-        outputs = pbr_subset(config.maps) if config.maps else ("rgba" if config.domain == "volume" else "rgb")
+        outputs = pbr_subset(kinds) if len(kinds) > 1 else ("rgba" if config.domain == "volume" else "rgb")
         sizes = {"2d": dict(grid_size=[config.grid] * 2), "volume": dict(grid_size=[config.grid] * 3),
                  "mesh": dict(icosphere_frequency=config.grid)}[config.domain]
         model_config = ModelConfig(domain=config.domain, outputs=outputs, channels=config.channels,
@@ -330,6 +357,11 @@ class Trainer:
             greys = [c.mean(1, keepdim=True) for c in crops]
             extra = extra + cfg.grey_weight * sum((c - gc).abs().mean() for c, gc in zip(crops, greys)) / len(crops)
             crops = [gc.expand_as(c) for c, gc in zip(crops, greys)]
+        slices = self.model.channel_slices()
+        if cfg.normal_height_weight > 0 and {"normal", "height"} <= slices.keys():
+            finest = crops[-crop_count(max(cfg.scales)):]  # the crops whose texels are nearest the exemplar's
+            extra = extra + cfg.normal_height_weight * sum(
+                normal_height_misfit(c[:, slices["normal"]], c[:, slices["height"]]) for c in finest) / len(finest)
         return self.loss_fn.score(crops, generator=generator), extra
 
     @torch.no_grad()
@@ -416,7 +448,8 @@ class Trainer:
             credit=cfg.credit, iterations=self.iteration,
             final_loss=float(np.mean(self.losses[-50:])) if self.losses else None,
             grey=self.grey, config=dataclasses.asdict(cfg), minutes=round(self.elapsed / 60, 2),
-            maps={kind: Path(path).name for kind, path in cfg.maps.items()}, map_notes=self.map_notes)
+            maps={kind: Path(path).name for kind, path in cfg.maps.items()}, map_notes=self.map_notes,
+            derived_maps=[kind for kind in self.model.channel_slices() if kind != "albedo" and kind not in cfg.maps])
         if self.init_record:
             self.model.provenance["init"] = self.init_record
         save_model(self.model, out)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from nca3d.ops.pbr import normal_height_agreement, normals_from_height
+from nca3d.ops.pbr import (DERIVED_RELIEF, ambient_occlusion, derive_missing_maps, height_from_normal,
+                           normal_height_agreement, normals_from_height)
 
 
 def sines(size: int = 128, seed: int = 0):
@@ -51,3 +52,50 @@ def test_normals_from_height_round_trip():
     assert normal.dtype == np.float32 and normal.shape == (128, 128, 3)
     result = normal_height_agreement(normal, height[..., None])
     assert result["mean_angle_deg"] < 0.01 and abs(result["strength"] - 4.0) < 1e-3
+
+
+def test_frankot_chellappa_recovers_the_height_of_a_normal_map():
+    height, _, _ = sines()
+    recovered, strength = height_from_normal(normals_from_height(height, 5.0))
+    assert recovered.min() == 0.0 and recovered.max() == 1.0
+    assert np.corrcoef(recovered.ravel(), height.ravel())[0, 1] > 0.999
+    span = height.max() - height.min()
+    assert abs(strength - 5.0 * span) < 0.02 * 5.0 * span  # normals_from_height(recovered, strength) ≈ the input
+    assert normal_height_agreement(normals_from_height(height, 5.0), recovered)["mean_angle_deg"] < 0.5
+
+
+def test_a_height_from_an_albedo_gives_a_normal_that_matches_its_gradient():
+    """--derive-pbr from one photo: bright bumps become height, and the derived normal is the
+    normal of that height (agreement ~0 degrees), tilted as much as DERIVED_RELIEF says."""
+    height, _, _ = sines(seed=3)
+    albedo = np.repeat(((height - height.min()) / np.ptp(height))[..., None], 3, axis=2) * 0.6 + 0.2
+    maps, notes = derive_missing_maps({"albedo": albedo.astype(np.float32)})
+    assert sorted(maps) == ["albedo", "ao", "height", "normal", "roughness"] and len(notes) == 4
+    assert np.corrcoef(maps["height"][..., 0].ravel(), height.ravel())[0, 1] > 0.9  # the band-pass drops the slowest waves
+    agreement = normal_height_agreement(maps["normal"], maps["height"])
+    assert agreement["mean_angle_deg"] < 0.5 and agreement["slope_correlation"] > 0.999
+    tilt = np.linalg.norm(maps["normal"][..., :2] * 2 - 1, axis=-1).mean()
+    assert abs(tilt - DERIVED_RELIEF) < 0.01
+    for kind in ("roughness", "ao"):
+        assert maps[kind].shape == (128, 128, 1) and maps[kind].dtype == np.float32
+    assert 0.35 <= maps["roughness"].min() and maps["roughness"].max() <= 0.95
+
+
+def test_horizon_ao_darkens_a_pit_and_leaves_flat_ground_open():
+    height = np.ones((64, 64))
+    height[28:36, 28:36] = 0.0  # a square pit
+    ao = ambient_occlusion(height, strength=4.0)
+    assert ao[0, 0] == 1.0 and ao[26, 26] == 1.0  # the rim looks down into the pit: open
+    assert ao[32, 32] < 0.5 and ao[28, 28] < ao[32, 32]  # its corner sees less sky than its middle
+    assert np.all(ambient_occlusion(np.zeros((16, 16)), 4.0) == 1.0)
+
+
+def test_derive_keeps_the_maps_given_and_uses_the_normal_for_the_height():
+    height, _, _ = sines(seed=5)
+    normal = normals_from_height(height, 6.0)
+    roughness = np.full((128, 128, 1), 0.4, np.float32)
+    maps, notes = derive_missing_maps({"albedo": np.full((128, 128, 3), 0.5, np.float32), "normal": normal,
+                                       "roughness": roughness})
+    assert maps["normal"] is normal and maps["roughness"] is roughness
+    assert notes[0].startswith("height: integrated from the normal map") and len(notes) == 2
+    assert np.corrcoef(maps["height"][..., 0].ravel(), height.ravel())[0, 1] > 0.999

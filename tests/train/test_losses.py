@@ -13,6 +13,7 @@ from nca3d.train.losses import (
     autocorrelation_loss,
     crop_count,
     multiscale_crops,
+    normal_height_misfit,
     overflow_loss,
     relaxed_emd,
     sample_vectors,
@@ -415,3 +416,19 @@ def test_autocorrelation():
     assert float(autocorrelation_loss(f, stripes)) > 0.1
     # different sizes are compared on the common centre
     assert torch.isfinite(autocorrelation_loss(f, torch.randn(1, 4, 10, 12)))
+
+
+def test_normal_height_misfit_is_zero_for_the_heights_own_normals_and_flows_to_both_maps():
+    from nca3d.ops.pbr import normals_from_height
+
+    rows, cols = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    height = (torch.sin(cols * 2 * math.pi / 16) * torch.cos(rows * 2 * math.pi / 32))[None, None]
+    normal = torch.from_numpy(normals_from_height(height[0, 0].numpy(), 4.0)).permute(2, 0, 1)[None]
+    assert float(normal_height_misfit(normal, height * 0.1)) < 1e-3  # any height units
+    directx = normal.clone()
+    directx[:, 1] = 1.0 - directx[:, 1]
+    normal_var, height_var = directx.clone().requires_grad_(), height.clone().requires_grad_()
+    misfit = normal_height_misfit(normal_var, height_var)
+    assert float(misfit) > 0.02
+    misfit.backward()
+    assert normal_var.grad.abs().sum() > 0 and height_var.grad.abs().sum() > 0

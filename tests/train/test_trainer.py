@@ -332,3 +332,37 @@ def test_a_map_flag_wins_over_the_folders(tmp_path):
     assert config.maps == {"height": str(other / "x_disp.png")}
     assert main(["train", str(folder), "--out", str(tmp_path / "v.nca3d"), "--domain", "volume",
                  "--features", "patches"]) == 2  # volumes learn colour only
+
+
+def test_loss_views_pack_three_one_channel_maps_into_one_image():
+    from nca3d.train.trainer import loss_views
+
+    assert loss_views(["albedo", "height", "roughness", "ao", "normal"]) == [slice(0, 3), slice(3, 6), slice(6, 9)]
+    assert loss_views(["albedo", "height", "normal"]) == [slice(0, 3), slice(3, 4), slice(4, 7)]
+    assert loss_views(["albedo", "roughness", "ao"]) == [slice(0, 3), slice(3, 4), slice(4, 5)]
+
+
+def test_derive_pbr_turns_one_photo_into_a_full_pbr_model(tmp_path, capsys):
+    """An albedo alone with --derive-pbr: every map is derived (and said), the model has all five,
+    and the normal-height term is part of its loss."""
+    exemplar = make_exemplar(tmp_path / "photo.png")
+    out = tmp_path / "photo.nca3d"
+    args = ["train", str(exemplar), "--derive-pbr", "--out", str(out), "--iters", "2", "--features", "patches",
+            "--channels", "8", "--hidden", "32", "--grid", "8", "--pool", "4", "--batch", "2", "--min-steps", "2",
+            "--max-steps", "4", "--patch", "24", "--samples", "64", "--select-every", "0", "--device", "cpu",
+            "--progress", "json"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    for note in ("height: band-passed luminance", "normal: from the height", "roughness: from local albedo",
+                 "ao: horizon-based"):
+        assert note in printed
+    model = load_model(out)
+    assert model.config.outputs == "pbr"
+    assert sorted(model.provenance["derived_maps"]) == ["ao", "height", "normal", "roughness"]
+    config = tiny_config(tmp_path, derive_pbr=True, iters=1)
+    trainer = Trainer(config, Progress("none"))
+    state = trainer.model.rollout(trainer.pool[:2].clone(), trainer.task.lattice, 3, trainer.generator)
+    with_term = trainer._losses(state, torch.Generator().manual_seed(0))[1]
+    trainer.config.normal_height_weight = 0.0
+    without = trainer._losses(state, torch.Generator().manual_seed(0))[1]
+    assert float(with_term.detach()) > float(without.detach())
