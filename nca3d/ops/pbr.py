@@ -182,3 +182,33 @@ def derive_missing_maps(maps: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarr
         maps["ao"] = ambient_occlusion(height, strength)[..., None]
         notes.append(f"ao: horizon-based, from the height ({AO_DIRECTIONS} directions, {AO_RADIUS} texels)")
     return maps, notes
+
+
+def mean_normal_angle(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean angle in degrees between two encoded normal maps (H, W, 3)."""
+    a, b = (np.asarray(m, dtype=np.float64)[..., :3] * 2.0 - 1.0 for m in (a, b))
+    cosine = (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
+    return float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))).mean())
+
+
+def derivation_figures(maps: dict[str, np.ndarray]) -> dict[str, float]:
+    """How close the derived maps come to a real set's (albedo and normal, maybe height): for the
+    normal derived from the albedo alone, its mean angle to the real normal (beside a flat
+    normal's, the baseline) and the correlation of its slopes with the real ones; with a real
+    height, the correlation with it of the height integrated from the normal and of the height
+    from the albedo, and the angle between the real normal and the normal of its integral."""
+    albedo_height = height_from_albedo(maps["albedo"])
+    albedo_normal = normals_from_height(albedo_height, strength_for_relief(albedo_height))
+    flat = np.broadcast_to(np.array([0.5, 0.5, 1.0]), maps["normal"].shape)
+    derived, real = (np.concatenate([s.ravel() for s in normal_slopes(n)]) for n in (albedo_normal, maps["normal"]))
+    figures = {"albedo_normal_angle_deg": mean_normal_angle(albedo_normal, maps["normal"]),
+               "flat_normal_angle_deg": mean_normal_angle(flat, maps["normal"]),
+               "albedo_slope_corr": float(np.corrcoef(derived, real)[0, 1])}
+    if "height" in maps:
+        real_height = np.asarray(maps["height"], dtype=np.float64)[..., 0].ravel()
+        integrated, strength = height_from_normal(maps["normal"])
+        figures["normal_height_corr"] = float(np.corrcoef(integrated.ravel(), real_height)[0, 1])
+        figures["albedo_height_corr"] = float(np.corrcoef(albedo_height.ravel(), real_height)[0, 1])
+        figures["normal_roundtrip_angle_deg"] = mean_normal_angle(normals_from_height(integrated, strength),
+                                                                  maps["normal"])
+    return figures
