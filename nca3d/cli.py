@@ -212,6 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     texture.add_argument("--margin", type=int, default=0, help="seam dilation in px (default size/128, >= 4)")
     texture.add_argument("--object-normals", dest="object_normals", action="store_true",
                          help="also write an object-space normal map NAME_normal_object.png")
+    texture.add_argument("--displace", action="store_true",
+                         help="also write NAME_displaced.glb/.obj: vertices moved along their normals by "
+                              "strength x (height - 0.5) (needs a model with a height map)")
+    texture.add_argument("--displace-strength", dest="displace_strength", type=float, metavar="S",
+                         help="displacement strength in mesh units (implies --displace; default 2%% of the "
+                              "bounding-box diagonal, capped at half the strength at which a triangle could flip)")
     texture.set_defaults(run=_cmd_texture)
 
     maps = sub.add_parser("maps", help="a tileable PBR map set from a 2D model")

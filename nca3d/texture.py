@@ -3,7 +3,8 @@
 texture: load the mesh -> unwrap it when it has no usable UVs -> build a uniform cell lattice
 (mesh models) -> grow the NCA -> bake every texel (closest lattice point, decode) -> dilate
 seams -> write the maps, a .glb, an .obj + .mtl, a preview and NAME.json (the resolved
-settings). A volume model textures the mesh as a solid texture: each texel decodes at its 3D
+settings); with --displace also NAME_displaced.glb/.obj, moved along the normals by the height
+(ops.displace). A volume model textures the mesh as a solid texture: each texel decodes at its 3D
 position, `--scale` mesh units per cell.
 
 Everything is written into a hidden staging folder inside --out and moved into place at the
@@ -58,8 +59,14 @@ class TextureConfig:
     exr: bool = False  # height as 32-bit float EXR instead of 16-bit PNG
     preview_size: int = 512
     device: str = "auto"
+    displace: bool = False  # also write NAME_displaced.glb/.obj: vertices moved along normals by the height
+    displace_strength: float = 0.0  # mesh units per unit of height (0: ops.displace's default for the mesh)
 
     def __post_init__(self):
+        if not (self.displace_strength >= 0 and math.isfinite(self.displace_strength)):
+            raise NCA3DError(f"--displace-strength {self.displace_strength} must be a finite number >= 0 "
+                             f"(mesh units; 0: the default for the mesh)")
+        self.displace = self.displace or self.displace_strength > 0  # a strength implies --displace
         if self.scale < 0 or self.cells < 0 or (self.scale and self.cells):
             raise NCA3DError("give either --scale S (mesh units per cell, > 0) or --cells N (> 0), not both")
         self.margin = self.margin or max(4, self.size // 128)
@@ -387,6 +394,9 @@ def texture_mesh(config: TextureConfig, progress: Progress | None = None) -> lis
     if model.config.domain == "2d":
         raise NCA3DError(f"'{config.model}' is a 2D model: it makes tileable maps, not mesh textures; "
                          f"use `nca3d maps --model {config.model}` or a mesh or volume model")
+    if config.displace and "height" not in model.channel_slices():
+        raise NCA3DError(f"'{config.model}' has no height output, so --displace has nothing to displace by; "
+                         f"use a PBR model with a height map (see `nca3d models`) or drop --displace")
     progress.update("load", 0.0, f"reading {config.mesh}", force=True)
     mesh = load_demo_or_mesh(config.mesh)
     progress.update("load", 1.0, f"{len(mesh.vertices)} vertices, {len(mesh.faces)} faces", force=True)
@@ -399,8 +409,8 @@ def texture_mesh(config: TextureConfig, progress: Progress | None = None) -> lis
     baker = MeshBaker(model, mesh, config, progress)
 
     def export(staging: Path, maps: MapSet, written: dict[str, Path]) -> dict:
-        _export(mesh, maps, written, staging, config)
-        return {"unwrapped": unwrapped, "lattice": baker.lattice_stats}
+        extra = _export(mesh, maps, written, staging, config, progress)
+        return {"unwrapped": unwrapped, "lattice": baker.lattice_stats, **extra}
 
     return _bake_sequence(model, baker.lattice, baker.bake, config, folder, progress, export)
 
@@ -454,19 +464,56 @@ def _grow(model, state, lattice, steps, generator, progress, label=""):
     return grow(model, state, lattice, steps, generator, progress, label)
 
 
-def _export(mesh, maps: MapSet, written: dict[str, Path], folder: Path, config: TextureConfig) -> None:
+def _export(mesh, maps: MapSet, written: dict[str, Path], folder: Path, config: TextureConfig,
+            progress: Progress | None = None) -> dict:
+    """Write the .glb, .obj + .mtl, preview (and with --displace the displaced .glb and .obj);
+    returns what NAME.json records about them."""
     from .io.export import write_glb, write_obj
     from .render.preview import render_pbr_preview
 
     material = {kind: path for kind, path in written.items() if kind in ("albedo", "normal", "orm")}
+    obj_maps = {k: v for k, v in written.items() if k not in ("orm", "normal_object")}
     write_glb(folder / f"{config.name}.glb", mesh, material)
-    write_obj(folder / f"{config.name}.obj", mesh, {k: v for k, v in written.items() if k not in ("orm", "normal_object")})
+    write_obj(folder / f"{config.name}.obj", mesh, obj_maps)
+    record = {}
+    if config.displace:
+        displaced, record["displacement"] = _displaced_mesh(mesh, maps, config)
+        write_glb(folder / f"{config.name}_displaced.glb", displaced, material)
+        write_obj(folder / f"{config.name}_displaced.obj", displaced, obj_maps)
+        if progress is not None:
+            info = record["displacement"]
+            progress.update("export", 0.5, f"displaced by strength {info['strength']:.4g} "
+                            f"({info['rule']}); {info['flipped_faces']} triangles flipped", force=True)
     if config.preview_size:
         arrays = _preview_arrays(maps)
         image = render_pbr_preview(mesh, arrays["albedo"], normal_object=_object_normals(arrays, maps),
                                    roughness=arrays.get("roughness"), ao=arrays.get("ao"),
                                    size=config.preview_size)
         write_png(folder / f"{config.name}_preview.png", image)
+    return record
+
+
+def _displaced_mesh(mesh, maps: MapSet, config: TextureConfig):
+    """The mesh moved along its normals by the baked height (ops.displace); the strength used
+    goes into `config.displace_strength` (so NAME.json's settings show it) and the record."""
+    from .ops.bake import vertex_normals
+    from .ops.displace import DEFAULT_FRACTION, MIDLEVEL, SAFE_FRACTION, default_strength, displace, flipped_faces
+
+    height = maps.arrays["height"]
+    height = height.astype(np.float64) / 65535.0 if height.dtype == np.uint16 else height.astype(np.float64)
+    bounds = default_strength(mesh.vertices, mesh.faces, vertex_normals(mesh.vertices, mesh.faces))
+    if config.displace_strength > 0:
+        rule = "given"
+    else:
+        config.displace_strength = bounds["strength"]
+        rule = (f"default: {DEFAULT_FRACTION:g} x the bounding-box diagonal" if bounds["strength"] == bounds["nominal"]
+                else f"default: capped at {SAFE_FRACTION:g} x the no-flip bound")
+    displaced, offsets = displace(mesh, height, config.displace_strength)
+    record = {"strength": config.displace_strength, "midlevel": MIDLEVEL, "rule": rule,
+              "nominal_strength": bounds["nominal"], "no_flip_strength": bounds["no_flip"] if math.isfinite(bounds["no_flip"]) else None,
+              "max_offset": float(np.abs(offsets).max()),
+              "flipped_faces": flipped_faces(mesh.vertices, displaced.vertices, mesh.faces)}
+    return displaced, record
 
 
 def _object_normals(arrays: dict, maps: MapSet) -> np.ndarray | None:

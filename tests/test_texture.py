@@ -169,6 +169,59 @@ def test_albedo_is_continuous_across_uv_seams(baked):
     assert np.mean(jumps) <= 1.5 * step, (np.mean(jumps), step)
 
 
+@pytest.fixture(scope="module")
+def displaced(tmp_path_factory, pbr_mesh_model):
+    folder = tmp_path_factory.mktemp("displace")
+    mesh_path = island_sphere(folder / "ball.obj")
+    out = folder / "out"
+    config = TextureConfig(mesh=str(mesh_path), model=str(pbr_mesh_model), out=str(out), size=256, cells=600,
+                           steps=8, preview_size=0, device="cpu", displace=True)
+    files = texture_mesh(config, Progress("none"))
+    return out, files
+
+
+def test_displace_moves_vertices_along_normals_by_the_height_at_their_uv(displaced):
+    """--displace: NAME_displaced.glb/.obj with the same material; each vertex moved along its
+    normal by strength x (height - 0.5), seam copies together; the strength is in NAME.json."""
+    out, files = displaced
+    names = sorted(p.split("/")[-1] for p in files)
+    assert {"ball_displaced.glb", "ball_displaced.obj", "ball_displaced.mtl", "ball.glb"} <= set(names)
+    record = json.loads((out / "ball.json").read_text())
+    info = record["displacement"]
+    strength = info["strength"]
+    assert record["config"]["displace"] and record["config"]["displace_strength"] == strength > 0
+    assert info["rule"].startswith("default") and info["flipped_faces"] == 0 and info["midlevel"] == 0.5
+    diagonal = 2 * np.sqrt(3) * 1.0  # the unit sphere's bounding box
+    assert strength <= 0.02 * diagonal + 1e-9 and strength <= 0.5 * info["no_flip_strength"] + 1e-9
+    plain = trimesh.load(out / "ball.glb", force="mesh", process=False)
+    moved = trimesh.load(out / "ball_displaced.glb", force="mesh", process=False)
+    material = moved.visual.material
+    for texture in ("baseColorTexture", "normalTexture", "metallicRoughnessTexture"):
+        assert getattr(material, texture).size == (256, 256), texture
+    assert np.array_equal(moved.faces, plain.faces) and np.allclose(moved.visual.uv, plain.visual.uv)
+    before, after = np.asarray(plain.vertices), np.asarray(moved.vertices)
+    shift = np.linalg.norm(after - before, axis=1)
+    assert shift.max() <= strength / 2 + 1e-5 and shift.max() > 0.1 * strength / 2
+    # seam copies (same position before) are at the same position after: no crack
+    _, weld = np.unique(before.round(6), axis=0, return_inverse=True)
+    weld = weld.reshape(-1)
+    assert len(np.unique(weld)) < len(before)
+    for group in np.unique(weld):
+        copies = after[weld == group]
+        assert np.abs(copies - copies[0]).max() < 1e-6
+    # along the normal, by strength x (height - 0.5), the height read here from the PNG
+    height = np.asarray(Image.open(out / "ball_height.png"), float) / 65535.0
+    sampled = _bilinear(height[..., None], np.asarray(plain.visual.uv))[:, 0]
+    expected = strength * (np.bincount(weld, sampled) / np.bincount(weld) - 0.5)[weld]
+    normals = before / np.linalg.norm(before, axis=1, keepdims=True)  # a sphere: radial (to its facets)
+    along = np.sum((after - before) * normals, axis=1)
+    assert np.abs(along - expected).max() < 0.01 * strength
+    assert np.corrcoef(along, expected)[0, 1] > 0.99
+    obj = trimesh.load(out / "ball_displaced.obj", force="mesh", process=False)
+    assert len(obj.faces) == len(moved.faces)
+    assert np.allclose(np.sort(np.asarray(obj.vertices), axis=0), np.sort(after, axis=0), atol=1e-5)
+
+
 def test_texture_json_progress_and_volume_model_solid_texture(tmp_path, capsys):
     box = trimesh.creation.box(extents=(1.0, 0.5, 0.3))  # no UVs: it is unwrapped
     box.export(tmp_path / "box.ply")
@@ -246,6 +299,7 @@ def test_texture_refuses_bad_input_in_one_line(tmp_path, capsys, pbr_mesh_model)
                                         "property float y\nproperty float z\nend_header\n0 0 0\n1 0 0\n0 1 0\n")
     flat = random_model("2d", grid_size=[8, 8])
     save_model(flat, tmp_path / "flat.nca3d")
+    save_model(random_model("mesh", icosphere_frequency=2), tmp_path / "rgb.nca3d")
     mesh = island_sphere(tmp_path / "ball.obj")
     cases = [
         (["texture", str(tmp_path / "nope.obj"), "--model", str(pbr_mesh_model)], "nope.obj"),
@@ -253,6 +307,8 @@ def test_texture_refuses_bad_input_in_one_line(tmp_path, capsys, pbr_mesh_model)
         (["texture", str(mesh), "--model", str(tmp_path / "flat.nca3d")], "nca3d maps"),
         (["texture", str(mesh), "--model", str(pbr_mesh_model), "--scale", "0.1", "--cells", "9"], "not allowed"),
         (["texture", str(mesh), "--model", str(pbr_mesh_model), "--size", "100000"], "out of range"),
+        (["texture", str(mesh), "--model", str(tmp_path / "rgb.nca3d"), "--displace"], "no height output"),
+        (["texture", str(mesh), "--model", str(pbr_mesh_model), "--displace-strength", "-1"], "must be a finite"),
     ]
     for args, message in cases:
         assert main(args + ["--out", str(tmp_path / "o"), "--device", "cpu"]) == 2, args
