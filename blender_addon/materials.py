@@ -43,11 +43,23 @@ def setup_image_user(node, frames: int, frame_start: int, cyclic: bool) -> None:
     user.use_auto_refresh = True
 
 
+def set_displacement_method(material, method: str) -> None:
+    """BUMP, DISPLACEMENT or BOTH: a material property since Blender 4.1 (Cycles' before)."""
+    owner = material if hasattr(material, "displacement_method") else material.cycles
+    owner.displacement_method = method
+
+
 def build_texture_material(material, images: dict, uv_name: str | None, displacement_scale: float,
-                           multiply_ao: bool, sequence: dict | None = None) -> None:
+                           multiply_ao: bool, sequence: dict | None = None, displace: bool = False) -> None:
     """(Re)build `material`: Principled BSDF fed by the NCA maps.
 
     images: kind -> bpy Image for albedo, normal, roughness, height, ao (any subset).
+    albedo -> Base Color (times AO with multiply_ao; otherwise AO is not used); roughness ->
+    Roughness; the tangent-space (OpenGL) normal map -> Normal Map node -> Normal; height -> a
+    Displacement node (midlevel 0.5, Scale displacement_scale in world units) on the Material
+    Output: true displacement (method DISPLACEMENT: Cycles moves the surface by
+    scale x (height - 0.5) along the normal, as `nca3d texture --displace` does) with `displace`,
+    else a bump (method BUMP).
     sequence: {"frames", "frame_start", "cyclic"} when the images are sequences."""
     tree = _node_tree(material)
     _clear(tree)
@@ -102,8 +114,10 @@ def build_texture_material(material, images: dict, uv_name: str | None, displace
         displacement.name = "NCA displacement"
         displacement.inputs["Midlevel"].default_value = 0.5
         displacement.inputs["Scale"].default_value = displacement_scale
+        displacement.space = "WORLD"  # the scale is in world units
         links.new(textures["height"].outputs["Color"], displacement.inputs["Height"])
         links.new(displacement.outputs["Displacement"], output.inputs["Displacement"])
+    set_displacement_method(material, "DISPLACEMENT" if displace and "height" in textures else "BUMP")
     material["nca3d"] = True  # marks a material this add-on may rebuild
 
 

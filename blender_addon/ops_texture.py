@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 import shutil
@@ -44,7 +45,21 @@ def texture_argv(python: str, mesh_path: str, model: str, out: str, settings, sc
         argv += ["--scale", f"{float(scale):.6g}"]
     if settings.animate:
         argv += ["--frames", str(settings.frames), "--every", str(settings.every)]
+    if settings.displace and settings.use_height:
+        argv += ["--displace"]
+        if settings.displace_strength > 0:  # world units: the exported mesh carries the object's scale
+            argv += ["--displace-strength", f"{float(settings.displace_strength):.6g}"]
     return argv
+
+
+def displace_strength(folder: str) -> float:
+    """The strength the backend displaced by (NAME.json, `--displace`), in world units."""
+    try:
+        with open(os.path.join(folder, f"{BASE_NAME}.json"), encoding="utf-8") as handle:
+            return float(json.load(handle)["displacement"]["strength"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise runner.UserError(f"the backend did not record its displacement strength ({exc}); "
+                               f"is it an nca3d without --displace?") from None
 
 
 def map_files(folder: str, kind: str, animated: bool) -> list[str]:
@@ -85,6 +100,8 @@ class TextureTask(runner.Task):
             raise runner.UserError("the backend wrote none of the chosen maps")
         if animated and any(len(files) != s["frames"] for files in found.values()):
             raise runner.UserError("the backend wrote an incomplete image sequence")
+        displace = s["displace"] and "height" in found
+        height_scale = displace_strength(self.out) if displace else s["displacement"] * mesh_io.object_size(obj)
 
         # Everything that can fail happens before the scene changes; what was created is removed on error.
         created_images, new_mesh, folder = [], None, None
@@ -151,14 +168,16 @@ class TextureTask(runner.Task):
         material = self._material(obj)
         sequence = ({"frames": s["frames"], "frame_start": context.scene.frame_start, "cyclic": s["loop"]}
                     if animated else None)
-        materials.build_texture_material(material, images, uv_name,
-                                         s["displacement"] * mesh_io.object_size(obj), s["use_ao"], sequence)
+        materials.build_texture_material(material, images, uv_name, height_scale, s["use_ao"], sequence,
+                                         displace=displace)
         material["nca3d_model"] = self.model_label
         if len(obj.material_slots) == 0:
             obj.data.materials.append(material)
         else:
             for slot in obj.material_slots:
                 slot.material = material
+        if displace:
+            notes.append(f"displacement {height_scale:.4g} (Cycles)")
         kinds = ", ".join(images)
         where = "packed" if not keep_files else f"saved in {os.path.dirname(next(iter(found.values()))[0])}"
         message = f"NCA texture: '{material.name}' on '{obj.name}' ({kinds}; {where})"
@@ -203,6 +222,8 @@ class NCA3D_OT_texture_mesh(runner.BackendOperator, bpy.types.Operator):
         maps = wanted_maps(settings)
         if not maps:
             raise runner.UserError("choose at least one map to bake")
+        if settings.displace and not settings.use_height:
+            raise runner.UserError("Displace needs the Height map: turn Height on, or Displace off")
         python = prefs.resolve_python(context)
         scale = settings.scale  # world units: the exported mesh carries the object's scale
         workdir = tempfile.mkdtemp(prefix="nca3d-texture-")
@@ -217,7 +238,8 @@ class NCA3D_OT_texture_mesh(runner.BackendOperator, bpy.types.Operator):
             raise
         snapshot = {"maps": maps, "animate": settings.animate, "frames": settings.frames,
                     "loop": settings.loop, "storage": settings.storage, "size": settings.size,
-                    "use_ao": settings.use_ao, "displacement": settings.displacement}
+                    "use_ao": settings.use_ao, "displacement": settings.displacement,
+                    "displace": settings.displace}
         argv = texture_argv(python, mesh_path, model, os.path.join(workdir, "out"), settings, scale,
                             prefs.device(context))
         return TextureTask(argv, workdir, obj.name, exported["uv_name"], snapshot, library.model_label(settings))

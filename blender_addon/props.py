@@ -58,8 +58,21 @@ class NCA3DTextureSettings(bpy.types.PropertyGroup):
             description="Multiply the ambient-occlusion map into the base colour (off: AO is not used)",
             default=False),
         "displacement": FloatProperty(
-            name="Displacement", description="Height map strength as a fraction of the object's size",
+            name="Bump Height", description="Height map strength as a fraction of the object's size, as a "
+                                            "bump (without Displace)",
             default=0.02, min=0.0, soft_max=0.2, precision=3),
+        "displace": BoolProperty(
+            name="Displace",
+            description="Move the surface by the height map in Cycles (the material's displacement method "
+                        "Displacement, at the strength the backend's `--displace` chose for this mesh, or Displace "
+                        "Strength); off: the height is a bump only. Cycles moves the mesh's vertices: add a "
+                        "Subdivision Surface modifier with Adaptive Subdivision for finer relief",
+            default=False),
+        "displace_strength": FloatProperty(
+            name="Displace Strength",
+            description="World units per unit of height (0: automatic, 2% of the object's bounding-box diagonal, "
+                        "capped so no triangle can fold over)",
+            default=0.0, min=0.0, soft_max=0.5, precision=4, subtype="DISTANCE", unit="LENGTH"),
         "animate": BoolProperty(
             name="Animate", description="Bake an animated image sequence that keeps growing, played by the "
                                         "timeline from the scene's start frame", default=False),

@@ -88,9 +88,10 @@ def draw_texture_settings(layout, context) -> None:
     row = layout.row()
     row.enabled = settings.use_albedo
     row.prop(settings, "use_ao")
-    sub = layout.row()
-    sub.enabled = settings.use_height
-    sub.prop(settings, "displacement")
+    col = layout.column()
+    col.enabled = settings.use_height
+    col.prop(settings, "displace")
+    col.prop(settings, "displace_strength" if settings.displace else "displacement")
     layout.prop(settings, "animate")
     if settings.animate:
         col = layout.column(align=True)

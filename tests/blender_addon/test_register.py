@@ -146,7 +146,8 @@ def test_register_unregister_leaves_nothing(tmp_path: Path):
     calls = result["draw_calls"]
     for want in ("operator:nca3d.texture_mesh", "operator:nca3d.add_volume", "operator:nca3d.cancel_job",
                  "operator:nca3d.check_backend", "prop:model", "prop:model_file", "prop:size", "prop:scale",
-                 "prop:steps", "prop:seed", "prop:use_normal", "prop:use_ao", "prop:animate", "prop:storage",
+                 "prop:steps", "prop:seed", "prop:use_normal", "prop:use_ao", "prop:displace", "prop:displacement",
+                 "prop:animate", "prop:storage",
                  "prop:res", "prop:python_path", "progress:NCA texture: bake 50%"):
         assert want in calls, want
 

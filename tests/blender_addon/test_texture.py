@@ -1,15 +1,19 @@
-"""Texture Selected Mesh end to end in Blender (bpy), with a tiny random model."""
+"""Texture Selected Mesh end to end in Blender (bpy): tiny random models, and a bundled PBR model
+rendered in Cycles with its relief (normal map and true displacement)."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from .conftest import run_blender
 
 MAP_SIZE = 64
+BUNDLED_PBR_MODEL = "eroded_concrete_mesh"  # a bundled PBR mesh model (albedo, normal, height, roughness, ao)
 
 TEXTURE_UV_SPHERE = r'''
 enable_addon()
@@ -39,7 +43,8 @@ RESULT["images"] = {n.name: {"size": list(n.image.size), "colorspace": n.image.c
                              "packed": n.image.packed_file is not None, "source": n.image.source}
                     for n in mat.node_tree.nodes if n.bl_idname == "ShaderNodeTexImage"}
 disp = mat.node_tree.nodes["NCA displacement"]
-RESULT["displacement"] = [disp.inputs["Midlevel"].default_value, disp.inputs["Scale"].default_value]
+RESULT["displacement"] = [disp.inputs["Midlevel"].default_value, disp.inputs["Scale"].default_value, disp.space,
+                          mat.displacement_method]
 mix = mat.node_tree.nodes["NCA AO multiply"]
 RESULT["mix"] = [mix.data_type, mix.blend_type]
 RESULT["mesh_unchanged"] = before["state"]["Ball"]["data"] == obj.data.name
@@ -100,8 +105,9 @@ def test_texture_uv_sphere(tmp_path: Path, tiny_models):
     for name, image in images.items():
         assert image["size"] == [MAP_SIZE, MAP_SIZE] and image["packed"] and image["source"] == "FILE", name
         assert image["colorspace"] == ("sRGB" if name == "NCA albedo" else "Non-Color"), name
-    midlevel, scale = result["displacement"]
+    midlevel, scale, space, method = result["displacement"]
     assert midlevel == 0.5 and abs(scale - 0.02 * 2.0) < 1e-4  # 2% of the sphere's 2-unit size
+    assert space == "WORLD" and method == "BUMP"  # without Displace the height is a bump
     assert result["mix"] == ["RGBA", "MULTIPLY"]
     assert result["mesh_unchanged"]  # it had a UV map: the mesh is kept as it is
     assert result["workdirs_left"] == []
@@ -191,3 +197,121 @@ def test_texture_without_uv_map_animated_files(tmp_path: Path, tiny_models):
     for name in result["file_list"]:
         with Image.open(tmp_path / "files" / "Rock_tiny_mesh" / name) as image:
             assert image.size == (MAP_SIZE, MAP_SIZE)
+
+
+RELIEF = r"""
+enable_addon()
+bpy.ops.object.select_all(action="SELECT")
+bpy.ops.object.delete()
+bpy.ops.mesh.primitive_ico_sphere_add(subdivisions=5, radius=1.0)
+obj = bpy.context.active_object
+obj.name = "Ball"
+bpy.ops.object.shade_smooth()
+settings = bpy.context.scene.nca3d_texture
+set_model(settings, ARGS["model"])
+settings.size = ARGS["size"]
+settings.displace = True
+RESULT["run"] = call(bpy.ops.nca3d.texture_mesh)
+RESULT["status"] = status()
+mat = obj.active_material
+RESULT["links"] = links_of(mat)
+RESULT["method"] = mat.displacement_method
+disp = mat.node_tree.nodes["NCA displacement"]
+RESULT["displacement"] = [disp.inputs["Midlevel"].default_value, disp.inputs["Scale"].default_value, disp.space]
+RESULT["images"] = sorted(n.name for n in mat.node_tree.nodes if n.bl_idname == "ShaderNodeTexImage")
+RESULT["dimensions"] = list(obj.dimensions)
+
+scene = bpy.context.scene
+# close up on the right limb: surface on the left of the frame, its silhouette, background on the right
+bpy.ops.object.camera_add(location=ARGS["camera"], rotation=(1.5708, 0, 0))
+scene.camera = bpy.context.active_object
+scene.camera.data.lens = ARGS["lens"]
+bpy.ops.object.light_add(type="SUN", rotation=ARGS["sun"])
+bpy.context.active_object.data.energy = 4.0
+scene.world = scene.world or bpy.data.worlds.new("World")
+scene.render.engine = "CYCLES"
+scene.cycles.device = "CPU"
+scene.cycles.samples = 8
+scene.cycles.seed = 0
+scene.cycles.use_denoising = False
+scene.render.film_transparent = True
+scene.render.threads_mode = "FIXED"
+scene.render.threads = 2
+scene.render.resolution_x = scene.render.resolution_y = ARGS["pixels"]
+scene.render.resolution_percentage = 100
+scene.render.image_settings.color_mode = "RGBA"
+
+
+def render(name):
+    scene.render.filepath = os.path.join(OUT, name)
+    bpy.ops.render.render(write_still=True)
+
+
+render("relief.png")
+tree = mat.node_tree
+for link in list(tree.links):  # no relief: the normal map and the displacement unplugged
+    if link.to_socket.identifier in ("Normal", "Displacement"):
+        tree.links.remove(link)
+RESULT["links_flat"] = links_of(mat)
+render("flat.png")
+settings.use_height = False
+bpy.context.view_layer.objects.active = obj
+RESULT["without_height"] = call(bpy.ops.nca3d.texture_mesh)
+"""
+
+
+def _bundled_pbr_model() -> str:
+    """The bundled PBR mesh model's file (NCA3D_TEST_PBR_MODEL: another name or .nca3d path, for
+    developing against a model not bundled yet)."""
+    from nca3d.models import resolve_model
+
+    return str(resolve_model(os.environ.get("NCA3D_TEST_PBR_MODEL", BUNDLED_PBR_MODEL)).resolve())
+
+
+def _high_frequency(image: np.ndarray, mask: np.ndarray) -> float:
+    """Mean squared 4-neighbour Laplacian of the luminance inside `mask`."""
+    luminance = image[..., :3] @ np.array([0.2126, 0.7152, 0.0722])
+    laplacian = 4 * luminance[1:-1, 1:-1] - luminance[:-2, 1:-1] - luminance[2:, 1:-1] \
+        - luminance[1:-1, :-2] - luminance[1:-1, 2:]
+    return float((laplacian[mask[1:-1, 1:-1]] ** 2).mean())
+
+
+def test_bundled_pbr_model_wires_every_map_and_displaces_in_cycles(tmp_path: Path):
+    """A bundled PBR mesh model with Displace on: every map is wired, the displacement node's scale
+    is the strength the backend's --displace chose, Cycles moves the surface (the silhouette
+    changes), and the render shows clearly more fine relief than with the normal map and the
+    displacement unplugged."""
+    view = {"camera": (0.7, -3.2, 0.0), "lens": 150, "sun": (1.2, 0.0, 0.9)}  # light from the front right
+    result = run_blender(RELIEF, tmp_path, model=_bundled_pbr_model(), size=256, pixels=64, timeout=600, **view)
+    assert result["run"] == [["FINISHED"], None], result
+    message = result["status"]["last_message"]
+    assert "displacement" in message, message
+    links = {tuple(link) for link in result["links"]}
+    tex, bsdf, out = "ShaderNodeTexImage", "ShaderNodeBsdfPrincipled", "ShaderNodeOutputMaterial"
+    for want in [
+        (tex, "Color", bsdf, "Base Color"),
+        (tex, "Color", bsdf, "Roughness"),
+        (tex, "Color", "ShaderNodeNormalMap", "Color"),
+        ("ShaderNodeNormalMap", "Normal", bsdf, "Normal"),
+        (tex, "Color", "ShaderNodeDisplacement", "Height"),
+        ("ShaderNodeDisplacement", "Displacement", out, "Displacement"),
+    ]:
+        assert want in links, want
+    assert result["images"] == ["NCA albedo", "NCA height", "NCA normal", "NCA roughness"]  # AO: not used
+    assert result["method"] == "DISPLACEMENT"
+    assert not [link for link in result["links_flat"] if link[3] in ("Normal", "Displacement")]
+    assert result["without_height"][0] is None and "Displace needs the Height map" in result["without_height"][1]
+    midlevel, scale, space = result["displacement"]
+    # the backend's default strength for a smooth sphere: 2% of its bounding-box diagonal (no cap)
+    assert midlevel == 0.5 and space == "WORLD"
+    assert abs(scale - 0.02 * np.linalg.norm(result["dimensions"])) < 1e-3 * scale, (scale, result["dimensions"])
+    relief = np.asarray(Image.open(tmp_path / "relief.png"), float) / 255
+    flat = np.asarray(Image.open(tmp_path / "flat.png"), float) / 255
+    assert relief.shape == flat.shape == (64, 64, 4)
+    # true displacement moves the silhouette (a bump would leave the alpha exactly as it was)
+    assert np.abs(relief[..., 3] - flat[..., 3]).sum() > 0.5
+    inside = (relief[..., 3] > 0.999) & (flat[..., 3] > 0.999)
+    assert inside.mean() > 0.2
+    energy = {"relief": _high_frequency(relief, inside), "flat": _high_frequency(flat, inside)}
+    print(json.dumps(energy))
+    assert energy["relief"] > 2.0 * energy["flat"], energy
