@@ -65,6 +65,19 @@ def self_intersections(vertices: np.ndarray, faces: np.ndarray, pairs=None) -> i
     return int((ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (t >= 0) & (t <= 1)).sum())
 
 
+def test_self_intersection_check_on_two_triangles():
+    """One triangle through another counts; apart, touching at a shared vertex or sharing an edge does not."""
+    base = [[0, 0, 0], [2, 0, 0], [0, 2, 0]]
+    through = np.array(base + [[0.5, 0.5, -1], [0.6, 0.5, 1], [0.5, 0.6, 1]], float)
+    above = through + np.array([0, 0, 0, 2, 2, 2.0])[:, None] * [0, 0, 1]
+    shared_vertex = np.array(base + [[0, 0, 0], [1, 1, 1], [-1, 1, 1]], float)  # copies weld by position
+    faces = np.array([[0, 1, 2], [3, 4, 5]])
+    assert self_intersections(through, faces) > 0
+    assert self_intersections(above, faces) == 0
+    assert self_intersections(shared_vertex, faces) == 0
+    assert self_intersections(np.array(base + [[2, 2, 0.5]], float), np.array([[0, 1, 2], [1, 3, 2]])) == 0
+
+
 @pytest.fixture(scope="module")
 def demo():
     return {name: load_demo_or_mesh(name) for name in DEMO_MESHES}
