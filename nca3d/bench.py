@@ -224,11 +224,19 @@ def _run_volume(args, device):
 
 def _run_quality(args, device):
     from .progress import Progress
-    from .train.quality import bench_quality, print_quality
 
     exemplars = [key for key in (args.exemplars or "").split(",") if key]
-    results = bench_quality(args.data, exemplars, args.out, domain=args.domain, minutes=args.minutes,
-                            models=args.models, device=device, progress=Progress("none" if args.json else "bar"))
+    progress = Progress("none" if args.json else "bar")
+    if args.pbr:
+        from .train.quality_pbr import bench_pbr_quality, print_pbr_quality
+
+        results = bench_pbr_quality(args.data or "../shared/data/pbr", exemplars, args.out, domain=args.domain,
+                                    minutes=args.minutes, models=args.models, device=device, progress=progress)
+        return results, print_pbr_quality
+    from .train.quality import bench_quality, print_quality
+
+    results = bench_quality(args.data or "../shared/data/textures", exemplars, args.out, domain=args.domain,
+                            minutes=args.minutes, models=args.models, device=device, progress=progress)
     return results, print_quality
 
 
@@ -256,11 +264,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quick", action="store_true", help="fewer repeats and points (smoke test)")
     quality = parser.add_argument_group("quality")
-    quality.add_argument("--data", default="../shared/data/textures", help="folder of exemplar images")
+    quality.add_argument("--data", help="folder of exemplar images (default ../shared/data/textures), or with "
+                                        "--pbr of material folders (default ../shared/data/pbr)")
+    quality.add_argument("--pbr", action="store_true",
+                         help="score PBR models per map and lit (shaded like the preview) against material folders")
     quality.add_argument("--exemplars", help="comma-separated name fragments (default: all)")
     quality.add_argument("--domain", default="2d", choices=["2d", "mesh", "volume"])
     quality.add_argument("--minutes", type=float, default=30.0, help="training budget per exemplar")
-    quality.add_argument("--models", help="folder of trained NAME_DOMAIN.nca3d models to evaluate instead")
+    quality.add_argument("--models", help="folder of trained NAME_DOMAIN.nca3d models to evaluate instead (with "
+                                          "--pbr also any model whose header names the material folder)")
     quality.add_argument("--out", default="nca3d_out/quality", help="where panels and figures go")
     texture = parser.add_argument_group("texture")
     texture.add_argument("--mesh", default="../shared/data/meshes/bunny_cgal.off",

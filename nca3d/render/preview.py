@@ -114,6 +114,39 @@ def _shade(normal, view, albedo, roughness, ao, lights, world_up) -> np.ndarray:
     return colour + albedo * ambient * ao
 
 
+def shade_flat(albedo: np.ndarray, normal: np.ndarray | None = None, roughness: np.ndarray | None = None,
+               ao: np.ndarray | None = None) -> np.ndarray:
+    """A flat tangent-space map set lit as the preview lights a surface facing the camera: (H, W, 3) sRGB.
+
+    The map lies in the image plane (x right, y up: OpenGL +Y, z towards the viewer), seen straight
+    on; KEY_LIGHT (from the upper left, 27 degrees above the surface) and FILL_LIGHT are in that
+    frame, and the sky is up the image. albedo (H, W, 3) sRGB in [0, 1]; normal (H, W, 3) encoded
+    0.5 + n / 2 (None: flat); roughness and ao (H, W) or (H, W, 1) (None: DEFAULT_ROUGHNESS and 1).
+    All maps have the albedo's size.
+    """
+    albedo = np.clip(_map(albedo, "albedo", 3), 0.0, 1.0)
+    height, width = albedo.shape[:2]
+    count = height * width
+
+    def flat(array, name: str, channels: int, default: float) -> np.ndarray:
+        if array is None:
+            return np.full((count, channels), default, np.float32)
+        array = _map(array, name, channels)
+        if array.shape[:2] != (height, width):
+            raise ValueError(f"{name} is {array.shape[1]}x{array.shape[0]} but the albedo is {width}x{height}")
+        return array.reshape(count, channels)
+
+    normal = _normalise(flat(normal, "normal", 3, 0.5) * 2.0 - 1.0) if normal is not None \
+        else np.broadcast_to(np.float32([0.0, 0.0, 1.0]), (count, 3))
+    rough = np.clip(flat(roughness, "roughness", 1, DEFAULT_ROUGHNESS), MIN_ROUGHNESS, 1.0)
+    occlusion = np.clip(flat(ao, "ao", 1, 1.0), 0.0, 1.0)
+    right, up, back = (np.eye(3, dtype=np.float32)[i] for i in range(3))
+    lights = [_light(spec, right, up, back) for spec in (KEY_LIGHT, FILL_LIGHT)]
+    view = np.broadcast_to(back, (count, 3))
+    radiance = _shade(normal, view, srgb_to_linear(albedo).reshape(count, 3), rough, occlusion, lights, up)
+    return linear_to_srgb(np.clip(radiance, 0.0, 1.0)).reshape(height, width, 3)
+
+
 def render_pbr_preview(mesh: SurfaceMesh, albedo: np.ndarray, normal_object: np.ndarray | None = None,
                        roughness: np.ndarray | None = None, ao: np.ndarray | None = None, size: int = 512,
                        background=(0.18, 0.18, 0.2)) -> np.ndarray:

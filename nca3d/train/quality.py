@@ -54,9 +54,10 @@ class TextureStatistics:
         stats = self.model(image[:, None].double()).reshape(3, -1).float()
         return torch.nan_to_num(stats)  # a flat image has undefined higher moments: count them as 0
 
-    def distance(self, a: torch.Tensor, b: torch.Tensor) -> float:
-        """Relative L2 distance of the statistics of a to those of b, averaged over channels."""
-        sa, sb = self(a), self(b)
+    def distance(self, a: torch.Tensor, b: torch.Tensor | None = None, b_stats: torch.Tensor | None = None) -> float:
+        """Relative L2 distance of the statistics of a to those of b (or to b's statistics
+        `b_stats`, computed once for many comparisons), averaged over channels."""
+        sa, sb = self(a), (self(b) if b_stats is None else b_stats)
         return float(((sa - sb).norm(dim=1) / sb.norm(dim=1).clamp_min(1e-8)).mean())
 
 
@@ -66,8 +67,9 @@ def _blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
     kernel = torch.exp(-x ** 2 / (2 * sigma ** 2))
     kernel = kernel / kernel.sum()
     padded = F.pad(image[None], (radius,) * 4, mode="reflect")
-    out = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
-    return F.conv2d(out, kernel.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)[0]
+    channels = image.shape[0]
+    out = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+    return F.conv2d(out, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)[0]
 
 
 def _same(a: torch.Tensor, b: torch.Tensor, tolerance: float = 1 / 255) -> bool:
@@ -92,6 +94,19 @@ def reference_scores(exemplar: torch.Tensor, stats: TextureStatistics, zoom: flo
     period instead: quarters of the tile (quarter-extent crops of the exemplar), compared with
     the model's quarter-extent crops. `scale` is the model crop scale to score (2: half extent,
     4: quarter extent); `tiled` says which case applied."""
+    crops = reference_crops(exemplar, zoom)
+    reference, others = crops["reference"], crops["others"]
+    ceiling = float(np.mean([stats.distance(c, reference) for c in others]))
+    floor = float(np.mean([stats.distance(_blur(_resize(c, stats.size), sigma=stats.size / 32), reference)
+                           for c in others]))
+    return {"reference": reference, "ceiling": ceiling, "floor": floor, "tiled": crops["tiled"],
+            "scale": crops["scale"], "region": crops["region"]}
+
+
+def reference_crops(exemplar: torch.Tensor, zoom: float = 1.0) -> dict:
+    """The crops reference_scores measures, of (K, H, W) with any K: the region, the reference
+    quarter, the other quarters (those not repeating it), whether it is tiled and the model crop
+    scale to score."""
     _, h, w = exemplar.shape
     tiled = is_tiled(exemplar)
     if tiled:
@@ -102,11 +117,27 @@ def reference_scores(exemplar: torch.Tensor, stats: TextureStatistics, zoom: flo
     reference = exemplar[:, : h // 2, : w // 2]
     candidates = (exemplar[:, h - h // 2:, w - w // 2:], exemplar[:, : h // 2, w - w // 2:], exemplar[:, h - h // 2:, : w // 2])
     others = [c for c in candidates if not _same(c, reference)] or list(candidates)
-    ceiling = float(np.mean([stats.distance(c, reference) for c in others]))
-    floor = float(np.mean([stats.distance(_blur(_resize(c, stats.size), sigma=stats.size / 32), reference)
-                           for c in others]))
-    return {"reference": reference, "ceiling": ceiling, "floor": floor, "tiled": tiled,
-            "scale": 4 if tiled else 2, "region": exemplar}
+    return {"reference": reference, "others": others, "tiled": tiled, "scale": 4 if tiled else 2, "region": exemplar}
+
+
+@torch.no_grad()
+def grow(model, size: int, scale: int, seed: int = 0, batch: int = 4):
+    """Grow `batch` textures from the seed; after each of STEPS yield (steps, state, crops, scored):
+    the task's crops (each (batch, K, size, size); crops[0] the full views) rendered at `size`
+    px, and the crops of 1/scale extent, all channels, as a list of (K, size, size)."""
+    config = model.provenance.get("config") or {}
+    domain = model.config.domain
+    grid = config.get("grid") or (model.config.icosphere_frequency if domain == "mesh" else model.config.grid_size[0])
+    task = make_task(domain, grid, model.config.harmonics, size, config.get("ray_samples", 48), model.device)
+    generator = make_generator(seed, model.device)
+    state = model.seed(task.lattice, batch)
+    first = sum(crop_count(s) for s in task.scales if s < scale)  # index of the first crop of that scale
+    done = 0
+    for steps in STEPS:
+        state = model.rollout(state, task.lattice, steps - done, generator)
+        done = steps
+        crops = task.render(model, state, make_generator(seed + steps, model.device))
+        yield steps, state, crops, [c[i] for c in crops[first:first + scale] for i in range(batch)]
 
 
 @torch.no_grad()
@@ -117,20 +148,11 @@ def evaluate_model(model, exemplar: torch.Tensor, stats: TextureStatistics, out_
     sample's score varies by about 0.15 on lava flow) and write the panel (the first texture's
     full view)."""
     config = model.provenance.get("config") or {}
-    domain = model.config.domain
-    grid = config.get("grid") or (model.config.icosphere_frequency if domain == "mesh" else model.config.grid_size[0])
-    task = make_task(domain, grid, model.config.harmonics, stats.size, config.get("ray_samples", 48), model.device)
     scores = reference_scores(exemplar, stats, zoom=config.get("zoom", 1.0))
-    generator = make_generator(seed, model.device)
-    state = model.seed(task.lattice, batch)
-    first = sum(crop_count(s) for s in task.scales if s < scores["scale"])  # index of the first crop of that scale
     panels = [_resize(scores["region"], stats.size)]
-    done, results = 0, {}
-    for steps in STEPS:
-        state = model.rollout(state, task.lattice, steps - done, generator)
-        done = steps
-        crops = task.render(model, state, make_generator(seed + steps, model.device))
-        full, scored = crops[0][0, :3], [c[i, :3] for c in crops[first:first + scores["scale"]] for i in range(batch)]
+    results = {}
+    for steps, state, crops, scored in grow(model, stats.size, scores["scale"], seed, batch):
+        full, scored = crops[0][0, :3], [c[:3] for c in scored]
         if model.provenance.get("grey"):
             full, *scored = (c.mean(0, keepdim=True).expand(3, -1, -1) for c in [full, *scored])
         distance = float(np.mean([stats.distance(c.clamp(0, 1), scores["reference"]) for c in scored]))
@@ -150,6 +172,8 @@ def bench_quality(data: str, exemplars: list[str], out: str, domain: str = "2d",
     progress = progress or Progress("bar")
     stats = TextureStatistics()
     out_dir = Path(out)
+    if not Path(data).is_dir():
+        raise NCA3DError(f"data folder '{data}' not found; pass --data, a folder of exemplar images")
     out_dir.mkdir(parents=True, exist_ok=True)
     files = sorted(p for p in Path(data).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     chosen = [p for p in files if not exemplars or any(key in p.stem for key in exemplars)]
