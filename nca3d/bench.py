@@ -240,6 +240,13 @@ def _run_quality(args, device):
     return results, print_quality
 
 
+def _run_derive(args, device):
+    from .train.quality_pbr import bench_derive, print_derive
+
+    exemplars = [key for key in (args.exemplars or "").split(",") if key]
+    return bench_derive(args.data or "../shared/data/pbr", exemplars), print_derive
+
+
 def _run_train(args, device):
     from .train.bench import bench_train, print_bench_train
 
@@ -254,7 +261,7 @@ def _run_texture(args, device):
 
 
 BENCHES = {"core": _run_core, "volume": _run_volume, "quality": _run_quality, "train": _run_train,
-           "texture": _run_texture, "raycast": _run_raycast}
+           "texture": _run_texture, "raycast": _run_raycast, "derive": _run_derive}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -62,3 +62,20 @@ def test_train_bench_reports_time_and_whole_run_memory(capsys):
     print_bench_train({"device": "cuda", "threads": 1, "matmul_gflops": 1.0, "domains": [on_gpu], "decoder_memory": memory})
     printed = capsys.readouterr().out
     assert "GPU MiB" in printed and "   3072  " in printed
+
+
+def test_derive_bench_measures_derived_maps_against_a_real_set(tmp_path, capsys):
+    """A set whose normal is exactly its height's: the integrated height correlates ~1 with it
+    and the normal rebuilt from that height is within a degree of the real one."""
+    from tests.io.test_material import make_material
+
+    make_material(tmp_path / "sets" / "01_bumps", {"albedo": "bumps_albedo.png", "normal": "bumps_normal.png",
+                                                   "height": "bumps_height.png"}, size=64)
+    make_material(tmp_path / "sets" / "02_flat", {"albedo": "flat_albedo.png", "normal": "flat_normal.png"}, size=64)
+    assert main(["derive", "--data", str(tmp_path / "sets"), "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert sorted(results) == ["01_bumps", "02_flat"]
+    bumps = results["01_bumps"]
+    assert bumps["normal_height_corr"] > 0.95 and bumps["normal_roundtrip_angle_deg"] < 2.0
+    assert "normal_height_corr" not in results["02_flat"] and results["02_flat"]["albedo_normal_angle_deg"] >= 0
+    assert main(["derive", "--data", str(tmp_path / "sets" / "01_bumps" / "x")]) == 2

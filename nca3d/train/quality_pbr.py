@@ -317,3 +317,35 @@ def print_pbr_quality(results: dict) -> None:
         if row.get("tiled_exemplar"):
             print(f"note: {row['set']} is a 2x2 tiling of one image: it is scored within one period "
                   f"(quarter-extent crops).")
+
+
+def bench_derive(data: str, sets: list[str]) -> dict:
+    """--derive-pbr against real sets: for each material folder, nca3d.ops.pbr.derivation_figures
+    of its maps (those with a normal map), and the derivations' seconds."""
+    from ..ops.pbr import derivation_figures
+
+    results = {}
+    for folder in material_folders(data):
+        if sets and not any(key in folder.name for key in sets):
+            continue
+        maps, _ = read_material(folder)
+        if "normal" not in maps:
+            continue
+        start = time.perf_counter()
+        figures = derivation_figures({kind: m.permute(1, 2, 0).numpy() for kind, m in maps.items()})
+        results[folder.name] = {**figures, "size": int(maps["albedo"].shape[-1]),
+                                "seconds": round(time.perf_counter() - start, 3)}
+    if not results:
+        raise NCA3DError(f"no material folder with a normal map in '{data}'; point --data at material folders")
+    return results
+
+
+def print_derive(results: dict) -> None:
+    columns = [("normal_height_corr", "corr(h from normal, h)"), ("albedo_height_corr", "corr(h from albedo, h)"),
+               ("albedo_normal_angle_deg", "angle(n from albedo, n)"), ("flat_normal_angle_deg", "angle(flat, n)"),
+               ("albedo_slope_corr", "slope corr (albedo)"), ("normal_roundtrip_angle_deg", "angle(n of ∫n, n)")]
+    print("set".ljust(28) + "".join(title.rjust(26) for _, title in columns))
+    for name, figures in results.items():
+        cells = [f"{figures[key]:.3f}" if key in figures else "-" for key, _ in columns]
+        print(name.ljust(28) + "".join(cell.rjust(26) for cell in cells))
+    print("angles in degrees; corr: Pearson correlation; h: height, n: the normal map")
