@@ -472,7 +472,8 @@ def _export(mesh, maps: MapSet, written: dict[str, Path], folder: Path, config: 
     from .render.preview import render_pbr_preview
 
     material = {kind: path for kind, path in written.items() if kind in ("albedo", "normal", "orm")}
-    obj_maps = {k: v for k, v in written.items() if k not in ("orm", "normal_object")}
+    # the .mtl has no slot for the height (nor the ORM or object-space normals): a --exr height is no PNG
+    obj_maps = {k: v for k, v in written.items() if k not in ("orm", "normal_object", "height")}
     write_glb(folder / f"{config.name}.glb", mesh, material)
     write_obj(folder / f"{config.name}.obj", mesh, obj_maps)
     record = {}
@@ -500,7 +501,7 @@ def _displaced_mesh(mesh, maps: MapSet, config: TextureConfig):
     from .ops.displace import DEFAULT_FRACTION, MIDLEVEL, SAFE_FRACTION, default_strength, displace, flipped_faces
 
     height = maps.arrays["height"]
-    height = height.astype(np.float64) / 65535.0 if height.dtype == np.uint16 else height.astype(np.float64)
+    height = height / 65535.0 if height.dtype == np.uint16 else np.clip(np.nan_to_num(height), 0.0, 1.0)  # as a PNG
     bounds = default_strength(mesh.vertices, mesh.faces, vertex_normals(mesh.vertices, mesh.faces))
     if config.displace_strength > 0:
         rule = "given"

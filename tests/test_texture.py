@@ -222,6 +222,24 @@ def test_displace_moves_vertices_along_normals_by_the_height_at_their_uv(displac
     assert np.allclose(np.sort(np.asarray(obj.vertices), axis=0), np.sort(after, axis=0), atol=1e-5)
 
 
+def test_exr_height_and_animated_displacement(tmp_path, pbr_mesh_model):
+    """--exr: the height is a float EXR (the OBJ's material needs PNGs and has no height slot);
+    --frames: the displaced mesh follows the first frame's height; a strength implies --displace."""
+    from nca3d.io.exr import read_exr
+
+    out = tmp_path / "out"
+    files = texture_mesh(TextureConfig(mesh=str(island_sphere(tmp_path / "ball.obj")), model=str(pbr_mesh_model),
+                                       out=str(out), size=32, cells=300, steps=2, frames=2, every=2, exr=True,
+                                       preview_size=0, device="cpu", displace_strength=0.05), Progress("none"))
+    names = {p.split("/")[-1] for p in files}
+    assert {"ball_height.0001.exr", "ball_height.0002.exr", "ball_displaced.glb", "ball_displaced.obj"} <= names
+    record = json.loads((out / "ball.json").read_text())
+    assert record["config"]["displace"] and record["displacement"]["strength"] == 0.05
+    assert record["displacement"]["rule"] == "given"
+    height = read_exr(out / "ball_height.0001.exr")
+    assert height.dtype == np.float32 and height.std() > 0
+
+
 def test_texture_json_progress_and_volume_model_solid_texture(tmp_path, capsys):
     box = trimesh.creation.box(extents=(1.0, 0.5, 0.3))  # no UVs: it is unwrapped
     box.export(tmp_path / "box.ply")
