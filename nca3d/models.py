@@ -62,6 +62,9 @@ def model_entry(name: str, path: Path) -> dict:
     entry.update(domain=header.get("domain"), outputs=(header.get("config") or {}).get("outputs"),
                  channels=[o.get("name") for o in header.get("outputs") or []])
     entry.update({key: provenance.get(key) for key in PROVENANCE_KEYS})
+    material = (provenance.get("config") or {}).get("material")
+    if material and entry["exemplar"]:  # a material folder's albedo: name the folder
+        entry["exemplar"] = f"{Path(material).name}/{entry['exemplar']}"
     preview = preview_path(path)
     entry["preview"] = str(preview) if preview else None
     return entry
