@@ -227,7 +227,7 @@ bpy.ops.object.camera_add(location=ARGS["camera"], rotation=(1.5708, 0, 0))
 scene.camera = bpy.context.active_object
 scene.camera.data.lens = ARGS["lens"]
 bpy.ops.object.light_add(type="SUN", rotation=ARGS["sun"])
-bpy.context.active_object.data.energy = 4.0
+bpy.context.active_object.data.energy = 10.0
 scene.world = scene.world or bpy.data.worlds.new("World")
 scene.render.engine = "CYCLES"
 scene.cycles.device = "CPU"
@@ -281,7 +281,7 @@ def test_bundled_pbr_model_wires_every_map_and_displaces_in_cycles(tmp_path: Pat
     is the strength the backend's --displace chose, Cycles moves the surface (the silhouette
     changes), and the render shows clearly more fine relief than with the normal map and the
     displacement unplugged."""
-    view = {"camera": (0.7, -3.2, 0.0), "lens": 150, "sun": (1.2, 0.0, 0.9)}  # light from the front right
+    view = {"camera": (0.7, -3.2, 0.0), "lens": 150, "sun": (1.45, 0.0, 1.5)}  # light from the right, grazing
     result = run_blender(RELIEF, tmp_path, model=_bundled_pbr_model(), size=256, pixels=64, timeout=600, **view)
     assert result["run"] == [["FINISHED"], None], result
     message = result["status"]["last_message"]
