@@ -56,15 +56,19 @@ def pbr_mesh_model(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def baked(tmp_path_factory, pbr_mesh_model):
+def bake_ball(tmp_path_factory, model, **options):
+    """Texture a 'ball' island sphere with `model` at 256 px: (mesh path, out folder, files)."""
     folder = tmp_path_factory.mktemp("bake")
     mesh_path = island_sphere(folder / "ball.obj")
     out = folder / "out"
-    config = TextureConfig(mesh=str(mesh_path), model=str(pbr_mesh_model), out=str(out), size=256, cells=600,
-                           steps=8, object_normals=True, preview_size=96, device="cpu")
-    files = texture_mesh(config, Progress("none"))
-    return mesh_path, out, files
+    config = TextureConfig(mesh=str(mesh_path), model=str(model), out=str(out), size=256, cells=600,
+                           steps=8, device="cpu", **options)
+    return mesh_path, out, texture_mesh(config, Progress("none"))
+
+
+@pytest.fixture(scope="module")
+def baked(tmp_path_factory, pbr_mesh_model):
+    return bake_ball(tmp_path_factory, pbr_mesh_model, object_normals=True, preview_size=96)
 
 
 def _bilinear(image, uv):
@@ -171,13 +175,7 @@ def test_albedo_is_continuous_across_uv_seams(baked):
 
 @pytest.fixture(scope="module")
 def displaced(tmp_path_factory, pbr_mesh_model):
-    folder = tmp_path_factory.mktemp("displace")
-    mesh_path = island_sphere(folder / "ball.obj")
-    out = folder / "out"
-    config = TextureConfig(mesh=str(mesh_path), model=str(pbr_mesh_model), out=str(out), size=256, cells=600,
-                           steps=8, preview_size=0, device="cpu", displace=True)
-    files = texture_mesh(config, Progress("none"))
-    return out, files
+    return bake_ball(tmp_path_factory, pbr_mesh_model, preview_size=0, displace=True)[1:]
 
 
 def test_displace_moves_vertices_along_normals_by_the_height_at_their_uv(displaced):
