@@ -144,6 +144,23 @@ class UVRasteriser:
         return (self.distance != EMPTY).reshape(self.size, self.size)
 
 
+def sample_bilinear(texture: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Bilinear samples (N, ...) of a map (H, W) or (H, W, C) at uv (N, 2): OpenGL v up (v = 1 is
+    row 0), texel centres at (i + 0.5) / size, wrapping around (as glTF and Blender samplers repeat)."""
+    height, width = texture.shape[:2]
+    x = uv[:, 0] * width - 0.5
+    y = (1.0 - uv[:, 1]) * height - 0.5
+    x0, y0 = np.floor(x), np.floor(y)
+    weight = texture.dtype if texture.dtype.kind == "f" else np.float32
+    shape = (-1,) + (1,) * (texture.ndim - 2)  # one weight per sample, over any channels
+    fx, fy = (x - x0).astype(weight).reshape(shape), (y - y0).astype(weight).reshape(shape)
+    x0, y0 = x0.astype(np.int64) % width, y0.astype(np.int64) % height
+    x1, y1 = (x0 + 1) % width, (y0 + 1) % height
+    top = texture[y0, x0] * (1 - fx) + texture[y0, x1] * fx
+    bottom = texture[y1, x0] * (1 - fx) + texture[y1, x1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Area-weighted unit vertex normals (V, 3) float64 of a mesh (vertices (V, 3), faces (F, 3)).
 

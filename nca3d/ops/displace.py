@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..io.mesh import SurfaceMesh
+from .bake import sample_bilinear
 
 MIDLEVEL = 0.5
 DEFAULT_FRACTION = 0.02  # of the bounding-box diagonal
@@ -30,22 +31,6 @@ def position_groups(vertices: np.ndarray) -> np.ndarray:
     quantum = max(float(np.ptp(vertices, axis=0).max()), 1e-300) * 1e-9
     _, groups = np.unique(np.round(vertices / quantum), axis=0, return_inverse=True)
     return groups.reshape(-1)
-
-
-def sample_bilinear(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
-    """Sample a (H, W) map at uv (N, 2), OpenGL v up, texel centres at (i + 0.5) / size, wrapping
-    (the glTF sampler and Blender's image textures repeat)."""
-    height, width = image.shape[:2]
-    x = np.asarray(uv[:, 0], dtype=np.float64) * width - 0.5
-    y = (1.0 - np.asarray(uv[:, 1], dtype=np.float64)) * height - 0.5
-    x0, y0 = np.floor(x), np.floor(y)
-    fx, fy = x - x0, y - y0
-    x0, y0 = x0.astype(np.int64), y0.astype(np.int64)
-    x1, y1 = (x0 + 1) % width, (y0 + 1) % height
-    x0, y0 = x0 % width, y0 % height
-    image = np.asarray(image, dtype=np.float64)
-    return ((1 - fx) * (1 - fy) * image[y0, x0] + fx * (1 - fy) * image[y0, x1]
-            + (1 - fx) * fy * image[y1, x0] + fx * fy * image[y1, x1])
 
 
 def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -106,7 +91,7 @@ def displace(mesh: SurfaceMesh, height: np.ndarray, strength: float, midlevel: f
     (same faces and UVs) and the per-vertex offsets (V,) in mesh units."""
     if mesh.uv is None:
         raise ValueError("displacement needs a mesh with UVs")
-    return displace_by(mesh, sample_bilinear(height, mesh.uv), strength, midlevel)
+    return displace_by(mesh, sample_bilinear(np.asarray(height, dtype=np.float64), mesh.uv), strength, midlevel)
 
 
 def displace_by(mesh: SurfaceMesh, heights: np.ndarray, strength: float, midlevel: float = MIDLEVEL

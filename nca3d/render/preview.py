@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from ..errors import NCA3DError
-from ..ops.bake import vertex_normals
+from ..ops.bake import sample_bilinear, vertex_normals
 from ..io.mesh import SurfaceMesh
 from .raycast import RayCaster, pinhole_rays
 
@@ -40,20 +40,6 @@ def linear_to_srgb(values: np.ndarray) -> np.ndarray:
     """The sRGB encoding of linear values, clipped to [0, 1]."""
     values = np.clip(values, 0.0, 1.0)
     return np.where(values <= 0.0031308, values * 12.92, 1.055 * values ** (1 / 2.4) - 0.055).astype(np.float32)
-
-
-def sample_bilinear(texture: np.ndarray, uv: np.ndarray) -> np.ndarray:
-    """Bilinear samples (N, C) of texture (H, W, C) at uv (N, 2) (v = 1 is row 0), wrapping around."""
-    height, width = texture.shape[:2]
-    x = uv[:, 0] * width - 0.5
-    y = (1.0 - uv[:, 1]) * height - 0.5
-    x0, y0 = np.floor(x), np.floor(y)
-    fx, fy = (x - x0)[:, None].astype(np.float32), (y - y0)[:, None].astype(np.float32)
-    x0, y0 = x0.astype(np.int64) % width, y0.astype(np.int64) % height
-    x1, y1 = (x0 + 1) % width, (y0 + 1) % height
-    top = texture[y0, x0] * (1 - fx) + texture[y0, x1] * fx
-    bottom = texture[y1, x0] * (1 - fx) + texture[y1, x1] * fx
-    return top * (1 - fy) + bottom * fy
 
 
 def _map(array, name: str, channels: int) -> np.ndarray:
