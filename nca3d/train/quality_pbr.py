@@ -25,13 +25,13 @@ import torch
 
 from ..errors import NCA3DError
 from ..io.images import write_png
-from ..io.material import MAP_SUFFIXES, find_material_maps, map_kind, read_map
+from ..io.material import MAP_SUFFIXES, find_material_maps, map_kind
 from ..io.model_file import load_model, read_header
 from ..ops.pbr import normal_height_agreement
 from ..progress import Progress
 from ..render.preview import shade_flat
 from .quality import STATS_SIZE, STEPS, TextureStatistics, _blur, _resize, grow, reference_crops
-from .trainer import TrainConfig, Trainer, _square
+from .trainer import TrainConfig, Trainer, load_exemplar_stack, map_widths
 
 MAP_KINDS = ("albedo", "normal", "height", "roughness", "ao")  # scored maps, in panel row order
 HEADLINE_STEPS = 1024
@@ -59,24 +59,10 @@ def material_folders(data: str) -> list[Path]:
 
 
 def read_material(folder: str | Path) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """A material folder's maps {kind: (C, S, S)} in [0, 1], centre-cropped square as training
-    crops them, and notes on conversions (DirectX normals, gloss)."""
-    found = find_material_maps(folder)
-    paths = {"albedo": found.albedo, **found.maps}
-    arrays, notes = {}, list(found.notes)
-    for kind in MAP_KINDS:
-        if kind in paths:
-            arrays[kind], note = read_map(paths[kind], kind)
-            notes += [note] if note else []
-    size = arrays["albedo"].shape[:2]
-    for kind, pixels in arrays.items():
-        if pixels.shape[:2] != size:
-            raise NCA3DError(f"{kind} map '{paths[kind]}' is {pixels.shape[1]}x{pixels.shape[0]} px but the albedo "
-                             f"is {size[1]}x{size[0]}; a material's maps must have one size")
-    maps = {kind: torch.from_numpy(np.ascontiguousarray(_square(pixels))).permute(2, 0, 1).float()
-            for kind, pixels in arrays.items()}
-    return maps, notes
-
+    """A material folder's maps {kind: (C, S, S)} in [0, 1], read and centre-cropped square as
+    training reads them (trainer.load_exemplar_stack), and notes on conversions (DirectX normals, gloss)."""
+    stack, kinds, _, _, notes = load_exemplar_stack(TrainConfig(exemplar=str(folder), out=""))
+    return dict(zip(kinds, stack.split(map_widths(kinds)))), notes
 
 def find_set_model(models: str | Path, set_name: str, domain: str) -> Path | None:
     """The model of a material set in a --models folder: SET_DOMAIN.nca3d, else the one model of

@@ -151,7 +151,8 @@ def load_exemplar_stack(config: TrainConfig) -> tuple[torch.Tensor, list[str], b
     conversions (DirectX normals, gloss) and derivations."""
     albedo, grey = read_exemplar(config.exemplar)
     digest = hashlib.sha256(Path(config.exemplar).read_bytes())
-    maps, notes = {"albedo": _square(albedo)}, []
+    maps = {"albedo": _square(albedo)}
+    notes = list(find_material_maps(config.material).notes) if config.material else []  # e.g. GL used, DX ignored
     for name in PBR_MAPS:
         if name not in config.maps:
             continue
@@ -171,11 +172,16 @@ def load_exemplar_stack(config: TrainConfig) -> tuple[torch.Tensor, list[str], b
     return torch.from_numpy(np.ascontiguousarray(stack)).float(), kinds, grey, digest.hexdigest(), notes
 
 
+def map_widths(kinds: list[str]) -> list[int]:
+    """Channels of each map kind in a stack: 3 for albedo and normal, 1 for the others."""
+    return [3 if kind in ("albedo", "normal") else 1 for kind in kinds]
+
+
 def loss_views(kinds: list[str]) -> list[slice]:
     """The exemplar channels the texture loss compares as one image each: the albedo, the normal,
     and the one-channel maps, three consecutive ones (height, roughness, AO) packed into one
     pseudo-colour view, for half the feature extractions of one view per map."""
-    widths = [3 if kind in ("albedo", "normal") else 1 for kind in kinds]
+    widths = map_widths(kinds)
     starts = np.cumsum([0] + widths)
     views, run = [], []  # run: starts of consecutive one-channel maps not yet packed
     for start, width in zip(starts, widths):

@@ -366,3 +366,14 @@ def test_derive_pbr_turns_one_photo_into_a_full_pbr_model(tmp_path, capsys):
     trainer.config.normal_height_weight = 0.0
     without = trainer._losses(state, torch.Generator().manual_seed(0))[1]
     assert float(with_term.detach()) > float(without.detach())
+
+
+def test_a_folder_with_opengl_and_directx_normals_says_which_one_training_uses(tmp_path):
+    from nca3d.train.trainer import load_exemplar_stack
+    from tests.io.test_material import make_material
+
+    folder = make_material(tmp_path / "Rock", {"albedo": "Rock_Color.png", "normal": "Rock_NormalGL.png"}, size=48)
+    make_material(folder, {"normal": "Rock_NormalDX.png"}, size=48, directx=True)
+    _, kinds, _, _, notes = load_exemplar_stack(tiny_config(tmp_path, exemplar=str(folder)))
+    assert kinds == ["albedo", "normal"]
+    assert "normal: Rock_NormalGL.png (OpenGL) used, Rock_NormalDX.png (DirectX) ignored" in notes
