@@ -274,23 +274,42 @@ def overflow_loss(state: torch.Tensor) -> torch.Tensor:
     return (state - state.clamp(-1, 1)).abs().mean()
 
 
-def normal_height_misfit(normal: torch.Tensor, height: torch.Tensor) -> torch.Tensor:
-    """How far encoded normals (B, 3, H, W) are from the normals a height (B, 1, H, W) implies: the
-    mean 1 - cos of their angle over interior texels, 0 when they agree (OpenGL: y up the image).
-
-    The height's units are unknown, so each image's strength s is the least-squares fit of the
-    normals' slopes to s x the height gradient (not differentiated through; s < 0 counts as 0).
-    """
+def _unit_normals_and_height_gradient(normal: torch.Tensor, height: torch.Tensor):
+    """Decoded unit normals (B, 3, H-2, W-2) and the height's central-difference gradient
+    (B, H-2, W-2) twice (x right, y up the image) over the interior of encoded normals
+    (B, 3, H, W) and a height (B, 1, H, W)."""
     n = normal * 2.0 - 1.0
     n = (n / n.norm(dim=1, keepdim=True).clamp_min(1e-6))[:, :, 1:-1, 1:-1]
     h = height[:, 0]
     gx = (h[:, 1:-1, 2:] - h[:, 1:-1, :-2]) / 2
     gy = (h[:, :-2, 1:-1] - h[:, 2:, 1:-1]) / 2
-    with torch.no_grad():
-        nz = n[:, 2].clamp_min(0.05)
-        slopes = (-n[:, 0] / nz * gx - n[:, 1] / nz * gy).sum((1, 2))
-        s = (slopes / (gx * gx + gy * gy).sum((1, 2)).clamp_min(1e-12)).clamp_min(0.0)[:, None, None]
-    implied = torch.stack([-s * gx, -s * gy, torch.ones_like(gx)], 1)
+    return n, gx, gy
+
+
+@torch.no_grad()
+def relief_strength(normal: torch.Tensor, height: torch.Tensor, texel: float = 1.0) -> float:
+    """The signed strength s of a map pair, encoded normals (1, 3, H, W) and height (1, 1, H, W):
+    the least-squares fit of the normals' slopes to s x the height gradient, per texel of the map
+    resampled to `texel` of its texels each (so it holds for renders at that texel size).
+    s < 0: the pair contradicts itself (an inverted height)."""
+    if texel != 1.0:
+        size = [max(4, round(n / texel)) for n in normal.shape[-2:]]
+        mode = "area" if texel > 1.0 else "bilinear"
+        normal = F.interpolate(normal * 2.0 - 1.0, size=size, mode=mode) * 0.5 + 0.5
+        height = F.interpolate(height, size=size, mode=mode)
+    n, gx, gy = _unit_normals_and_height_gradient(normal.float(), height.float())
+    nz = n[:, 2].clamp_min(0.05)
+    slopes = (-n[:, 0] / nz * gx - n[:, 1] / nz * gy).sum()
+    return float(slopes / (gx * gx + gy * gy).sum().clamp_min(1e-12))
+
+
+def normal_height_misfit(normal: torch.Tensor, height: torch.Tensor, strength: float) -> torch.Tensor:
+    """How far encoded normals (B, 3, H, W) are from the normals `strength` x a height
+    (B, 1, H, W) implies: the mean 1 - cos of their angle over interior texels, 0 when they agree
+    (OpenGL: y up the image). `strength` is the exemplar's (:func:`relief_strength` at the
+    renders' texel size), so the tie keeps the exemplar's relief, its sign included."""
+    n, gx, gy = _unit_normals_and_height_gradient(normal, height)
+    implied = torch.stack([-strength * gx, -strength * gy, torch.ones_like(gx)], 1)
     implied = implied / implied.norm(dim=1, keepdim=True)
     return (1.0 - (implied * n).sum(1)).mean()
 

@@ -29,7 +29,13 @@ from ..model import PBR_CHANNELS, Model, ModelConfig, pbr_subset
 from ..ops.pbr import derive_missing_maps
 from ..progress import Progress
 from .features import make_feature_extractor
-from .losses import TextureLoss, crop_count, normal_height_misfit, overflow_loss
+from .losses import (
+    TextureLoss,
+    crop_count,
+    normal_height_misfit,
+    overflow_loss,
+    relief_strength,
+)
 from .tasks import DEFAULT_SCALES, Texture2DTask, VolumeTask
 
 PBR_MAPS = PBR_CHANNELS[1:]  # the maps beside the albedo, in output order
@@ -177,21 +183,25 @@ def map_widths(kinds: list[str]) -> list[int]:
     return [3 if kind in ("albedo", "normal") else 1 for kind in kinds]
 
 
+def map_slices(kinds: list[str]) -> dict[str, slice]:
+    """Each map's channels in a stack of `kinds` (3 for albedo and normal, 1 for the others)."""
+    starts = np.cumsum([0] + map_widths(kinds))
+    return {kind: slice(int(a), int(b)) for kind, a, b in zip(kinds, starts[:-1], starts[1:])}
+
+
 def loss_views(kinds: list[str]) -> list[slice]:
     """The exemplar channels the texture loss compares as one image each: the albedo, the normal,
     and the one-channel maps, three consecutive ones (height, roughness, AO) packed into one
     pseudo-colour view, for half the feature extractions of one view per map."""
-    widths = map_widths(kinds)
-    starts = np.cumsum([0] + widths)
     views, run = [], []  # run: starts of consecutive one-channel maps not yet packed
-    for start, width in zip(starts, widths):
-        if width == 1:
-            run.append(int(start))
+    for channels in map_slices(kinds).values():
+        if channels.stop - channels.start == 1:
+            run.append(channels.start)
             if len(run) == 3:
                 views.append(slice(run[0], run[0] + 3))
                 run = []
             continue
-        views += [slice(r, r + 1) for r in run] + [slice(int(start), int(start) + 3)]
+        views += [slice(r, r + 1) for r in run] + [channels]
         run = []
     return views + [slice(r, r + 1) for r in run]
 
@@ -232,6 +242,11 @@ class Trainer:
             raise NCA3DError(f"--zoom {config.zoom:g} leaves {exemplar.shape[-1] / config.zoom:.0f} px of the "
                              f"{exemplar.shape[-1]} px exemplar per lattice view; use at most "
                              f"--zoom {exemplar.shape[-1] / MIN_EXEMPLAR_SIZE:g}")
+        channels = map_slices(kinds)
+        # the exemplar's normal-height strength per texel of the finest loss crops
+        self.relief_strength = None if not {"normal", "height"} <= channels.keys() else relief_strength(
+            exemplar[None, channels["normal"]], exemplar[None, channels["height"]],
+            texel=exemplar.shape[-1] / (config.zoom * max(config.scales) * config.patch))
         outputs = pbr_subset(kinds) if len(kinds) > 1 else ("rgba" if config.domain == "volume" else "rgb")
         sizes = {"2d": dict(grid_size=[config.grid] * 2), "volume": dict(grid_size=[config.grid] * 3),
                  "mesh": dict(icosphere_frequency=config.grid)}[config.domain]
@@ -364,10 +379,11 @@ class Trainer:
             extra = extra + cfg.grey_weight * sum((c - gc).abs().mean() for c, gc in zip(crops, greys)) / len(crops)
             crops = [gc.expand_as(c) for c, gc in zip(crops, greys)]
         slices = self.model.channel_slices()
-        if cfg.normal_height_weight > 0 and {"normal", "height"} <= slices.keys():
+        if cfg.normal_height_weight > 0 and self.relief_strength is not None:
             finest = crops[-crop_count(max(cfg.scales)):]  # the crops whose texels are nearest the exemplar's
             extra = extra + cfg.normal_height_weight * sum(
-                normal_height_misfit(c[:, slices["normal"]], c[:, slices["height"]]) for c in finest) / len(finest)
+                normal_height_misfit(c[:, slices["normal"]], c[:, slices["height"]], self.relief_strength)
+                for c in finest) / len(finest)
         return self.loss_fn.score(crops, generator=generator), extra
 
     @torch.no_grad()

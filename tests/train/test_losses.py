@@ -16,6 +16,7 @@ from nca3d.train.losses import (
     normal_height_misfit,
     overflow_loss,
     relaxed_emd,
+    relief_strength,
     sample_vectors,
     sliced_wasserstein,
 )
@@ -418,17 +419,32 @@ def test_autocorrelation():
     assert torch.isfinite(autocorrelation_loss(f, torch.randn(1, 4, 10, 12)))
 
 
-def test_normal_height_misfit_is_zero_for_the_heights_own_normals_and_flows_to_both_maps():
+def test_normal_height_misfit_is_zero_at_the_exemplars_strength_and_flows_to_both_maps():
     from nca3d.ops.pbr import normals_from_height
 
     rows, cols = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
     height = (torch.sin(cols * 2 * math.pi / 16) * torch.cos(rows * 2 * math.pi / 32))[None, None]
     normal = torch.from_numpy(normals_from_height(height[0, 0].numpy(), 4.0)).permute(2, 0, 1)[None]
-    assert float(normal_height_misfit(normal, height * 0.1)) < 1e-3  # any height units
+    assert abs(relief_strength(normal, height * 0.1) - 40.0) < 1.0  # any height units
+    assert float(normal_height_misfit(normal, height * 0.1, 40.0)) < 1e-3
+    assert float(normal_height_misfit(normal, height, 1.0)) > 0.02  # too flat a relief for these normals
     directx = normal.clone()
     directx[:, 1] = 1.0 - directx[:, 1]
     normal_var, height_var = directx.clone().requires_grad_(), height.clone().requires_grad_()
-    misfit = normal_height_misfit(normal_var, height_var)
-    assert float(misfit) > 0.02
+    misfit = normal_height_misfit(normal_var, height_var, 4.0)
+    assert float(misfit.detach()) > 0.02
     misfit.backward()
     assert normal_var.grad.abs().sum() > 0 and height_var.grad.abs().sum() > 0
+
+
+def test_relief_strength_keeps_the_sign_and_follows_the_texel_size():
+    from nca3d.ops.pbr import normals_from_height
+
+    rows, cols = torch.meshgrid(torch.arange(128.0), torch.arange(128.0), indexing="ij")
+    height = (torch.sin(cols * 2 * math.pi / 64) + torch.cos(rows * 2 * math.pi / 32))[None, None]
+    normal = torch.from_numpy(normals_from_height(height[0, 0].numpy(), 3.0)).permute(2, 0, 1)[None]
+    assert abs(relief_strength(normal, height) - 3.0) < 0.1
+    assert abs(relief_strength(normal, 1.0 - height) + 3.0) < 0.1  # an inverted height: negative
+    # renders at 2 exemplar texels per pixel see the height change twice as fast per pixel
+    assert abs(relief_strength(normal, height, texel=2.0) - 1.5) < 0.1
+    assert abs(relief_strength(normal, height, texel=0.5) - 6.0) < 0.3

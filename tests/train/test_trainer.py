@@ -368,6 +368,28 @@ def test_derive_pbr_turns_one_photo_into_a_full_pbr_model(tmp_path, capsys):
     assert float(with_term.detach()) > float(without.detach())
 
 
+def test_the_normal_height_tie_takes_its_strength_and_sign_from_the_exemplar(tmp_path):
+    """The tie's strength comes from the exemplar's own pair at the loss crops' texel size: positive
+    for a height that agrees with its normals, negative for an inverted one (kept, not flattened)."""
+    from nca3d.io.images import read_exemplar, write_png
+    from tests.io.test_material import make_material
+
+    folder = make_material(tmp_path / "Rock", {"albedo": "Rock_Color.png", "normal": "Rock_NormalGL.png",
+                                               "height": "Rock_Height.png"}, size=48)
+    agreeing = Trainer(tiny_config(tmp_path, exemplar=str(folder)), Progress("none"))
+    assert agreeing.relief_strength > 0
+    finer = Trainer(tiny_config(tmp_path, exemplar=str(folder), patch=48), Progress("none"))
+    assert finer.relief_strength > agreeing.relief_strength  # more pixels per exemplar texel: steeper per pixel
+    height = read_exemplar(folder / "Rock_Height.png")[0][..., 0]
+    write_png(folder / "Rock_Height.png", 1.0 - height)
+    inverted = Trainer(tiny_config(tmp_path, exemplar=str(folder)), Progress("none"))
+    assert abs(inverted.relief_strength + agreeing.relief_strength) < 0.05 * agreeing.relief_strength
+    state = inverted.model.rollout(inverted.pool[:2].clone(), inverted.task.lattice, 3, inverted.generator)
+    assert torch.isfinite(inverted._losses(state, torch.Generator().manual_seed(0))[1])
+    rgb = Trainer(tiny_config(tmp_path, exemplar=str(folder / "Rock_Color.png")), Progress("none"))
+    assert rgb.relief_strength is None
+
+
 def test_a_folder_with_opengl_and_directx_normals_says_which_one_training_uses(tmp_path):
     from nca3d.train.trainer import load_exemplar_stack
     from tests.io.test_material import make_material
