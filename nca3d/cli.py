@@ -144,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="derive every missing map from those given: height from the normal (Frankot-Chellappa) "
                             "or from the albedo, the normal from the height, roughness from albedo statistics, "
                             "horizon-based AO; one photo is enough")
+    train.add_argument("--dark-is-high", dest="dark_is_high", action="store_true", default=None,
+                       help="with --derive-pbr from a photo alone: read dark tones as high (light mortar or grout "
+                            "in the recesses, as in most brick walls and tiles); default bright = high")
     train.add_argument("--domain", default="2d", choices=["2d", "mesh", "volume"],
                        help="a flat tileable texture, a surface texture for meshes, or a solid volume (default 2d)")
     train.add_argument("--out", required=True, help="output NAME.nca3d (checkpoint NAME.ckpt beside it)")

@@ -108,12 +108,13 @@ def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
     return np.real(np.fft.ifft2(np.fft.fft2(image) * kernel))
 
 
-def height_from_albedo(albedo: np.ndarray) -> np.ndarray:
+def height_from_albedo(albedo: np.ndarray, dark_is_high: bool = False) -> np.ndarray:
     """A height (H, W) in [0, 1] from an albedo (H, W, 3): its luminance band-passed between texel
-    noise (sigma 1) and lighting (sigma 1/8 of the size), bright read as high."""
+    noise (sigma 1) and lighting (sigma 1/8 of the size), bright read as high (or, `dark_is_high`,
+    dark: light mortar or grout in the recesses)."""
     luminance = _luminance(albedo)
     band = _blur(luminance, 1.0) - _blur(luminance, max(luminance.shape) / 8)
-    return _normalise(band)
+    return _normalise(-band if dark_is_high else band)
 
 
 def strength_for_relief(height: np.ndarray, tilt: float = DERIVED_RELIEF) -> float:
@@ -155,9 +156,11 @@ def roughness_from_albedo(albedo: np.ndarray) -> np.ndarray:
     return (0.65 + 0.3 * np.clip(score, -1.0, 1.0)).astype(np.float32)
 
 
-def derive_missing_maps(maps: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[str]]:
+def derive_missing_maps(maps: dict[str, np.ndarray], dark_is_high: bool = False
+                        ) -> tuple[dict[str, np.ndarray], list[str]]:
     """Fill every PBR map missing from `maps` (float32 in [0, 1]: albedo and normal (H, W, 3),
-    others (H, W, 1); albedo required) from those present. Returns (all maps, one note per map derived)."""
+    others (H, W, 1); albedo required) from those present; a height from the albedo alone reads
+    bright as high unless `dark_is_high`. Returns (all maps, one note per map derived)."""
     maps, notes = dict(maps), []
     albedo = maps["albedo"]
     if "height" not in maps:
@@ -165,8 +168,9 @@ def derive_missing_maps(maps: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarr
             height, _ = height_from_normal(maps["normal"])
             notes.append("height: integrated from the normal map (Frankot-Chellappa)")
         else:
-            height = height_from_albedo(albedo)
-            notes.append("height: band-passed luminance of the albedo (bright = high)")
+            height = height_from_albedo(albedo, dark_is_high)
+            notes.append(f"height: band-passed luminance of the albedo ({'dark' if dark_is_high else 'bright'} = high"
+                         f"{'' if dark_is_high else '; --dark-is-high if light grout or mortar sits in the recesses'})")
         maps["height"] = height[..., None]
     height = maps["height"][..., 0]
     if "normal" in maps:

@@ -51,6 +51,7 @@ class TrainConfig:
     maps: dict = field(default_factory=dict)  # PBR maps by name -> path (2d / mesh); flags win over a folder's
     material: str | None = None  # the material folder the maps were found in (set from `exemplar`)
     derive_pbr: bool = False  # derive every PBR map missing (height, normal, roughness, AO) from those given
+    dark_is_high: bool = False  # derive_pbr from an albedo alone: dark tones are high (light grout in recesses)
     iters: int = 0  # 0: 2000, or unlimited when `minutes` is set
     minutes: float = 0.0  # > 0: stop when this much time has been spent (checkpointed)
     seed: int = 0
@@ -109,6 +110,11 @@ class TrainConfig:
         if (self.maps or self.derive_pbr) and self.domain == "volume":
             raise NCA3DError("volume models learn colour only; drop the --normal/--height/--roughness/--ao maps "
                              "and --derive-pbr")
+        if self.dark_is_high and not self.derive_pbr:
+            raise NCA3DError("--dark-is-high says how to derive a height from the albedo; add --derive-pbr, or drop it")
+        if self.dark_is_high and {"height", "normal"} & set(self.maps):
+            raise NCA3DError(f"--dark-is-high derives a height from the albedo, but this set has a "
+                             f"{'height' if 'height' in self.maps else 'normal'} map that gives the relief; drop it")
         unknown = set(self.maps) - set(PBR_MAPS)
         if unknown:
             raise NCA3DError(f"unknown map kinds {sorted(unknown)}; use {', '.join(PBR_MAPS)}")
@@ -137,7 +143,7 @@ class TrainConfig:
 POOL_AGE_STEPS = 2048
 
 # Settings newer than some checkpoints, with the value a checkpoint without them was trained with.
-SETTINGS_BEFORE_THEY_EXISTED = {"derive_pbr": False, "normal_height_weight": 0.0, "tap_balance": 0.0, "moment_weight": 1.0, "zoom": 1.0, "scales": list(DEFAULT_SCALES)}
+SETTINGS_BEFORE_THEY_EXISTED = {"derive_pbr": False, "dark_is_high": False, "normal_height_weight": 0.0, "tap_balance": 0.0, "moment_weight": 1.0, "zoom": 1.0, "scales": list(DEFAULT_SCALES)}
 
 # Settings that may differ when a run is resumed: the budget, where it runs, and bookkeeping.
 RESUMABLE_CHANGES = ("iters", "minutes", "device", "checkpoint_every", "grad_checkpoint", "license", "credit")
@@ -170,7 +176,7 @@ def load_exemplar_stack(config: TrainConfig) -> tuple[torch.Tensor, list[str], b
         maps[name] = _square(pixels)
         notes += [note] if note else []
     if config.derive_pbr:
-        maps, derived = derive_missing_maps(maps)
+        maps, derived = derive_missing_maps(maps, config.dark_is_high)
         notes += derived
     kinds = [name for name in PBR_CHANNELS if name in maps]
     grey = grey and kinds == ["albedo"]

@@ -81,6 +81,18 @@ def test_a_height_from_an_albedo_gives_a_normal_that_matches_its_gradient():
     assert 0.35 <= maps["roughness"].min() and maps["roughness"].max() <= 0.95
 
 
+def test_dark_is_high_derives_the_inverted_relief_for_light_grout_in_recesses():
+    height, _, _ = sines(seed=4)
+    albedo = np.repeat((1.0 - (height - height.min()) / np.ptp(height))[..., None], 3, axis=2).astype(np.float32)
+    bright, notes = derive_missing_maps({"albedo": albedo})  # light recesses read as high: the relief inverted
+    dark, dark_notes = derive_missing_maps({"albedo": albedo}, dark_is_high=True)
+    assert np.corrcoef(bright["height"][..., 0].ravel(), height.ravel())[0, 1] < -0.9
+    assert np.corrcoef(dark["height"][..., 0].ravel(), height.ravel())[0, 1] > 0.9
+    assert "bright = high; --dark-is-high" in notes[0] and "(dark = high)" in dark_notes[0]
+    agreement = normal_height_agreement(dark["normal"], dark["height"])
+    assert agreement["mean_angle_deg"] < 0.5 and agreement["strength"] > 0
+
+
 def test_horizon_ao_darkens_a_pit_and_leaves_flat_ground_open():
     height = np.ones((64, 64))
     height[28:36, 28:36] = 0.0  # a square pit

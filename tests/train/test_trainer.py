@@ -368,6 +368,14 @@ def test_derive_pbr_turns_one_photo_into_a_full_pbr_model(tmp_path, capsys):
     assert float(with_term.detach()) > float(without.detach())
 
 
+@pytest.mark.parametrize("options,words", [
+    ({"dark_is_high": True}, "add --derive-pbr"),
+    ({"dark_is_high": True, "derive_pbr": True, "maps": {"height": "h.png"}}, "height map that gives the relief")])
+def test_dark_is_high_is_refused_where_it_cannot_apply(tmp_path, options, words):
+    with pytest.raises(NCA3DError, match=words):
+        tiny_config(tmp_path, **options)
+
+
 def test_the_normal_height_tie_takes_its_strength_and_sign_from_the_exemplar(tmp_path):
     """The tie's strength comes from the exemplar's own pair at the loss crops' texel size: positive
     for a height that agrees with its normals, negative for an inverted one (kept, not flattened)."""
