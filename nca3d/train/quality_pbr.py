@@ -1,15 +1,17 @@
 """Lit quality of PBR models: `python -m nca3d.bench quality --pbr --data DIR` (DIR holds material folders).
 
 For each material folder it trains a PBR model from the folder (or takes one from --models), grows
-it from the seed, and scores it with quality.py's texture-statistics distance, ceiling (another
-crop of the exemplar) and floor (a blurred crop):
+it from the seed, and scores it with quality.py's texture distance (in units of the exemplar's own
+crop-to-crop spread), ceiling (another crop of the exemplar) and floor (the nearer of a blurred and a
+phase-randomised crop):
 - each map that both the model and the exemplar have (albedo, normal, height, roughness, AO;
   one-channel maps as grey RGB, normals as their encoded RGB), and
 - the lit look: the maps shaded flat with the preview's GGX key and fill light
   (render.preview.shade_flat). The exemplar is shaded with all its maps; the model with those of
   its maps the exemplar has too, and the defaults where it lacks one (flat normal, roughness 0.5,
   AO 1), as the exemplar is where it lacks one: a map only the model has (derived) has nothing to
-  be compared with, so it is left out of the lit render. The floor blurs the maps, then shades.
+  be compared with, so it is left out of the lit render. The floor degrades the maps (all with the
+  same blur or the same random phases), then shades.
 The headline is the lit score after 1024 steps (the target: >= 0.5 on most sets). Panels: a row
 of the lit exemplar and the lit model after 256 | 1024 | 2048 steps, then a row per map.
 """
@@ -30,14 +32,24 @@ from ..io.model_file import load_model, read_header
 from ..ops.pbr import normal_height_agreement
 from ..progress import Progress
 from ..render.preview import shade_flat
-from .quality import STATS_SIZE, STEPS, TextureStatistics, _blur, _resize, grow, reference_crops
+from .quality import (
+    STATS_SIZE,
+    STEPS,
+    TextureStatistics,
+    _resize,
+    band_score,
+    degradations,
+    grow,
+    reference_band,
+    reference_crops,
+    score_text,
+)
 from .trainer import TrainConfig, Trainer, load_exemplar_stack, map_widths
 
 MAP_KINDS = ("albedo", "normal", "height", "roughness", "ao")  # scored maps, in panel row order
 HEADLINE_STEPS = 1024
 TARGET = 0.5  # the issue's target for the lit score at HEADLINE_STEPS, on most sets
 BLANK = 0.12  # panel cells for a map one side lacks
-ILL_CONDITIONED = 0.1  # floor - ceiling under this fraction of the floor: the score is noted as unreliable
 
 
 def _has_maps(folder: Path) -> bool:
@@ -135,23 +147,19 @@ def pbr_reference(maps: dict[str, torch.Tensor], stats: TextureStatistics, zoom:
 
     reference = split(crops["reference"])
     others = [split(c) for c in crops["others"]]
-    blurred = [dict(zip(kinds, _blur(_resize(c, stats.size), sigma=stats.size / 32).split(widths)))
-               for c in crops["others"]]
+    degraded = [[dict(zip(kinds, d.split(widths))) for d in degradations(c, stats.size)] for c in crops["others"]]
+    samples = [split(c) for c in crops["spread"]]
 
     def scale(ref: torch.Tensor, convert) -> dict:
         ref_stats = stats(ref)
-        return {"stats": ref_stats,
-                "ceiling": float(np.mean([stats.distance(convert(o), b_stats=ref_stats) for o in others])),
-                "floor": float(np.mean([stats.distance(convert(b), b_stats=ref_stats) for b in blurred]))}
+        spread = stats.spread([convert(sample) for sample in samples])
+        return {"stats": ref_stats, **reference_band(ref_stats, spread, [convert(o) for o in others],
+                                                     [[convert(d) for d in kinds] for kinds in degraded], stats)}
 
     result = {"kinds": kinds, "scale": crops["scale"], "tiled": crops["tiled"], "region": split(crops["region"]),
               "maps": {kind: scale(_rgb(reference[kind]), lambda m, k=kind: _rgb(m[k])) for kind in kinds},
               "lit": scale(shade(reference), shade)}
     return result
-
-
-def _score(reference: dict, distance: float) -> float:
-    return (reference["floor"] - distance) / max(reference["floor"] - reference["ceiling"], 1e-8)
 
 
 def score_pbr(reference: dict, crops: list[dict[str, torch.Tensor]], stats: TextureStatistics) -> dict:
@@ -161,12 +169,13 @@ def score_pbr(reference: dict, crops: list[dict[str, torch.Tensor]], stats: Text
     for kind in reference["kinds"]:
         if kind in crops[0]:
             target = reference["maps"][kind]
-            distance = float(np.mean([stats.distance(_rgb(c[kind].float().clamp(0, 1)), b_stats=target["stats"])
-                                      for c in crops]))
-            result["maps"][kind] = {"distance": distance, "score": _score(target, distance)}
+            distance = float(np.mean([stats.distance(_rgb(c[kind].float().clamp(0, 1)), b_stats=target["stats"],
+                                                     spread=target["spread"]) for c in crops]))
+            result["maps"][kind] = {"distance": distance, "score": band_score(target["ceiling"], target["floor"], distance)}
     lit = reference["lit"]
-    distance = float(np.mean([stats.distance(shade(c, reference["kinds"]), b_stats=lit["stats"]) for c in crops]))
-    result["lit"] = {"distance": distance, "score": _score(lit, distance)}
+    distance = float(np.mean([stats.distance(shade(c, reference["kinds"]), b_stats=lit["stats"], spread=lit["spread"])
+                              for c in crops]))
+    result["lit"] = {"distance": distance, "score": band_score(lit["ceiling"], lit["floor"], distance)}
     return result
 
 
@@ -278,28 +287,29 @@ def print_pbr_quality(results: dict) -> None:
     print(f"{'set':32s} {'iters':>6s} " + " ".join(f"{f'lit@{n}':>8s}" for n in STEPS) + " "
           + " ".join(f"{short[k]:>7s}" for k in MAP_KINDS) + f" {'nh° ex':>7s} {f'nh° {HEADLINE_STEPS}':>8s}")
     for row in results["rows"]:
-        per_map = [row["maps"].get(kind, {}).get(f"score_{HEADLINE_STEPS}") for kind in MAP_KINDS]
+        per_map = [row["maps"].get(kind) for kind in MAP_KINDS]
         angles = [row.get("normal_height_deg_exemplar"), row.get(f"normal_height_deg_{HEADLINE_STEPS}")]
         print(f"{row['set']:32s} {row['iterations'] or 0:6d} "
-              + " ".join(f"{row[f'lit_score_{n}']:8.2f}" for n in STEPS) + " "
-              + " ".join(f"{'-':>7s}" if s is None else f"{s:7.2f}" for s in per_map) + " "
-              + " ".join(f"{'-':>{w}s}" if a is None else f"{a:{w}.1f}" for a, w in zip(angles, (7, 8))))
+              + " ".join(score_text(row[f"lit_score_{n}"], 8) for n in STEPS) + " "
+              + " ".join(f"{'-':>7s}" if m is None else score_text(m[f"score_{HEADLINE_STEPS}"], 7) for m in per_map)
+              + " " + " ".join(f"{'-':>{w}s}" if a is None else f"{a:{w}.1f}" for a, w in zip(angles, (7, 8))))
     print("lit@N: score of the maps shaded with the preview's key and fill light after N steps; albedo .. ao: "
           f"each map's score after {HEADLINE_STEPS} steps ('-': not in both). score = (floor - d) / (floor - ceiling): "
-          "1 = as close as another crop of the exemplar, 0 = a blur.")
+          "1 = as close as another crop of the exemplar, 0 = as far as the nearer of a blur and a phase-randomised "
+          "crop; n/a: the band is too narrow to rank.")
     print("nh°: normal-height agreement, the mean angle between the normal map and the normals its height "
           f"implies (the exemplar's; the model's after {HEADLINE_STEPS} steps).")
-    met = sum(row[f"lit_score_{HEADLINE_STEPS}"] >= TARGET for row in results["rows"])
+    met = sum(row[f"lit_score_{HEADLINE_STEPS}"] is not None and row[f"lit_score_{HEADLINE_STEPS}"] >= TARGET
+              for row in results["rows"])
     print(f"lit score >= {TARGET} after {HEADLINE_STEPS} steps on {met} of {len(results['rows'])} sets "
           f"(the target: most).")
     for row in results["rows"]:
-        spans = {kind: figures for kind, figures in row["maps"].items()}
-        spans["lit"] = {"ceiling": row["lit_ceiling"], "floor": row["lit_floor"]}
+        spans = {**row["maps"], "lit": {"ceiling": row["lit_ceiling"], "floor": row["lit_floor"]}}
         for kind, figures in spans.items():
-            if figures["floor"] - figures["ceiling"] < ILL_CONDITIONED * figures["floor"]:
-                print(f"note: {row['set']} {kind}: the blurred floor ({figures['floor']:.3f}) is hardly further than "
-                      f"the ceiling ({figures['ceiling']:.3f}; a smooth map), so its score swings widely: read its "
-                      f"distances instead.")
+            if band_score(figures["ceiling"], figures["floor"], 0.0) is None:
+                print(f"note: {row['set']} {kind}: its degraded crops (floor {figures['floor']:.3f}) are hardly "
+                      f"further than another crop (ceiling {figures['ceiling']:.3f}): the band cannot rank it; read "
+                      f"its distances and the panel.")
         if row.get("tiled_exemplar"):
             print(f"note: {row['set']} is a 2x2 tiling of one image: it is scored within one period "
                   f"(quarter-extent crops).")

@@ -9,16 +9,26 @@ from tests.conftest import optional_import
 optional_import("plenoptic", "the quality bench needs plenoptic (pip install 'nca3d[bench]')", module_level=True)
 
 from nca3d.bench import main as bench_main  # noqa: E402
-from nca3d.train.quality import TextureStatistics, print_quality, reference_scores  # noqa: E402
+from nca3d.train.quality import (  # noqa: E402
+    TextureStatistics,
+    band_score,
+    orientation_histogram,
+    phase_randomised,
+    print_quality,
+    reference_scores,
+)
 from tests.train.test_trainer import make_exemplar, tiny_config  # noqa: E402
 
 
-def test_statistics_rank_a_crop_above_a_blur():
+def test_reference_crops_of_plain_tiled_diagonal_and_zoomed_exemplars():
+    """Where the reference, the ceiling's crops and the floor come from; the scores are tested below.
+    White noise is its own phase randomisation: that floor is no further than another crop, so
+    the band cannot rank (a blur is far)."""
     rng = np.random.default_rng(0)
     noise = torch.from_numpy(rng.random((3, 256, 256))).float()
     stats = TextureStatistics(size=64)
     scores = reference_scores(noise, stats)
-    assert scores["ceiling"] < scores["floor"]
+    assert scores["ceiling"] < scores["floor_blur"] and band_score(scores["ceiling"], scores["floor"], 0.0) is None
     assert stats.distance(noise[:, :128, :128], noise[:, :128, :128]) < 1e-6
     assert not scores["tiled"]
     assert scores["scale"] == 2
@@ -26,17 +36,79 @@ def test_statistics_rank_a_crop_above_a_blur():
     # a 2 x 2 tiling's halves are the same pixels: it is measured within one tile instead
     assert tiled["tiled"] and tiled["scale"] == 4
     assert torch.equal(tiled["reference"], noise[:, :64, :64])
-    assert 0 < tiled["ceiling"] < tiled["floor"]
+    assert 0 < tiled["ceiling"] < tiled["floor_blur"]
     # periodic along the diagonal (tiles A B / B A): the ceiling compares A with B, not A with itself
     a, b = noise[:, :64, :64], noise[:, 64:128, :64]
     diagonal = reference_scores(torch.cat([torch.cat([a, b], 2), torch.cat([b, a], 2)], 1), stats)
     assert not diagonal["tiled"] and diagonal["scale"] == 2
-    assert 0 < diagonal["ceiling"] < diagonal["floor"]
+    assert 0 < diagonal["ceiling"] < diagonal["floor_blur"]
     # a model trained at zoom 2 spans half the exemplar: it is measured within the top-left half
     zoomed = reference_scores(noise, stats, zoom=2)
     assert torch.equal(zoomed["region"], noise[:, :128, :128])
     assert torch.equal(zoomed["reference"], noise[:, :64, :64]) and zoomed["scale"] == 2
-    assert 0 < zoomed["ceiling"] < zoomed["floor"]
+    assert 0 < zoomed["ceiling"] < zoomed["floor_blur"]
+
+
+def blobs(size=256, sigma=12.0, seed=0):
+    """Large two-tone blotches (black spots on white): smooth noise, thresholded."""
+    rng = np.random.default_rng(seed)
+    f = np.fft.fftfreq(size)
+    smooth = np.real(np.fft.ifft2(np.fft.fft2(rng.standard_normal((size, size)))
+                                  * np.exp(-2 * (np.pi * sigma) ** 2 * (f[:, None] ** 2 + f[None] ** 2))))
+    return torch.from_numpy((smooth > np.quantile(smooth, 0.3)).astype(np.float32))[None].expand(3, -1, -1).clone()
+
+
+def test_the_floor_of_a_two_tone_texture_is_beyond_its_ceiling():
+    """Black spots on white: unwhitened, a blur once stayed nearer than another crop (the bench
+    divided by a band of -0.006). In units of the exemplar's own crop-to-crop spread both
+    degradations lie well beyond another crop."""
+    stats = TextureStatistics()
+    scores = reference_scores(blobs(sigma=4.0), stats)
+    assert scores["floor"] == min(scores["floor_blur"], scores["floor_phase"])
+    assert scores["floor"] > 1.5 * scores["ceiling"]
+
+
+def test_a_band_too_narrow_to_rank_gives_no_score_and_the_table_says_so(capsys):
+    assert band_score(1.0, 1.05, 0.5) is None and band_score(1.0, 2.0, 1.5) == 0.5
+    row = {"exemplar": "flat.png", "iterations": 3, "ceiling": 1.0, "floor": 1.05, "tiled_exemplar": False,
+           **{f"distance_{n}": 1.0 for n in (256, 1024, 2048)}, **{f"score_{n}": None for n in (256, 1024, 2048)}}
+    print_quality({"rows": [row]})
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[1].split()[-3:] == ["n/a"] * 3
+    assert "the band cannot rank a model; judge it by the panel" in printed
+
+
+def test_stripes_and_streaks_lower_the_score():
+    """Streaks and stripes over a blotchy texture: another crop scores about 1, they score below 0."""
+    stats = TextureStatistics()
+    texture = blobs(sigma=3.0, seed=1)
+    scores = reference_scores(texture, stats)
+    reference = stats(scores["reference"])
+    crop = texture[:, 128:, 128:]
+    streaked = crop.clone()
+    for shift in range(1, 12):  # smeared down the image: vertical streaks
+        streaked = torch.maximum(streaked, crop.roll(shift, dims=1) * (1 - shift / 12))
+    striped = 0.5 * crop + 0.5 * crop[:, :1].expand_as(crop)
+
+    def score(image):
+        return band_score(scores["ceiling"], scores["floor"],
+                          stats.distance(image, b_stats=reference, spread=scores["spread"]))
+
+    assert score(crop) > 0.7
+    assert score(streaked) < 0.0 and score(striped) < 0.0
+    histogram = orientation_histogram(striped)
+    assert histogram.argmax() % 12 == 0  # the gradient points along x: vertical stripes
+    assert histogram.max() > 2 * orientation_histogram(crop).max()
+
+
+def test_phase_randomising_keeps_the_spectrum_and_the_mean_colour():
+    image = 0.4 + 0.2 * blobs(size=64)
+    image[0] *= 0.5
+    randomised = phase_randomised(image)
+    assert torch.allclose(randomised.mean((1, 2)), image.mean((1, 2)), atol=0.01)
+    spectrum = torch.fft.fft2(image).abs()
+    assert torch.allclose(torch.fft.fft2(randomised).abs(), spectrum, atol=1e-3 * float(spectrum.max()))
+    assert (randomised - image).abs().mean() > 0.05  # the spots are gone
 
 
 def test_quality_bench_trains_evaluates_and_writes_panels(tmp_path, capsys):
@@ -58,9 +130,10 @@ def test_quality_bench_trains_evaluates_and_writes_panels(tmp_path, capsys):
     print_quality(results)
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[-3:] == ["score@256", "score@1024", "score@2048"] and "blobs.png" in table[1]
-    for key in ("distance_256", "distance_1024", "distance_2048", "score_256", "score_1024", "score_2048",
-                "ceiling", "floor"):
+    for key in ("distance_256", "distance_1024", "distance_2048", "ceiling", "floor", "floor_blur", "floor_phase"):
         assert np.isfinite(row[key])
+    for key in ("score_256", "score_1024", "score_2048"):  # a band too narrow to rank is None, said in the table
+        assert row[key] is None or np.isfinite(row[key])
     panel = Image.open(row["panel"])
     assert panel.size[0] == 4 * panel.size[1]  # exemplar | 256 | 1024 | 2048 steps
     assert (out / "quality_2d.json").exists()
@@ -68,18 +141,18 @@ def test_quality_bench_trains_evaluates_and_writes_panels(tmp_path, capsys):
 
 # --- the lit PBR quality bench (python -m nca3d.bench quality --pbr) ------------------------------------
 
-def make_material(folder, size=64, seed=0):
-    """A tiny material folder: a height of sines and fine noise, the albedo from it (plus grain) and its normal map.
-    Fine detail, so a blur is clearly worse than another crop at the test's statistics size."""
+def make_material(folder, size=128, seed=0):
+    """A tiny material folder: a height of smooth noise squashed into plateaus (not Gaussian, so its
+    phase randomisation is clearly worse than another crop), the albedo from it (plus grain) and
+    its normal map."""
     from nca3d.ops.pbr import normals_from_height
 
     folder.mkdir(parents=True)
     rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:size, 0:size] * (2 * np.pi / size)
     f = np.fft.fftfreq(size)
     noise = np.real(np.fft.ifft2(np.fft.fft2(rng.standard_normal((size, size)))
-                                 * np.exp(-(f[:, None] ** 2 + f[None] ** 2) * 5)))
-    height = np.clip(0.5 + 0.15 * np.sin(4 * x + 0.7 * np.sin(3 * y)) * np.cos(3 * y) + 0.12 * noise / noise.std(), 0, 1)
+                                 * np.exp(-(f[:, None] ** 2 + f[None] ** 2) * 400)))
+    height = np.clip(0.5 + 0.35 * np.tanh(4 * noise / noise.std()), 0, 1)
     albedo = np.clip(np.stack([0.3 + 0.5 * height, 0.25 + 0.3 * height, 0.2 + 0.1 * height], -1)
                      + 0.05 * rng.standard_normal((size, size, 3)), 0, 1)
     normal = normals_from_height(height, 2.0)
@@ -119,21 +192,21 @@ def test_lit_scores_rank_the_exemplar_above_a_flat_grey_model(tmp_path):
     from nca3d.train.quality_pbr import pbr_reference, read_material, score_pbr, shade
 
     maps, notes = read_material(make_material(tmp_path / "bumps"))
-    assert sorted(maps) == ["albedo", "height", "normal"] and maps["height"].shape == (1, 64, 64) and not notes
-    stats = TextureStatistics(size=32)
+    assert sorted(maps) == ["albedo", "height", "normal"] and maps["height"].shape == (1, 128, 128) and not notes
+    stats = TextureStatistics(size=64)
     reference = pbr_reference(maps, stats)
     assert 0 < reference["lit"]["ceiling"] < reference["lit"]["floor"]
     assert reference["kinds"] == ["albedo", "normal", "height"] and reference["scale"] == 2
-    assert shade(reference["region"]).shape == (3, 32, 32)
+    assert shade(reference["region"]).shape == (3, 64, 64)
     # the exemplar's own maps, other crops of it (it tiles: shifted by a third), score near 1 ...
-    shifted = {kind: torch.roll(image, (21, 13), (1, 2)) for kind, image in maps.items()}
-    own = [{kind: _resize(image[:, r:r + 32, c:c + 32], 32) for kind, image in shifted.items()}
-           for r, c in ((0, 0), (32, 0), (0, 32))]
+    shifted = {kind: torch.roll(image, (42, 26), (1, 2)) for kind, image in maps.items()}
+    own = [{kind: _resize(image[:, r:r + 64, c:c + 64], 64) for kind, image in shifted.items()}
+           for r, c in ((0, 0), (64, 0), (0, 64))]
     own_scores = score_pbr(reference, own, stats)
     assert set(own_scores["maps"]) == {"albedo", "normal", "height"}
     assert all(0.7 < figures["score"] < 1.6 for figures in [own_scores["lit"], *own_scores["maps"].values()])
     # ... a flat grey model near or below 0
-    grey = [{"albedo": torch.full((3, 32, 32), 0.5), "normal": torch.tensor([0.5, 0.5, 1.0]).view(3, 1, 1).expand(3, 32, 32)}]
+    grey = [{"albedo": torch.full((3, 64, 64), 0.5), "normal": torch.tensor([0.5, 0.5, 1.0]).view(3, 1, 1).expand(3, 64, 64)}]
     grey_scores = score_pbr(reference, grey, stats)
     assert set(grey_scores["maps"]) == {"albedo", "normal"}  # only the maps both have
     assert grey_scores["lit"]["score"] < 0.2 and own_scores["lit"]["score"] > grey_scores["lit"]["score"] + 0.5
@@ -153,7 +226,7 @@ def test_pbr_quality_bench_scores_maps_and_lit_and_writes_panels(tmp_path, capsy
     # any name: the bench finds it by the material folder its header names
     config = tiny_config(tmp_path, exemplar=str(material), out=str(models / "some_run.nca3d"), iters=2, select_every=0)
     Trainer(config, Progress("none")).run()
-    results = bench_pbr_quality(str(data), ["bumps"], str(tmp_path / "out"), models=str(models), stats_size=32, batch=1,
+    results = bench_pbr_quality(str(data), ["bumps"], str(tmp_path / "out"), models=str(models), stats_size=64, batch=1,
                                 progress=Progress("none"))
     row = results["rows"][0]
     assert row["set"] == "07_bumps_test" and row["model"].endswith("some_run.nca3d")
@@ -161,11 +234,12 @@ def test_pbr_quality_bench_scores_maps_and_lit_and_writes_panels(tmp_path, capsy
     for n in (256, 1024, 2048):
         assert np.isfinite(row[f"lit_score_{n}"]) and np.isfinite(row[f"lit_distance_{n}"])
         for kind in ("albedo", "normal", "height"):
-            assert np.isfinite(row["maps"][kind][f"score_{n}"])
+            assert np.isfinite(row["maps"][kind][f"distance_{n}"])
+            assert row["maps"][kind][f"score_{n}"] is None or np.isfinite(row["maps"][kind][f"score_{n}"])
     assert row["lit_ceiling"] < row["lit_floor"]
     assert row["normal_height_deg_exemplar"] < 5 and 0 <= row["normal_height_deg_1024"] <= 180
     panel = np.asarray(Image.open(row["panel"]))
-    assert panel.shape == (4 * 32, 4 * 32, 3)  # rows: lit, albedo, normal, height; exemplar | 256 | 1024 | 2048
+    assert panel.shape == (4 * 64, 4 * 64, 3)  # rows: lit, albedo, normal, height; exemplar | 256 | 1024 | 2048
     assert row["panel_rows"] == ["lit", "albedo", "normal", "height"]
     saved = json.loads((tmp_path / "out" / "quality_pbr_2d.json").read_text())
     assert saved["rows"][0]["lit_score_1024"] == row["lit_score_1024"] and saved["headline"] == "lit_score_1024"
