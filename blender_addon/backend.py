@@ -24,18 +24,12 @@ ERROR_PREFIX = "nca3d: error:"
 PROBE_TIMEOUT = 20.0  # seconds for one `python -c ...` probe
 PIPE_GRACE = 5.0  # seconds a finished backend's pipes may stay open (a leftover child) before we stop reading
 
-# Lists the bundled model library with preview images: {name: {"path": ..., "preview": ... or null}}.
+# Lists the bundled model library from the models' headers (no weights loaded): {name: {"path",
+# "preview" (or null), "domain", "channels" (output names), "lattice", "license", "credit", ...}}.
 LIBRARY_SCRIPT = """\
 import json
-from pathlib import Path
-from nca3d.models import library_models
-found = {}
-for name, path in sorted(library_models().items()):
-    path = Path(path).resolve()
-    previews = [path.parent.parent / "previews" / (name + ".png")]
-    preview = next((str(p) for p in previews if p.is_file()), None)
-    found[name] = {"path": str(path), "preview": preview}
-print(json.dumps(found))
+from nca3d.models import library_entries
+print(json.dumps({entry["name"]: entry for entry in library_entries()}))
 """
 
 
@@ -323,7 +317,7 @@ def library_argv(python: str) -> list[str]:
 
 
 def parse_library(text: str) -> dict:
-    """LIBRARY_SCRIPT's output -> {name: {"path", "preview"}}; {} for anything unexpected."""
+    """LIBRARY_SCRIPT's output -> {name: entry (with at least "path")}; {} for anything unexpected."""
     for line in reversed(text.splitlines()):
         line = line.strip()
         if line.startswith("{"):

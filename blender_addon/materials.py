@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+MATTE_ROUGHNESS = 0.8  # Roughness without a roughness map (RGB models): stone, bark and rust are matte
+
 # Colour space of each map: albedo is display-encoded, the others are data.
 COLOR_SPACES = {"albedo": "sRGB", "normal": "Non-Color", "roughness": "Non-Color", "height": "Non-Color",
                 "ao": "Non-Color"}
@@ -55,11 +57,11 @@ def build_texture_material(material, images: dict, uv_name: str | None, displace
 
     images: kind -> bpy Image for albedo, normal, roughness, height, ao (any subset).
     albedo -> Base Color (times AO with multiply_ao; otherwise AO is not used); roughness ->
-    Roughness; the tangent-space (OpenGL) normal map -> Normal Map node -> Normal; height -> a
-    Displacement node (midlevel 0.5, Scale displacement_scale in world units) on the Material
-    Output: true displacement (method DISPLACEMENT: Cycles moves the surface by
-    scale x (height - 0.5) along the normal, as `nca3d texture --displace` does) with `displace`,
-    else a bump (method BUMP).
+    Roughness (without one, a constant MATTE_ROUGHNESS); the tangent-space (OpenGL) normal map ->
+    Normal Map node -> Normal; height -> a Displacement node (midlevel 0.5, Scale
+    displacement_scale in world units) on the Material Output: true displacement (method
+    DISPLACEMENT: Cycles moves the surface by scale x (height - 0.5) along the normal, as
+    `nca3d texture --displace` does) with `displace`, else a bump (method BUMP).
     sequence: {"frames", "frame_start", "cyclic"} when the images are sequences."""
     tree = _node_tree(material)
     _clear(tree)
@@ -101,6 +103,8 @@ def build_texture_material(material, images: dict, uv_name: str | None, displace
         links.new(colour, bsdf.inputs["Base Color"])
     if "roughness" in textures:
         links.new(textures["roughness"].outputs["Color"], bsdf.inputs["Roughness"])
+    else:
+        bsdf.inputs["Roughness"].default_value = MATTE_ROUGHNESS
     if "normal" in textures:
         normal_map = _new(tree, "ShaderNodeNormalMap", (100, -240), "NCA normal (tangent)")
         normal_map.name = "NCA normal map"

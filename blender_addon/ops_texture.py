@@ -155,7 +155,7 @@ class TextureTask(runner.Task):
             raise
 
         # The scene changes from here on.
-        notes = []
+        notes = [s["maps_note"]] if s["maps_note"] else []
         if new_mesh is not None:
             for material in obj.data.materials:
                 new_mesh.materials.append(material)
@@ -224,8 +224,9 @@ class NCA3D_OT_texture_mesh(runner.BackendOperator, bpy.types.Operator):
             raise runner.UserError("choose at least one map to bake")
         if settings.displace and not settings.use_height:
             raise runner.UserError("Displace needs the Height map: turn Height on, or Displace off")
+        maps, maps_note = library.bakeable_maps(settings, maps)
         python = prefs.resolve_python(context)
-        scale = settings.scale  # world units: the exported mesh carries the object's scale
+        scale = library.texture_spacing(context, obj, settings)  # world units per cell, as the exported mesh
         workdir = tempfile.mkdtemp(prefix="nca3d-texture-")
         try:
             mesh_path = os.path.join(workdir, "mesh.obj")
@@ -239,7 +240,7 @@ class NCA3D_OT_texture_mesh(runner.BackendOperator, bpy.types.Operator):
         snapshot = {"maps": maps, "animate": settings.animate, "frames": settings.frames,
                     "loop": settings.loop, "storage": settings.storage, "size": settings.size,
                     "use_ao": settings.use_ao, "displacement": settings.displacement,
-                    "displace": settings.displace}
+                    "displace": settings.displace, "maps_note": maps_note}
         argv = texture_argv(python, mesh_path, model, os.path.join(workdir, "out"), settings, scale,
                             prefs.device(context))
         return TextureTask(argv, workdir, obj.name, exported["uv_name"], snapshot, library.model_label(settings))

@@ -12,15 +12,19 @@ from bpy.props import (
     StringProperty,
 )
 
-from . import library
+from . import library, materials
 
 
-def _model_props(domain_hint: str):
+def _model_props(picker: str, description: str):
+    get, set_ = library.model_accessors(picker)
     return {
         "model": EnumProperty(
-            name="Model",
-            description=f"The NCA model: a bundled one (with its preview) or any .nca3d file ({domain_hint})",
-            items=library.model_items),
+            name="Model", description=description,
+            items=library.texture_model_items if picker == "texture" else library.volume_model_items,
+            get=get, set=set_),
+        "model_name": StringProperty(
+            name="Model Name", description="The chosen model's name (empty: the picker's default model)",
+            default="", options={"HIDDEN"}),
         "model_file": StringProperty(
             name="Model File",
             description="Path of a .nca3d model file (used when Model is 'Model File')",
@@ -30,14 +34,18 @@ def _model_props(domain_hint: str):
 
 class NCA3DTextureSettings(bpy.types.PropertyGroup):
     __annotations__ = {
-        **_model_props("mesh, volume or 2D models; RGB models give an albedo map only"),
+        **_model_props("texture", "The NCA model: a mesh model grows on a cell lattice over the surface; a volume "
+                                  "model colours it as a solid texture, as if carved from a block. Its maps "
+                                  "(RGB models: albedo only) are shown below. 2D models are for `nca3d maps`"),
         "size": IntProperty(
             name="Map Size", description="Width and height of the baked maps in pixels",
             default=1024, min=16, max=8192, soft_min=64, soft_max=4096),
         "scale": FloatProperty(
             name="Texture Scale",
-            description="Cell spacing of the texture in world units (smaller: finer pattern); "
-                        "0: automatic, the cell count the model was trained with",
+            description="Cell spacing of the texture in world units, the same on every object of the scene "
+                        "(smaller: finer pattern). 0: the model's training spacing (a mesh model's, as trained on "
+                        f"a sphere of radius 1; a volume model's, its grid over {library.VOLUME_EDGE:g} units). "
+                        "An object's own Object Texture Scale overrides it",
             default=0.0, min=0.0, soft_max=1.0, precision=4, subtype="DISTANCE", unit="LENGTH"),
         "steps": IntProperty(
             name="Steps", description="NCA growth steps from the seed before the maps are baked",
@@ -48,14 +56,20 @@ class NCA3DTextureSettings(bpy.types.PropertyGroup):
         "use_albedo": BoolProperty(
             name="Albedo", description="Bake the albedo (base colour) map into Base Color", default=True),
         "use_normal": BoolProperty(
-            name="Normal", description="Bake the tangent-space normal map into a Normal Map node", default=True),
+            name="Normal", description="Bake the tangent-space normal map into a Normal Map node (greyed out: the "
+                                        "model has no normal output)", default=True),
         "use_roughness": BoolProperty(
-            name="Roughness", description="Bake the roughness map into Roughness", default=True),
+            name="Roughness",
+            description="Bake the roughness map into Roughness (greyed out: the model has no roughness output; "
+                        f"the material's roughness is then a constant {materials.MATTE_ROUGHNESS})",
+            default=True),
         "use_height": BoolProperty(
-            name="Height", description="Bake the height map into a Displacement node", default=True),
+            name="Height", description="Bake the height map into a Displacement node (greyed out: the model has no "
+                                        "height output)", default=True),
         "use_ao": BoolProperty(
             name="Multiply AO",
-            description="Multiply the ambient-occlusion map into the base colour (off: AO is not used)",
+            description="Multiply the ambient-occlusion map into the base colour (off: AO is not used; greyed "
+                        "out: the model has no AO output)",
             default=False),
         "displacement": FloatProperty(
             name="Bump Height", description="Height map strength as a fraction of the object's size, as a "
@@ -95,7 +109,8 @@ class NCA3DTextureSettings(bpy.types.PropertyGroup):
 
 class NCA3DVolumeSettings(bpy.types.PropertyGroup):
     __annotations__ = {
-        **_model_props("volume models"),
+        **_model_props("volume", "The NCA volume model (a bundled one, with its preview, or a .nca3d file): "
+                                 "grows a 3D block of density and colour"),
         "res": IntProperty(
             name="Resolution", description="Voxels per axis of the exported volume",
             default=128, min=8, max=1024, soft_max=512),
@@ -107,7 +122,7 @@ class NCA3DVolumeSettings(bpy.types.PropertyGroup):
             name="Lattice", description="NCA cells per axis (0: the model's own grid)", default=0, min=0, max=512),
         "size": FloatProperty(
             name="Size", description="Edge length of the volume cube in world units, centred on the 3D cursor",
-            default=2.0, min=0.001, soft_max=100.0, subtype="DISTANCE", unit="LENGTH"),
+            default=library.VOLUME_EDGE, min=0.001, soft_max=100.0, subtype="DISTANCE", unit="LENGTH"),
         "density_scale": FloatProperty(
             name="Density Scale", description="Multiplies the density grid (thicker or thinner)",
             default=1.0, min=0.0001, soft_max=10.0),
@@ -142,6 +157,11 @@ classes = (NCA3DTextureSettings, NCA3DVolumeSettings, NCA3DJobStatus)
 
 
 def register() -> None:
+    bpy.types.Object.nca3d_texture_scale = FloatProperty(
+        name="Object Texture Scale",
+        description="This object's cell spacing in world units, overriding the scene's Texture Scale "
+                    "(0: the scene's)",
+        default=0.0, min=0.0, soft_max=1.0, precision=4, subtype="DISTANCE", unit="LENGTH")
     bpy.types.Scene.nca3d_texture = PointerProperty(type=NCA3DTextureSettings,
                                                     description="NCA texture settings")
     bpy.types.Scene.nca3d_volume = PointerProperty(type=NCA3DVolumeSettings, description="NCA volume settings")
@@ -152,3 +172,4 @@ def unregister() -> None:
     del bpy.types.WindowManager.nca3d_job
     del bpy.types.Scene.nca3d_volume
     del bpy.types.Scene.nca3d_texture
+    del bpy.types.Object.nca3d_texture_scale

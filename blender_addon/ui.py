@@ -73,23 +73,44 @@ def draw_model(layout, settings) -> None:
         layout.label(text=library.error()[:120], icon="ERROR")
 
 
+def length_text(context, value: float) -> str:
+    """A length in the scene's units (e.g. '3.76 cm'), as Blender shows lengths."""
+    units = context.scene.unit_settings
+    if units.system == "NONE":
+        return f"{value:.4g}"
+    return bpy.utils.units.to_string(units.system, "LENGTH", value * units.scale_length, precision=4)
+
+
 def draw_texture_settings(layout, context) -> None:
     settings = context.scene.nca3d_texture
     draw_model(layout, settings)
+    info = library.model_info(settings)
     col = layout.column(align=True)
     col.prop(settings, "size")
     col.prop(settings, "scale")
+    spacing = library.scene_spacing(settings)
+    if not settings.scale and spacing:
+        col.label(text=f"Auto: {length_text(context, spacing)} per cell (the model's training spacing)")
+    obj = context.active_object
+    if obj is not None and obj.type == "MESH":
+        col.prop(obj, "nca3d_texture_scale", text=f"{obj.name} Scale")
     col.prop(settings, "steps")
     col.prop(settings, "seed")
     layout.label(text="Maps:")
+    makes = info["maps"] if info else library.MAP_KINDS  # unknown (unreadable file): the backend decides
     grid = layout.grid_flow(columns=2, align=True)
-    for name in ("use_albedo", "use_normal", "use_roughness", "use_height"):
-        grid.prop(settings, name, toggle=True)
+    for kind in ("albedo", "normal", "roughness", "height"):
+        cell = grid.row(align=True)
+        cell.enabled = kind in makes
+        cell.prop(settings, f"use_{kind}", toggle=True)
     row = layout.row()
-    row.enabled = settings.use_albedo
+    row.enabled = settings.use_albedo and "ao" in makes
     row.prop(settings, "use_ao")
+    missing = [kind for kind in library.MAP_KINDS if kind not in makes]
+    if missing:
+        layout.label(text=library.missing_maps_text(library.model_label(settings), info, missing), icon="INFO")
     col = layout.column()
-    col.enabled = settings.use_height
+    col.enabled = settings.use_height and "height" in makes
     col.prop(settings, "displace")
     col.prop(settings, "displace_strength" if settings.displace else "displacement")
     layout.prop(settings, "animate")

@@ -48,7 +48,8 @@ def preview_path(model_path: Path) -> Path | None:
 
 def model_entry(name: str, path: Path) -> dict:
     """One library row from a model file's header (no weights are loaded): name, path, domain,
-    outputs (the preset), channels (output names), the provenance keys and the preview path.
+    outputs (the preset), channels (output names), lattice (its kind and grid size or icosphere
+    frequency), the provenance keys and the preview path.
     A file whose header cannot be read gets an `error` field instead of failing the listing."""
     from .io.model_file import read_header
 
@@ -60,7 +61,7 @@ def model_entry(name: str, path: Path) -> dict:
         return entry
     provenance = header.get("provenance") or {}
     entry.update(domain=header.get("domain"), outputs=(header.get("config") or {}).get("outputs"),
-                 channels=[o.get("name") for o in header.get("outputs") or []])
+                 channels=[o.get("name") for o in header.get("outputs") or []], lattice=header.get("lattice"))
     entry.update({key: provenance.get(key) for key in PROVENANCE_KEYS})
     material = (provenance.get("config") or {}).get("material")
     if material and entry["exemplar"]:  # a material folder's albedo: name the folder

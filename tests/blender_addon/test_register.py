@@ -80,6 +80,7 @@ class Layout:
 
 ui = mod.ui
 calls = []
+bpy.context.scene.nca3d_volume.model = "FILE"  # (the texture panel keeps its default bundled model)
 ui.draw_texture_settings(Layout(calls), bpy.context)
 ui.draw_volume_settings(Layout(calls), bpy.context)
 info = bpy.context.window_manager.nca3d_job
