@@ -8,7 +8,7 @@ PATH), and its JSON-lines progress is read without blocking the UI. See README.m
 if "bpy" in locals():  # Reload Scripts: reload the submodules in dependency order
     import importlib
 
-    for _module in (backend, runner, prefs, library, props, mesh_io, materials,  # noqa: F821
+    for _module in (backend, setup_backend, runner, prefs, library, props, mesh_io, materials,  # noqa: F821
                     ops_texture, ops_volume, ui):  # noqa: F821
         importlib.reload(_module)
 

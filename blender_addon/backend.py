@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shlex
 import shutil
 import signal
 import subprocess
@@ -23,6 +24,7 @@ RUNNING, DONE, FAILED, CANCELLED = "RUNNING", "DONE", "FAILED", "CANCELLED"
 ERROR_PREFIX = "nca3d: error:"
 PROBE_TIMEOUT = 20.0  # seconds for one `python -c ...` probe
 PIPE_GRACE = 5.0  # seconds a finished backend's pipes may stay open (a leftover child) before we stop reading
+SETUP_MARKER = "nca3d-setup.json"  # written last into an environment that Set up Backend finished
 
 # Lists the bundled model library from the models' headers (no weights loaded): {name: {"path",
 # "preview" (or null), "domain", "channels" (output names), "lattice", "license", "credit", ...}}.
@@ -61,54 +63,166 @@ def can_import_nca3d(python: str, timeout: float = PROBE_TIMEOUT) -> bool:
     return proc.returncode == 0
 
 
-def python_of_script(script: str) -> str | None:
-    """The Python that runs a console script: its shebang, or the python beside it in a venv."""
-    path = Path(script)
-    candidates = []
+def _is_python_name(path: str) -> bool:
+    return Path(path).name.lower().startswith("python")
+
+
+def _shebang_interpreter(script: Path) -> str | None:
+    """The interpreter a script's first lines name: `#!/path/python`, `#!/usr/bin/env python3`, or
+    pip's form for paths with spaces (`#!/bin/sh` then `'''exec' "/path/python" "$0" "$@"`)."""
     try:
-        with open(path, "rb") as handle:
-            first = handle.readline(4096).decode("utf-8", "replace").strip()
+        with open(script, "rb") as handle:
+            head = handle.read(4096).decode("utf-8", "replace").splitlines()
     except OSError:
-        first = ""
-    if first.startswith("#!"):
-        words = first[2:].strip().split()
-        if words:
-            if Path(words[0]).name == "env" and len(words) > 1:  # #!/usr/bin/env python3
-                found = shutil.which(words[1])
-                if found:
-                    candidates.append(found)
-            else:
-                candidates.append(words[0])
-    folder = path.resolve().parent  # venv/bin/nca3d or venv\Scripts\nca3d.exe
-    for name in ("python", "python3", "python.exe"):
-        candidates.append(str(folder / name))
+        return None
+    if not head or not head[0].startswith("#!"):
+        return None
+    if len(head) > 1 and head[1].startswith("'''exec' "):
+        try:
+            words = shlex.split(head[1][len("'''exec' "):])
+        except ValueError:
+            words = []
+        return words[0] if words else None
+    words = head[0][2:].strip().split()
+    if not words:
+        return None
+    if Path(words[0]).name == "env" and len(words) > 1:  # #!/usr/bin/env python3
+        return shutil.which(words[-1])
+    return words[0]
+
+
+def python_of_script(script: str) -> str | None:
+    """The Python that runs a console script (such as `nca3d`): its shebang, or the python beside it
+    in a venv (Windows' nca3d.exe). None when neither is a Python."""
+    folder = Path(script).resolve().parent  # venv/bin/nca3d or venv\Scripts\nca3d.exe
+    candidates = [_shebang_interpreter(Path(script))]
+    candidates += [str(folder / name) for name in ("python", "python3", "python.exe")]
     for candidate in candidates:
-        if Path(candidate).is_file():
+        if candidate and _is_python_name(candidate) and Path(candidate).is_file():
             return candidate
     return None
 
 
-def detect_python(extra: list[str] | None = None) -> str | None:
-    """A Python that can import nca3d: the one behind an `nca3d` command on PATH, else `python3` /
-    `python` on PATH (extra candidates first). None when there is none."""
+def venv_python(folder: str | Path) -> str | None:
+    """The Python of a virtual environment (or conda environment) folder, or None."""
+    folder = Path(folder)
+    for relative in ("bin/python", "bin/python3", "Scripts/python.exe", "python.exe"):
+        if (folder / relative).is_file():
+            return str(folder / relative)
+    return None
+
+
+def interpreter_for(path: str) -> str:
+    """The Python to run for a Backend Python setting: a Python itself, the `nca3d` command, or a
+    venv folder. ValueError (one line) for anything else."""
+    target = Path(path)
+    if target.is_dir():
+        python = venv_python(target)
+        if python is None:
+            raise ValueError(f"the folder '{path}' is not a virtual environment (it has no bin/python "
+                             f"or Scripts\\python.exe)")
+        return python
+    if not target.is_file():
+        raise ValueError(f"the backend Python '{path}' does not exist")
+    if _is_python_name(path):
+        return path
+    python = None
+    if target.stem.lower() == "nca3d" or _shebang_interpreter(target) is not None:
+        python = python_of_script(path)
+    if python is None:
+        raise ValueError(f"'{path}' is neither a Python, the nca3d command nor a venv folder")
+    return python
+
+
+def own_venv_python(root: str | Path | None) -> str | None:
+    """The Python of the newest finished environment that Set up Backend made under `root`."""
+    if not root or not Path(root).is_dir():
+        return None
+    for env in sorted(Path(root).glob("env-*"), reverse=True):
+        python = venv_python(env)
+        if python and (env / SETUP_MARKER).is_file():
+            return python
+    return None
+
+
+def common_places(home: str | Path | None = None) -> list[str]:
+    """Pythons of usual nca3d installs that need not be on PATH (Blender started from a desktop):
+    ~/nca3d-env, pipx and uv tool venvs, ~/.local/bin/nca3d, conda envs named nca3d, and venvs in
+    ~/.venvs, ~/venvs or ~/.virtualenvs that hold nca3d. Only file checks: no process is started."""
+    home = Path(home) if home else Path.home()
+    pipx_home = os.environ.get("PIPX_HOME")
+    named = [home / "nca3d-env", home / ".nca3d-env",
+             home / ".local/pipx/venvs/nca3d", home / ".local/share/pipx/venvs/nca3d",
+             home / "Library/Application Support/pipx/venvs/nca3d", home / "pipx/venvs/nca3d",
+             home / ".local/share/uv/tools/nca3d",
+             *(home / conda / "envs/nca3d" for conda in ("miniconda3", "anaconda3", "miniforge3"))]
+    if pipx_home:
+        named.insert(0, Path(pipx_home) / "venvs" / "nca3d")
+    found = [venv_python(folder) for folder in named]
+    script = home / ".local/bin/nca3d"
+    if script.is_file():
+        found.append(python_of_script(str(script)))
+    for parent in (home / ".venvs", home / "venvs", home / ".virtualenvs"):
+        envs = sorted(parent.iterdir()) if parent.is_dir() else []
+        for env in envs:
+            packages = [*env.glob("lib/python3*/site-packages"), env / "Lib/site-packages"]
+            if any(next(folder.glob("nca3d*"), None) for folder in packages if folder.is_dir()):
+                found.append(venv_python(env))
+    return [python for python in found if python]
+
+
+def detect_python(extra: list[str] | None = None, home: str | Path | None = None) -> str | None:
+    """A Python that can import nca3d, tried in order: `extra` (the add-on's own set-up venv), the
+    one behind an `nca3d` command on PATH, common_places(home), then `python3` / `python` on PATH.
+    None when there is none."""
     candidates = list(extra or [])
     script = shutil.which("nca3d")
     if script:
-        python = python_of_script(script)
-        if python:
-            candidates.append(python)
-    for name in ("python3", "python"):
-        found = shutil.which(name)
-        if found:
-            candidates.append(found)
+        candidates.append(python_of_script(script))
+    candidates += common_places(home)
+    candidates += [shutil.which(name) for name in ("python3", "python")]
     seen = set()
     for candidate in candidates:
-        if candidate in seen:
+        if not candidate or candidate in seen:
             continue
         seen.add(candidate)
         if can_import_nca3d(candidate):
             return candidate
     return None
+
+
+# Check Backend: what the backend would run with. argv: the Device preference (auto, cpu, cuda).
+PROBE_SCRIPT = """\
+import json, sys
+import torch
+import nca3d
+from nca3d.device import resolve_device
+from nca3d.models import library_models
+found = {"version": "nca3d " + nca3d.__version__, "torch": torch.__version__, "models": len(library_models())}
+try:
+    device = resolve_device(sys.argv[1] if len(sys.argv) > 1 else "auto")
+except Exception as exc:
+    found["device_error"] = str(exc)
+else:
+    found["device"] = "CUDA: " + torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+print(json.dumps(found))
+"""
+
+
+def probe_argv(python: str, device: str = "auto") -> list[str]:
+    return [python, "-c", PROBE_SCRIPT, device]
+
+
+def parse_probe(text: str) -> dict:
+    """PROBE_SCRIPT's output -> {"version", "torch", "models", "device" or "device_error"}; {} if garbled."""
+    for line in reversed(text.splitlines()):
+        if line.strip().startswith("{"):
+            try:
+                found = json.loads(line)
+            except ValueError:
+                return {}
+            return found if isinstance(found, dict) and "version" in found else {}
+    return {}
 
 
 def error_line(stderr: str, returncode: int | None = None) -> str:
@@ -230,9 +344,11 @@ class Job:
                 self.error = "the backend finished without reporting its files (is it an old nca3d?)"
             else:
                 self.error = error_line("\n".join(self._stderr), self.returncode)
-                if "No module named nca3d" in self.error:
-                    self.error = (f"'{self.argv[0]}' has no nca3d installed: install it there (pip install nca3d) "
-                                  f"or choose another Python in the add-on preferences")
+                missing = next((name for name in ("nca3d", "torch") if f"No module named {name}" in self.error
+                                or f"No module named '{name}'" in self.error), None)
+                if missing:
+                    self.error = (f"'{self.argv[0]}' has no {missing} installed: install it there (Set up Backend, "
+                                  f"or pip install nca3d) or choose another Python in the add-on preferences")
         return self.state
 
     def _stdout_line(self, line: str) -> None:

@@ -1,5 +1,6 @@
 """The add-on's backend runner (blender_addon/backend.py needs no bpy): JSON-lines progress read by
-threads, non-blocking polls, one-line errors, cancel killing the process group, auto-detection."""
+threads, non-blocking polls, one-line errors, cancel killing the process group, auto-detection, the
+Backend Python forms (a Python, the nca3d command, a venv folder) and the Check Backend probe."""
 
 from __future__ import annotations
 
@@ -141,10 +142,11 @@ def test_detects_the_python_behind_the_nca3d_command(tmp_path, monkeypatch):
     env_script.write_text("#!/usr/bin/env python3\n")
     assert backend.python_of_script(str(env_script)) is not None
     monkeypatch.setenv("PATH", str(bin_dir))
-    assert backend.detect_python() == sys.executable
+    home = tmp_path / "home"  # an empty home: no common places
+    assert backend.detect_python(home=home) == sys.executable
     monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
-    assert backend.detect_python() is None
-    assert backend.detect_python(extra=[sys.executable]) == sys.executable
+    assert backend.detect_python(home=home) is None
+    assert backend.detect_python(extra=[sys.executable], home=home) == sys.executable
     assert not backend.can_import_nca3d(str(tmp_path / "missing"))
 
 
@@ -187,3 +189,104 @@ def test_a_child_holding_the_pipes_open_does_not_hang_the_job(tmp_path, monkeypa
             os.killpg(job.pid, signal.SIGKILL)
         except OSError:
             pass
+
+
+# --------------------------------------------------------------------------- the Backend Python preference
+
+
+def _fake_venv(folder, python=sys.executable, nca3d=True):
+    """A venv-shaped folder whose bin/python runs `python` (so it has nca3d), with an nca3d command
+    whose shebang names that bin/python, and (nca3d) a dist-info in its site-packages."""
+    bin_dir = folder / "bin"
+    bin_dir.mkdir(parents=True)
+    wrapper = bin_dir / "python"
+    wrapper.write_text(f'#!/bin/sh\nexec "{python}" "$@"\n')
+    wrapper.chmod(0o755)
+    script = bin_dir / "nca3d"
+    script.write_text(f"#!{wrapper}\nimport sys\nfrom nca3d.cli import main\nsys.exit(main())\n")
+    script.chmod(0o755)
+    packages = folder / "lib" / "python3.11" / "site-packages"
+    packages.mkdir(parents=True)
+    if nca3d:
+        (packages / "nca3d-0.1.0.dist-info").mkdir()
+    return str(wrapper)
+
+
+def test_python_of_script_reads_pips_shebangs(tmp_path):
+    python = _fake_venv(tmp_path / "with space")
+    long_form = tmp_path / "with space" / "bin" / "nca3d-long"  # pip's form for paths with spaces
+    long_form.write_text(f"#!/bin/sh\n'''exec' \"{python}\" \"$0\" \"$@\"\n' '''\nimport sys\n")
+    assert backend.python_of_script(str(long_form)) == python
+    shell = tmp_path / "tool"
+    shell.write_text("#!/bin/bash\necho hi\n")
+    assert backend.python_of_script(str(shell)) is None  # a shell script names no Python
+
+
+def test_interpreter_for_a_python_the_nca3d_command_and_a_venv_folder(tmp_path):
+    python = _fake_venv(tmp_path / "env")
+    assert backend.interpreter_for(python) == python
+    assert backend.interpreter_for(str(tmp_path / "env" / "bin" / "nca3d")) == python
+    assert backend.interpreter_for(str(tmp_path / "env")) == python
+    assert backend.interpreter_for(sys.executable) == sys.executable
+    errors = {}
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "notes.txt").write_text("not a program\n")
+    for name, path in (("missing", tmp_path / "nope" / "python"), ("folder", tmp_path / "plain"),
+                       ("file", tmp_path / "notes.txt"), ("program", "/bin/sh")):
+        with pytest.raises(ValueError) as info:
+            backend.interpreter_for(str(path))
+        errors[name] = str(info.value)
+    assert errors["missing"].endswith("python' does not exist")
+    assert "is not a virtual environment" in errors["folder"]
+    assert "is neither a Python, the nca3d command nor a venv folder" in errors["file"]
+    assert "is neither a Python" in errors["program"]
+    assert all("\n" not in e for e in errors.values())
+
+
+def test_detection_looks_in_common_places_and_prefers_the_set_up_venv(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))  # Blender started from a desktop: no venv on PATH
+    monkeypatch.delenv("PIPX_HOME", raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    assert backend.common_places(home) == [] and backend.detect_python(home=home) is None
+    _fake_venv(home / ".venvs" / "other", nca3d=False)  # a venv without nca3d is not even probed
+    pipx = _fake_venv(home / ".local" / "pipx" / "venvs" / "nca3d")
+    named = _fake_venv(home / ".venvs" / "texturing")
+    assert backend.common_places(home) == [pipx, named]
+    assert backend.detect_python(home=home) == pipx
+    env_dir = _fake_venv(home / "nca3d-env")
+    assert backend.detect_python(home=home) == env_dir
+
+    root = tmp_path / "setup"
+    older = _fake_venv(root / "env-20260101-000000")
+    assert backend.own_venv_python(root) is None  # no marker: cancelled or failed, never used
+    (root / "env-20260101-000000" / backend.SETUP_MARKER).write_text("{}")
+    assert backend.own_venv_python(root) == older
+    newer = _fake_venv(root / "env-20270101-000000")
+    (root / "env-20270101-000000" / backend.SETUP_MARKER).write_text("{}")
+    assert backend.own_venv_python(root) == newer
+    assert backend.detect_python(extra=[backend.own_venv_python(root)], home=home) == newer
+    assert backend.own_venv_python(tmp_path / "no_such_root") is None
+
+
+def test_probe_reports_version_device_and_models():
+    import torch
+
+    from nca3d import __version__
+    from nca3d.models import library_models
+
+    ok, text = backend.run_quick(backend.probe_argv(sys.executable, "cpu"))
+    assert ok, text
+    found = backend.parse_probe(text)
+    assert found["version"] == f"nca3d {__version__}" and found["device"] == "CPU"
+    assert found["models"] == len(library_models()) > 0 and found["torch"] == torch.__version__
+    if not torch.cuda.is_available():
+        ok, text = backend.run_quick(backend.probe_argv(sys.executable, "cuda"))
+        assert ok and "CUDA is not available" in backend.parse_probe(text)["device_error"]
+    assert backend.parse_probe("no report") == {}
+
+
+def test_a_python_without_nca3d_is_named():
+    job = backend.Job([sys.executable, "-I", "-S", "-c", "import nca3d"], json_progress=False).start()
+    assert job.wait() == backend.FAILED
+    assert job.error.startswith(f"'{sys.executable}' has no nca3d installed"), job.error
