@@ -173,9 +173,9 @@ class SetupTask(runner.Task):
 
     label = "Set up backend"
 
-    def __init__(self, argv: list[str], env: str, log: str):
+    def __init__(self, argv: list[str], env: str, log: str, note: str = ""):
         super().__init__(argv)
-        self.env, self.log = env, log
+        self.env, self.log, self.note = env, log, note
 
     def apply(self, context, job) -> str:
         with open(os.path.join(self.env, backend.SETUP_MARKER), encoding="utf-8") as handle:
@@ -190,7 +190,7 @@ class SetupTask(runner.Task):
         from . import library
 
         library.refresh(python)
-        return f"Backend set up: {text}; log: {self.log}"
+        return f"Backend set up: {text}{self.note}; log: {self.log}"
 
     def cleanup(self) -> None:
         setup_backend.remove_unfinished(self.env)
@@ -198,7 +198,7 @@ class SetupTask(runner.Task):
 
 class NCA3D_OT_setup_backend(PrefsBackendOperator, bpy.types.Operator):
     """Make a Python environment in the add-on's user folder and install torch and nca3d into it with pip
-    (downloads about 1-4 GB on first use); Backend Python then points at it"""
+    (it downloads 0.3 to 3 GB, by the torch build); Backend Python then points at it"""
 
     bl_idname = "nca3d.setup_backend"
     bl_label = "NCA: Set up Backend"
@@ -220,9 +220,11 @@ class NCA3D_OT_setup_backend(PrefsBackendOperator, bpy.types.Operator):
         _SETUP["log"] = log
         argv = [base, setup_backend.__file__, "--env", env, "--log", log, "--torch", prefs.setup_torch,
                 "--source", source, "--device", prefs.device]
+        note = "" if base == backend.own_python() else \
+            f"; Blender's Python has no venv/ensurepip, so Python {version} ({base}) made it"
         if bpy.app.background:
             print(f"Set up backend: Python {version} ({base}) makes {env}; log: {log}", flush=True)
-        return SetupTask(argv, env, log)
+        return SetupTask(argv, env, log, note)
 
 
 class NCA3DPreferences(bpy.types.AddonPreferences):
