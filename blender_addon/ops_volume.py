@@ -10,7 +10,7 @@ import tempfile
 import bpy
 
 from . import library, materials, prefs, runner
-from .ops_texture import safe_name, unique_folder
+from .ops_texture import commit_folder, files_root, folder_free, relative, safe_name, stage_folder
 
 BASE_NAME = "volume"
 
@@ -48,23 +48,20 @@ class VolumeTask(runner.Task):
         if not files or (s["animate"] and len(files) != s["frames"]):
             raise runner.UserError("the backend wrote no (or an incomplete) VDB sequence")
         name = f"NCA {self.model_label}"
-        folder = unique_folder(prefs.output_root(context), safe_name(f"volume_{self.model_label}"))
-        volume = material = None
+        root = s["root"]
+        volume = material = obj = staging = folder = None
         try:
-            os.makedirs(folder, exist_ok=True)
-            kept = []
-            for path in files:
-                target = os.path.join(folder, os.path.basename(path))
-                shutil.copyfile(path, target)
-                kept.append(target)
             volume = bpy.data.volumes.new(name)
-            filepath = kept[0]
-            if bpy.data.filepath:
-                try:
-                    filepath = bpy.path.relpath(filepath)
-                except ValueError:
-                    pass
-            volume.filepath = filepath
+            obj = bpy.data.objects.new(name, volume)  # linked to the scene at the end; its name names the files
+            stem, index = safe_name(obj.name), 1
+            while not folder_free(os.path.join(root, stem)):
+                index += 1
+                stem = f"{safe_name(obj.name)}_{index}"
+            named = {stem + os.path.basename(path)[len(BASE_NAME):]: path for path in files}
+            staging = stage_folder(root, stem, named, {"object": obj.name, "model": self.model_label})
+            commit_folder(staging, os.path.join(root, stem))
+            staging, folder = None, os.path.join(root, stem)
+            volume.filepath = relative(os.path.join(folder, min(named)))
             # Check the first file's grids as a still volume, then make it a sequence.
             volume.grids.load()
             if volume.grids.error_message:
@@ -83,16 +80,19 @@ class VolumeTask(runner.Task):
             materials.build_volume_material(material, s["shading"])
             material["nca3d_model"] = self.model_label
         except Exception:
+            if obj is not None:
+                bpy.data.objects.remove(obj)
             if volume is not None:
                 bpy.data.volumes.remove(volume)
             if material is not None:
                 bpy.data.materials.remove(material)
-            shutil.rmtree(folder, ignore_errors=True)
+            for partial in (staging, folder):
+                if partial is not None:
+                    shutil.rmtree(partial, ignore_errors=True)
             raise
 
         # The scene changes from here on.
         volume.materials.append(material)
-        obj = bpy.data.objects.new(name, volume)
         obj.location = context.scene.cursor.location
         collection = context.collection or context.scene.collection
         collection.objects.link(obj)
@@ -101,7 +101,7 @@ class VolumeTask(runner.Task):
                 other.select_set(False)
         obj.select_set(True)
         context.view_layer.objects.active = obj
-        frames = f"{s['frames']} frames, " if s["animate"] else ""
+        frames = f"{s['frames']} frames{', looping' if s['loop'] else ''}, " if s["animate"] else ""
         return f"NCA volume: '{obj.name}' ({frames}grids {', '.join(sorted(names))}; files in {folder})"
 
 
@@ -123,9 +123,10 @@ class NCA3D_OT_add_volume(runner.BackendOperator, bpy.types.Operator):
         settings = context.scene.nca3d_volume
         model = library.model_argument(settings)
         python = prefs.resolve_python(context)
+        root = files_root(context, "VDB volumes are files on disk")
         workdir = tempfile.mkdtemp(prefix="nca3d-volume-")
-        snapshot = {"animate": settings.animate, "frames": settings.frames, "loop": True,
-                    "shading": settings.shading}
+        snapshot = {"animate": settings.animate, "frames": settings.frames, "loop": settings.loop,
+                    "shading": settings.shading, "root": root}
         argv = volume_argv(python, model, os.path.join(workdir, "out"), settings, prefs.device(context))
         return VolumeTask(argv, workdir, snapshot, library.model_label(settings))
 

@@ -75,20 +75,15 @@ def device(context=None) -> str:
     return prefs.device if prefs is not None else "auto"
 
 
-def output_root(context=None) -> str:
-    """Absolute folder for files kept on disk (animated maps, VDBs, 'Save Next to .blend').
-
-    The preference if set; else a folder `nca3d` next to the saved .blend; else this extension's
-    user folder (the .blend is unsaved)."""
+def output_root(context=None) -> str | None:
+    """Absolute folder for files kept on disk (Save as Files, animated maps, VDBs): the Output Folder
+    preference if set, else a folder `nca3d` next to the saved .blend; None while the .blend is
+    unsaved (nothing is written into hidden folders), or the preference is relative to it (//...)."""
     prefs = get_prefs(context)
-    if prefs is not None and prefs.output_dir.strip():
-        return bpy.path.abspath(prefs.output_dir)
-    if bpy.data.filepath:
-        return bpy.path.abspath("//nca3d")
-    try:
-        return bpy.utils.extension_path_user(__package__, path="outputs", create=True)
-    except (ValueError, AttributeError):  # installed as a legacy add-on
-        return bpy.utils.user_resource("DATAFILES", path="nca3d/outputs", create=True)
+    folder = prefs.output_dir.strip() if prefs is not None and prefs.output_dir.strip() else "//nca3d"
+    if folder.startswith("//") and not bpy.data.filepath:
+        return None
+    return os.path.normpath(os.path.expanduser(bpy.path.abspath(folder)))
 
 
 class NCA3D_OT_detect_backend(bpy.types.Operator):
@@ -257,7 +252,7 @@ class NCA3DPreferences(bpy.types.AddonPreferences):
     output_dir: StringProperty(
         name="Output Folder",
         description="Folder for maps saved as files, animated maps and VDB volumes; empty: a folder "
-                    "'nca3d' next to the .blend file (or the add-on's user folder while it is unsaved)",
+                    "'nca3d' next to the .blend file (an unsaved .blend then keeps packed maps only)",
         subtype="DIR_PATH", default="")
 
     def draw(self, context):

@@ -100,9 +100,10 @@ class NCA3DTextureSettings(bpy.types.PropertyGroup):
         "storage": EnumProperty(
             name="Store Images", description="Where the baked images are kept",
             items=[("PACK", "Pack into .blend",
-                    "Pack the images into the .blend file (animated maps are always kept as files)"),
+                    "Pack the images into the .blend file, nothing on disk (animated maps are always files)"),
                    ("FILES", "Save as Files",
-                    "Save the images as files in the output folder ('nca3d' next to the .blend by default)")],
+                    "Save the images as files in a folder NCA_<object> in the Output Folder (default: 'nca3d' "
+                    "next to the .blend, which must be saved first)")],
             default="PACK"),
     }
 
@@ -139,6 +140,9 @@ class NCA3DVolumeSettings(bpy.types.PropertyGroup):
             name="Frames", description="Number of frames of the VDB sequence", default=24, min=1, soft_max=500),
         "every": IntProperty(
             name="Steps per Frame", description="NCA steps between two frames", default=8, min=1, soft_max=64),
+        "loop": BoolProperty(
+            name="Loop", description="Repeat the VDB sequence after its last frame (off: it holds its last frame)",
+            default=True),
     }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import library, runner
+from . import library, prefs, runner
 from .ops_texture import NCA3D_OT_texture_mesh
 from .ops_volume import NCA3D_OT_add_volume
 
@@ -120,6 +120,8 @@ def draw_texture_settings(layout, context) -> None:
         col.prop(settings, "every")
         col.prop(settings, "loop")
     layout.prop(settings, "storage")
+    if (settings.animate or settings.storage == "FILES") and prefs.output_root(context) is None:
+        layout.label(text="Files need a folder: save the .blend or set an Output Folder", icon="ERROR")
     layout.operator(NCA3D_OT_texture_mesh.bl_idname, text="Texture Selected Mesh", icon="TEXTURE")
 
 
@@ -140,6 +142,9 @@ def draw_volume_settings(layout, context) -> None:
         col = layout.column(align=True)
         col.prop(settings, "frames")
         col.prop(settings, "every")
+        col.prop(settings, "loop")
+    if prefs.output_root(context) is None:
+        layout.label(text="VDB files need a folder: save the .blend or set an Output Folder", icon="ERROR")
     layout.operator(NCA3D_OT_add_volume.bl_idname, text="Add NCA Volume", icon="VOLUME_DATA")
 
 

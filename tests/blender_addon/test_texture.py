@@ -54,6 +54,9 @@ RESULT["workdirs_left"] = [p for p in os.listdir(__import__("tempfile").gettempd
 RESULT["rerun"] = call(bpy.ops.nca3d.texture_mesh)
 RESULT["material_after_rerun"] = obj.active_material.name
 RESULT["nca_materials"] = sorted(m.name for m in bpy.data.materials if m.name.startswith("NCA"))
+RESULT["all_images"] = sorted(i.name for i in bpy.data.images if i.type == "IMAGE")
+RESULT["packed_paths"] = sorted(i.packed_files[0].filepath for i in bpy.data.images if i.packed_file)
+RESULT["files_written"] = os.path.exists(os.path.join(OUT, "files"))
 
 # A Cycles render on the CPU finishes with the packed maps (the backend's temp files are gone).
 scene = bpy.context.scene
@@ -101,7 +104,7 @@ def test_texture_uv_sphere(tmp_path: Path, tiny_models):
         assert want in links, want
     assert result["uv_nodes"] == [result["uv_active"]] * 2
     images = result["images"]
-    assert sorted(images) == ["NCA albedo", "NCA ao", "NCA height", "NCA normal", "NCA roughness"]
+    assert sorted(images) == ["NCA albedo", "NCA ao", "NCA height", "NCA normal", "NCA roughness"]  # node names
     for name, image in images.items():
         assert image["size"] == [MAP_SIZE, MAP_SIZE] and image["packed"] and image["source"] == "FILE", name
         assert image["colorspace"] == ("sRGB" if name == "NCA albedo" else "Non-Color"), name
@@ -113,6 +116,12 @@ def test_texture_uv_sphere(tmp_path: Path, tiny_models):
     assert result["workdirs_left"] == []
     assert result["rerun"] == [["FINISHED"], None]
     assert result["material_after_rerun"] == "NCA tiny_mesh" and result["nca_materials"] == ["NCA tiny_mesh"]
+    kinds = ("albedo", "ao", "height", "normal", "roughness")
+    # the re-run replaced the images: one of each, named after the object, no .001 copies
+    assert result["all_images"] == [f"NCA_Ball_{kind}" for kind in kinds]
+    # packed under the path they would have as files in the Output Folder; nothing written there
+    assert result["packed_paths"] == [str(tmp_path / "files" / "NCA_Ball" / f"NCA_Ball_{kind}.png") for kind in kinds]
+    assert not result["files_written"]
     assert result["render"]["size"] == [64, 64] and result["render"]["max"] > 0.01
 
 
@@ -133,6 +142,7 @@ evaluated.calc_loop_triangles()
 RESULT["evaluated"] = [len(evaluated.vertices), len(evaluated.loop_triangles)]
 obj.evaluated_get(depsgraph).to_mesh_clear()
 RESULT["uv_before"] = len(obj.data.uv_layers)
+RESULT["base"] = [len(obj.data.vertices), len(obj.data.polygons)]
 old_mesh = obj.data.name
 settings = bpy.context.scene.nca3d_texture
 set_model(settings, ARGS["model"])
@@ -147,10 +157,9 @@ settings.storage = "FILES"
 bpy.context.scene.frame_start = 5
 RESULT["run"] = call(bpy.ops.nca3d.texture_mesh)
 mesh = obj.data
-RESULT["mesh"] = {"name": mesh.name, "old_kept": old_mesh in bpy.data.meshes, "vertices": len(mesh.vertices),
+RESULT["mesh"] = {"name": mesh.name, "same": mesh.name == old_mesh, "vertices": len(mesh.vertices),
                   "faces": len(mesh.polygons), "uv": [u.name for u in mesh.uv_layers],
-                  "smooth": all(p.use_smooth for p in mesh.polygons),
-                  "dimensions": list(obj.dimensions)}
+                  "smooth": all(p.use_smooth for p in mesh.polygons)}
 uv = [0.0] * (len(mesh.loops) * 2)
 mesh.uv_layers["UVMap"].uv.foreach_get("vector", uv)
 RESULT["uv_range"] = [min(uv), max(uv)]
@@ -166,6 +175,7 @@ for node in mat.node_tree.nodes:
             "start": node.image_user.frame_start, "auto": node.image_user.use_auto_refresh,
             "cyclic": node.image_user.use_cyclic, "size": list(image.size)}
 RESULT["uv_nodes"] = sorted(n.uv_map for n in mat.node_tree.nodes if n.bl_idname in ("ShaderNodeUVMap", "ShaderNodeNormalMap"))
+RESULT["message"] = status()["last_message"]
 RESULT["files"] = sorted(os.listdir(os.path.join(OUT, "files")))
 RESULT["file_list"] = sorted(os.listdir(os.path.join(OUT, "files", RESULT["files"][0]))) if RESULT["files"] else []
 '''
@@ -176,13 +186,13 @@ def test_texture_without_uv_map_animated_files(tmp_path: Path, tiny_models):
     assert result["run"] == [["FINISHED"], None], result
     assert result["uv_before"] == 0
     mesh = result["mesh"]
-    # The backend's unwrapped mesh replaced the data: the evaluated (subdivided) surface, welded again.
-    assert mesh["uv"] == ["UVMap"] and mesh["faces"] == result["evaluated"][1]
-    assert mesh["vertices"] == result["evaluated"][0]
-    assert mesh["old_kept"] and mesh["smooth"]
-    assert all(abs(d - 2 * 2.0 * 0.95) < 0.2 for d in mesh["dimensions"])  # same size: local space restored
+    # The object keeps its own mesh, now with a UV map: the Subdivision modifier changes the topology,
+    # so the base mesh was unwrapped (by the backend: it is all triangles), and the modifier stays on.
+    assert mesh["uv"] == ["UVMap"] and mesh["same"] and mesh["smooth"]
+    assert [mesh["vertices"], mesh["faces"]] == result["base"] and result["base"] != result["evaluated"]
     assert 0.0 <= result["uv_range"][0] < result["uv_range"][1] <= 1.0
-    assert result["modifiers"] == [[False, False]]  # applied into the new mesh, so turned off
+    assert result["modifiers"] == [[True, True]]
+    assert "(the backend's unwrap; its mesh before its modifiers" in result["message"], result["message"]
     assert result["uv_nodes"] == ["UVMap", "UVMap"]
     images = result["images"]
     assert sorted(images) == ["NCA albedo", "NCA normal", "NCA roughness"]
@@ -190,12 +200,11 @@ def test_texture_without_uv_map_animated_files(tmp_path: Path, tiny_models):
         assert image["source"] == "SEQUENCE" and not image["packed"], name
         assert image["duration"] == 2 and image["start"] == 5 and image["auto"] and image["cyclic"], name
         assert os.path.isfile(image["file"]) and image["file"].startswith(str(tmp_path / "files")), name
-    assert result["files"] == ["Rock_tiny_mesh"]
-    assert result["file_list"] == sorted(f"Rock_tiny_mesh_{kind}.{frame:04d}.png"
-                                         for kind in ("albedo", "normal", "roughness", "ao") for frame in (1, 2)
-                                         if kind != "ao")
-    for name in result["file_list"]:
-        with Image.open(tmp_path / "files" / "Rock_tiny_mesh" / name) as image:
+    assert result["files"] == ["NCA_Rock"]
+    assert result["file_list"] == sorted([f"NCA_Rock_{kind}.{frame:04d}.png" for frame in (1, 2)
+                                          for kind in ("albedo", "normal", "roughness")] + ["nca3d.json"])
+    for name in result["file_list"][:-1]:
+        with Image.open(tmp_path / "files" / "NCA_Rock" / name) as image:
             assert image.size == (MAP_SIZE, MAP_SIZE)
 
 
