@@ -163,7 +163,10 @@ def common_places(home: str | Path | None = None) -> list[str]:
     if script.is_file():
         found.append(python_of_script(str(script)))
     for parent in (home / ".venvs", home / "venvs", home / ".virtualenvs"):
-        envs = sorted(parent.iterdir()) if parent.is_dir() else []
+        try:
+            envs = sorted(parent.iterdir()) if parent.is_dir() else []
+        except OSError:  # unreadable
+            envs = []
         for env in envs:
             packages = [*env.glob("lib/python3*/site-packages"), env / "Lib/site-packages"]
             if any(next(folder.glob("nca3d*"), None) for folder in packages if folder.is_dir()):
