@@ -146,6 +146,9 @@ def export_for_texture(context, obj, path: str, margin: float) -> dict:
             result["uv_name"] = uv_layer.name
         else:
             base = obj.data
+            if base.uv_layers.active is not None:
+                raise MeshError(f"the modifiers of '{obj.name}' drop its UV map '{base.uv_layers.active.name}': keep "
+                                f"it through them (or apply them) and try again")
             if len(base.polygons) == 0:
                 raise MeshError(f"'{obj.name}' has no UV map and no faces of its own (its modifiers make them): "
                                 f"apply its modifiers, or give it a UV map, and try again")

@@ -54,7 +54,10 @@ def uv_report(obj):
     uv_area = 0.5 * np.abs((b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0]))
     p, q, r = co[verts[:, 0]], co[verts[:, 1]], co[verts[:, 2]]
     area = 0.5 * np.linalg.norm(np.cross(q - p, r - p), axis=1)
+    loop_vertex = np.array([l.vertex_index for l in mesh.loops])
+    pairs = len({(v, round(x, 6), round(y, 6)) for v, (x, y) in zip(loop_vertex, uv)})
     return {"layers": [l.name for l in mesh.uv_layers], "active": layer.name,
+            "corners_per_vertex": len(mesh.loops) / len(mesh.vertices), "uvs_per_vertex": pairs / len(mesh.vertices),
             "active_render": [l.name for l in mesh.uv_layers if l.active_render],
             "range": [float(uv.min()), float(uv.max())], "uv_area": uv_area.tolist(), "area": area.tolist()}
 
@@ -109,6 +112,20 @@ RESULT["again"] = call(bpy.ops.nca3d.texture_mesh)
 RESULT["again_message"] = status()["last_message"]
 RESULT["again_layers"] = [l.name for l in quad.data.uv_layers]
 RESULT["again_same"] = state(quad) == before
+
+# Faces made only by modifiers (Skin): no mesh of its own to hold UVs, refused in one line.
+skin_mesh = bpy.data.meshes.new("Bones")
+skin_mesh.from_pydata([(0, 0, 0), (0, 0, 1)], [(0, 1)], [])
+bones = bpy.data.objects.new("Bones", skin_mesh)
+bpy.context.collection.objects.link(bones)
+bones.modifiers.new("Skin", "SKIN")
+for other in bpy.context.view_layer.objects:
+    other.select_set(False)
+bpy.context.view_layer.objects.active = bones
+bones.select_set(True)
+before = snapshot()
+RESULT["skin"] = call(bpy.ops.nca3d.texture_mesh)
+RESULT["skin_same"] = snapshot() == before
 '''
 
 
@@ -134,6 +151,9 @@ def test_unwrap_is_a_new_uv_map_on_the_users_mesh(tmp_path: Path, tiny_models):
         assert min(uv["uv_area"]) > 0, name
         assert 0.2 < sum(uv["uv_area"]) <= 1.0, (name, sum(uv["uv_area"]))
         assert _uniform_scale(uv["uv_area"], uv["area"]) > 0.9, name
+        # the corners around a vertex share its UV inside an island (only seams split it): with
+        # mismatched corners every corner would have a UV of its own
+        assert uv["uvs_per_vertex"] < 0.5 * uv["corners_per_vertex"], (name, uv["uvs_per_vertex"])
     assert "new UV map 'UVMap' (the backend's unwrap)" in result["tri_message"], result["tri_message"]
     assert "Smart UV Project" in result["quad_message"] and "before its modifiers" in result["quad_message"]
     assert result["data_same"]  # the temporary copy and scene are gone
@@ -151,3 +171,5 @@ def test_unwrap_is_a_new_uv_map_on_the_users_mesh(tmp_path: Path, tiny_models):
         assert (turns > 0).all() or (turns < 0).all(), polygon
     assert result["again"] == [["FINISHED"], None] and result["again_layers"] == ["UVMap"]
     assert result["again_same"] and "new UV map" not in result["again_message"]
+    run, error = result["skin"]
+    assert run is None and "'Bones' has no UV map and no faces of its own" in error and result["skin_same"], error
