@@ -216,16 +216,22 @@ def probe_argv(python: str, device: str = "auto") -> list[str]:
     return [python, "-c", PROBE_SCRIPT, device]
 
 
-def parse_probe(text: str) -> dict:
-    """PROBE_SCRIPT's output -> {"version", "torch", "models", "device" or "device_error"}; {} if garbled."""
+def last_json_object(text: str) -> dict:
+    """The last line of `text` that is a JSON object (a backend script's answer); {} if none or garbled."""
     for line in reversed(text.splitlines()):
         if line.strip().startswith("{"):
             try:
                 found = json.loads(line)
             except ValueError:
                 return {}
-            return found if isinstance(found, dict) and "version" in found else {}
+            return found if isinstance(found, dict) else {}
     return {}
+
+
+def parse_probe(text: str) -> dict:
+    """PROBE_SCRIPT's output -> {"version", "torch", "models", "device" or "device_error"}; {} if garbled."""
+    found = last_json_object(text)
+    return found if "version" in found else {}
 
 
 def error_line(stderr: str, returncode: int | None = None) -> str:
@@ -437,16 +443,7 @@ def library_argv(python: str) -> list[str]:
 
 def parse_library(text: str) -> dict:
     """LIBRARY_SCRIPT's output -> {name: entry (with at least "path")}; {} for anything unexpected."""
-    for line in reversed(text.splitlines()):
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                found = json.loads(line)
-            except ValueError:
-                return {}
-            if isinstance(found, dict):
-                return {str(k): v for k, v in found.items() if isinstance(v, dict) and "path" in v}
-    return {}
+    return {str(k): v for k, v in last_json_object(text).items() if isinstance(v, dict) and "path" in v}
 
 
 def own_python() -> str:

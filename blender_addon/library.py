@@ -292,6 +292,23 @@ def model_accessors(picker: str):
     return get, set_
 
 
+def choose(settings, picker: str, model: str) -> None:
+    """Point a picker's settings at `model`: a bundled name it offers, or a .nca3d file path
+    (operators' `model` argument, for scripts); runner.UserError naming the choices otherwise."""
+    from . import runner
+
+    if model.lower().endswith(".nca3d") or os.sep in model or "/" in model:
+        settings.model, settings.model_file = FILE_ITEM, model
+        return
+    ensure_listed()
+    names = offered(picker)
+    if model not in names:
+        what = "mesh or volume" if picker == "texture" else "volume"
+        raise runner.UserError(f"'{model}' is not a bundled {what} model; use one of {', '.join(names) or 'none'}, "
+                               f"or a .nca3d file path")
+    settings.model = model
+
+
 def model_label(settings) -> str:
     """A short name of the chosen model (for material and object names)."""
     if settings.model == FILE_ITEM:

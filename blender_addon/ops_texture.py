@@ -357,6 +357,11 @@ class NCA3D_OT_texture_mesh(runner.BackendOperator, bpy.types.Operator):
     bl_label = "NCA: Texture Selected Mesh"
     bl_options = {"REGISTER", "UNDO"}
 
+    model: bpy.props.StringProperty(
+        name="Model", options={"SKIP_SAVE"},
+        description="For scripts: a bundled model's name or a .nca3d file path; it becomes the panel's "
+                    "choice (empty: the panel's choice)")
+
     @classmethod
     def poll_more(cls, context):
         obj = context.active_object
@@ -373,6 +378,8 @@ class NCA3D_OT_texture_mesh(runner.BackendOperator, bpy.types.Operator):
         if obj is None or obj.type != "MESH":
             raise runner.UserError("select a mesh object to texture")
         settings = context.scene.nca3d_texture
+        if self.model:
+            library.choose(settings, "texture", self.model)
         model = library.model_argument(settings)
         maps = wanted_maps(settings)
         if not maps:

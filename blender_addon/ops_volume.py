@@ -112,6 +112,11 @@ class NCA3D_OT_add_volume(runner.BackendOperator, bpy.types.Operator):
     bl_label = "NCA: Add NCA Volume"
     bl_options = {"REGISTER", "UNDO"}
 
+    model: bpy.props.StringProperty(
+        name="Model", options={"SKIP_SAVE"},
+        description="For scripts: a bundled model's name or a .nca3d file path; it becomes the panel's "
+                    "choice (empty: the panel's choice)")
+
     @classmethod
     def poll_more(cls, context):
         if context.mode != "OBJECT":
@@ -121,6 +126,8 @@ class NCA3D_OT_add_volume(runner.BackendOperator, bpy.types.Operator):
 
     def make_task(self, context):
         settings = context.scene.nca3d_volume
+        if self.model:
+            library.choose(settings, "volume", self.model)
         model = library.model_argument(settings)
         python = prefs.resolve_python(context)
         root = files_root(context, "VDB volumes are files on disk")

@@ -173,6 +173,12 @@ RESULT["links"] = links_of(mat)
 bsdf = next(n for n in mat.node_tree.nodes if n.bl_idname == "ShaderNodeBsdfPrincipled")
 RESULT["roughness"] = bsdf.inputs["Roughness"].default_value
 RESULT["images"] = sorted(n.name for n in mat.node_tree.nodes if n.bl_idname == "ShaderNodeTexImage")
+# The operator's own `model` argument: it becomes the panel's choice; a 2D or unknown name is refused.
+tex.model = "FILE"
+tex.model_file = ""
+base = snapshot()
+RESULT["argument_2d"] = {"run": call(bpy.ops.nca3d.texture_mesh, model="bricks_2d"), "same": snapshot() == base}
+RESULT["argument"] = {"run": call(bpy.ops.nca3d.texture_mesh, model="granite_mesh"), "model": tex.model}
 '''
 
 
@@ -191,6 +197,10 @@ def test_a_background_script_textures_with_a_bundled_name(tmp_path: Path):
     assert result["images"] == ["NCA albedo"]
     assert not any(link[3] == "Roughness" for link in result["links"])
     assert math.isclose(result["roughness"], 0.8, abs_tol=1e-6)  # matte, not Blender's 0.5
+    refused = result["argument_2d"]
+    assert refused["run"][0] is None and refused["same"], refused
+    assert "'bricks_2d' is not a bundled mesh or volume model; use one of" in refused["run"][1], refused
+    assert result["argument"] == {"run": [["FINISHED"], None], "model": "granite_mesh"}, result["argument"]
 
 
 WORLD_SCALE = r'''
