@@ -85,6 +85,8 @@ texture_op = addon().ops_texture.NCA3D_OT_texture_mesh
 class Driver(runner.BackendOperator):
     """The texture operator's steps, driven without a window (modal handlers need one)."""
 
+    model = ""  # the operator's `model` argument, left empty: the panel's choice
+
     def __init__(self):
         self.reports = []
 
