@@ -439,9 +439,9 @@ def damage_experiment(model, steps: int = 96, heal_steps: int | None = None, see
       recovery: (damaged - healed) / (damaged - intact), 1 = fully healed, <= 0 = no healing.
     radius: of the erased ball, as a fraction of the grid side (mesh: of the sphere's diameter).
     """
-    from .nca import make_generator
+    from .core.nca import make_generator
     from .train.quality import TextureStatistics
-    from .volume import grow
+    from .core.grow import grow
 
     heal_steps = steps if heal_steps is None else heal_steps
     if not 0.01 <= radius <= 0.45:
@@ -510,7 +510,7 @@ class Scene:
     the current state again and updates the plotter's data; advance(k) runs k more NCA steps."""
 
     def __init__(self, model, seed: int = 0, progress: Progress | None = None):
-        from .nca import make_generator
+        from .core.nca import make_generator
 
         self.model, self.seed_value = model, seed
         self.progress = progress or Progress("none")
@@ -519,7 +519,7 @@ class Scene:
         self.state = None  # set by subclasses once their lattice exists
 
     def reset(self) -> None:
-        from .nca import make_generator
+        from .core.nca import make_generator
 
         self.generator = make_generator(self.seed_value, self.model.device)
         self.state = self.model.seed(self.lattice)
@@ -527,7 +527,7 @@ class Scene:
 
     def advance(self, steps: int, report: bool = False) -> None:
         """Run `steps` more NCA steps (reporting stage 'grow' to the progress when `report`)."""
-        from .volume import grow
+        from .core.grow import grow
 
         if steps:
             self.state = grow(self.model, self.state, self.lattice, steps, self.generator,
@@ -565,7 +565,7 @@ class MeshScene(Scene):
     def __init__(self, model, mesh, map_size: int = RENDER_MAP_SIZE, cells: int = 0, seed: int = 0,
                  progress: Progress | None = None):
         from .ops.uv import has_usable_uv, unwrap
-        from .texture import MeshBaker, TextureConfig
+        from .render.maps import MeshBaker, TextureConfig
 
         super().__init__(model, seed, progress)
         if model.config.domain == "2d":
@@ -634,7 +634,7 @@ class VolumeScene(Scene):
     cube [-1, 1]^3, mapped straight to RGBA (alpha from density as extinction)."""
 
     def __init__(self, model, res: int = RENDER_VOLUME_RES, seed: int = 0, progress: Progress | None = None):
-        from .volume import check_volume_model
+        from .core.dense import check_volume_model
 
         super().__init__(model, seed, progress)
         check_volume_model(model)
@@ -650,7 +650,7 @@ class VolumeScene(Scene):
 
     def rgba(self) -> np.ndarray:
         """(res^3, 4) uint8 in VTK point order (x fastest); alpha = the opacity over VOLUME_UNIT."""
-        from .volume import decode_volume
+        from .core.dense import decode_volume
 
         density, colour = decode_volume(self.model, self.state, self.lattice, self.res, color_space="srgb")
         alpha = 1.0 - np.exp(-np.clip(density, 0, None) * VOLUME_UNIT)  # model units = world units
@@ -679,7 +679,7 @@ class TileScene(Scene):
     above with u to the right and v up the image; the turntable orbits it like a tile on a table."""
 
     def __init__(self, model, map_size: int = RENDER_MAP_SIZE, seed: int = 0, progress: Progress | None = None):
-        from .texture import GridBaker, MapsConfig
+        from .render.maps import GridBaker, MapsConfig
 
         super().__init__(model, seed, progress)
         if model.config.domain != "2d":

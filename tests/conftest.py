@@ -3,7 +3,7 @@ import importlib
 import pytest
 import torch
 
-from nca3d.model import Model, ModelConfig
+from nca3d.core.model import Model, ModelConfig
 from nca3d.render.raycast import available_backends
 
 requires_raycaster = pytest.mark.skipif(

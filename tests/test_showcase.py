@@ -19,7 +19,7 @@ from nca3d import showcase
 from nca3d.cli import main
 from nca3d.errors import NCA3DError
 from nca3d.io.model_file import save_model
-from nca3d.model import Model, ModelConfig
+from nca3d.core.model import Model, ModelConfig
 from nca3d.showcase import RenderConfig, render
 from tests.conftest import optional_import, random_model
 
@@ -102,7 +102,7 @@ def test_normal_map_on_mirrored_islands_matches_per_vertex_normals():
     needs_pyvista()
     from nca3d.ops.bake import UVRasteriser, dilate, tangent_frames, texel_frames
     from nca3d.ops.demo_meshes import load_demo_or_mesh
-    from nca3d.texture import encode_normals
+    from nca3d.render.maps import encode_normals
 
     mesh = load_demo_or_mesh("rock")
     frames = tangent_frames(mesh.vertices, mesh.faces, mesh.uv)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..model import Model, ModelConfig
-from ..nca import make_generator
+from ..core.model import Model, ModelConfig
+from ..core.nca import make_generator
 from .measure import matmul_gflops, sync, timed
 
 

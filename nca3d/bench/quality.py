@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..core.nca import make_generator
 from ..errors import NCA3DError
 from ..io.images import read_exemplar, write_png
 from ..io.model_file import load_model
-from ..nca import make_generator
 from ..progress import Progress
 from ..train.losses import crop_count
 from ..train.quality import TextureStatistics, _resize, band_score, reference_scores

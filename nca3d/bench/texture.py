@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..core.grow import grow
 from ..errors import NCA3DError
+from ..export.maps import write_maps
 from ..progress import Progress
-from ..texture import DEFAULT_CELLS, MeshBaker, TextureConfig, _grow, write_maps
+from ..render.maps import DEFAULT_CELLS, MeshBaker, TextureConfig
 from .measure import matmul_gflops, peak_memory, timed
 
 
@@ -60,9 +62,9 @@ def print_raycast(results: dict) -> None:
 def bench_texture(mesh_path: str, sizes=(2048, 4096), cells: int = DEFAULT_CELLS, steps: int = 96,
                   device="cpu") -> dict:
     """Time and peak memory of each stage of a mesh bake, and the bake's cost over the LPPN decode alone."""
+    from ..core.model import Model, ModelConfig
     from ..io.mesh import load_mesh
     from ..lattices.mesh import SurfacePoints
-    from ..model import Model, ModelConfig
     from ..ops.uv import has_usable_uv, unwrap
 
     if not Path(mesh_path).is_file():
@@ -91,7 +93,7 @@ def bench_texture(mesh_path: str, sizes=(2048, 4096), cells: int = DEFAULT_CELLS
                              **{k: baker.lattice_stats[k] for k in ("edge_p5", "edge_p95")})
     results["raycast_backend"] = baker.caster.backend
     generator = torch.Generator(device=device).manual_seed(0)
-    state = measure("grow", lambda: _grow(model, model.seed(baker.lattice), baker.lattice, steps, generator, None))
+    state = measure("grow", lambda: grow(model, model.seed(baker.lattice), baker.lattice, steps, generator, None))
     stages["grow"]["steps"] = steps
     for size in sizes:
         baker.config = dataclasses.replace(config, size=size)

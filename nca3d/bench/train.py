@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..core.model import Model, ModelConfig
+from ..core.nca import NCA, make_generator
 from ..io.images import write_png
-from ..model import Model, ModelConfig
-from ..nca import NCA, make_generator
 from ..progress import Progress
 from ..train.trainer import TrainConfig, Trainer
 from .measure import matmul_gflops, peak_memory, process_peak_rss_bytes

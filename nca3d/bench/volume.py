@@ -18,11 +18,11 @@ def bench_volume(device="cpu", quick: bool = False, *, lattice: int = 64, resolu
     and 256^3 (quick: 64^3 and 128^3), VDB write time/size of the last decode, and the peak
     memory each stage adds; speeds also as ratios to a dense matmul timed in the same run.
     lattice/resolutions/steps/matmul_size override the sizes (for smoke tests)."""
+    from ..core.dense import decode_volume
+    from ..core.model import Model, ModelConfig
+    from ..core.nca import make_generator
+    from ..export.volume import ARRAY_BYTES_PER_VOXEL, VDB_WRITE_BYTES_PER_VOXEL, VDB_ZLIB_LEVEL, volume_transform
     from ..io.vdb import write_vdb
-    from ..model import Model, ModelConfig
-    from ..nca import make_generator
-    from ..volume import (ARRAY_BYTES_PER_VOXEL, VDB_WRITE_BYTES_PER_VOXEL, VDB_ZLIB_LEVEL, decode_volume,
-                          volume_transform)
 
     device = torch.device(device)
     torch.manual_seed(0)

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ..lattices import Grid3D
-from ..model import Model
+from ..core.model import Model
 
 HALF_DIAGONAL = math.sqrt(3.0)
 

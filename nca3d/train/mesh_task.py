@@ -55,7 +55,7 @@ from torch import Tensor
 
 from ..io.atomic import atomic_path
 from ..lattices import MeshLattice, SurfacePoints, icosphere
-from ..model import Model
+from ..core.model import Model
 from .losses import crop_count
 
 CACHE_VERSION = 1  # bump when the view geometry or the file layout changes

@@ -1,25 +1,14 @@
-"""`nca3d texture`: grow a model on any mesh and bake PBR maps; `nca3d maps`: tileable 2D map sets.
-
-texture: load the mesh -> unwrap it when it has no usable UVs -> build a uniform cell lattice
-(mesh models) -> grow the NCA -> bake every texel (closest lattice point, decode) -> dilate
-seams -> write the maps, a .glb, an .obj + .mtl, a preview and NAME.json (the resolved
-settings); with --displace also NAME_displaced.glb/.obj, moved along the normals by the height
-(ops.displace). A volume model textures the mesh as a solid texture: each texel decodes at its 3D
-position, `--scale` mesh units per cell.
-
-Everything is written into a hidden staging folder inside --out and moved into place at the
-end, so an interrupted or failed run leaves no partial files.
+"""The maps a grown model makes: the map set (albedo, normal, roughness, height, AO, ORM) and the
+bakers that fill it, a mesh's texels (MeshBaker: UV raster, ray cast onto the cell lattice,
+decode, tangent-space normals, seam dilation) or one period of a 2D model's grid (GridBaker),
+with the settings of `nca3d texture` and `nca3d maps` they bake by.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,14 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import NCA3DError
-from .io.images import write_png
-from .progress import Progress
+from ..errors import NCA3DError
+from ..progress import Progress
 
 MAP_KINDS = ("albedo", "normal", "roughness", "height", "ao", "orm")
 DEFAULT_CELLS = 40962  # volume models on a mesh: cells of the default 64-frequency icosphere
 MIN_SIZE, MAX_SIZE = 16, 8192
-STAGING_PREFIX = ".nca3d-staging-"
 GEOMETRY_CACHE_BYTES = 1 << 30  # located texels kept across the frames of an animated bake
 
 
@@ -86,7 +73,26 @@ def _check_common(config) -> None:
         raise NCA3DError(f"output name '{config.name}' is not a valid file name; pass another --name")
 
 
-# --------------------------------------------------------------------------- encoding outputs
+@dataclass
+class MapsConfig:
+    """Settings of one `nca3d maps` run; saved as NAME.json next to the maps."""
+
+    model: str
+    out: str
+    name: str = ""  # output file stem (default: the model's name)
+    size: int = 2048
+    steps: int = 96
+    seed: int = 0
+    frames: int = 0
+    every: int = 8
+    normal_convention: str = "opengl"
+    exr: bool = False
+    preview_size: int = 512
+    device: str = "auto"
+
+    def __post_init__(self):
+        self.name = self.name or Path(self.model).stem
+        _check_common(self)
 
 
 def _quantise(values: np.ndarray, bits: int = 8) -> np.ndarray:
@@ -172,9 +178,6 @@ def store_outputs(maps: MapSet, model, values: np.ndarray, index: np.ndarray, no
         maps.put("normal_object", index, encode_normals(normals_object))
 
 
-# --------------------------------------------------------------------------- the mesh bake
-
-
 def default_cells(model) -> int:
     """Lattice cells over a mesh when neither --cells nor --scale is given.
 
@@ -194,7 +197,7 @@ class MeshBaker:
     """Everything fixed across the frames of one bake: the mesh, its texels' frames, the lattice."""
 
     def __init__(self, model, mesh, config: TextureConfig, progress: Progress, keep_geometry: bool = False):
-        from .ops.bake import tangent_frames
+        from ..ops.bake import tangent_frames
 
         self.model, self.mesh, self.config, self.progress = model, mesh, config, progress
         frames = tangent_frames(mesh.vertices, mesh.faces, mesh.uv)
@@ -213,8 +216,8 @@ class MeshBaker:
         self._located: list | None = None  # the located texel chunks, kept across bakes
         self.covered: np.ndarray | None = None  # (S, S) bool: texels inside the UV layout
         if model.config.domain == "mesh":
-            from .ops.remesh import uniform_lattice
-            from .render.raycast import RayCaster
+            from ..ops.remesh import uniform_lattice
+            from .raycast import RayCaster
 
             progress.update("lattice", 0.0, f"remeshing to cell spacing {self.spacing:.4g}", force=True)
             lattice_mesh = uniform_lattice(mesh.vertices, mesh.faces, spacing=self.spacing)
@@ -238,7 +241,7 @@ class MeshBaker:
         point instead."""
         if self.caster is None:
             return torch.from_numpy((positions / self.spacing).astype(np.float32))
-        from .lattices.mesh import SurfacePoints
+        from ..lattices.mesh import SurfacePoints
 
         face, bary, t = self.caster.cast(positions + normals * self.spacing, -normals)
         stray = (face < 0) | (np.abs(t - self.spacing) > 0.5 * self.spacing)
@@ -253,7 +256,7 @@ class MeshBaker:
         All of it depends on the mesh only, so with `keep_geometry` it is kept for the next bakes
         (animation frames, live views) while it fits in GEOMETRY_CACHE_BYTES (a 2K map does;
         larger maps recompute)."""
-        from .ops.bake import UVRasteriser, interpolate, texel_frames
+        from ..ops.bake import UVRasteriser, interpolate, texel_frames
 
         if self._located is not None:
             for number, chunk in enumerate(self._located):
@@ -290,7 +293,7 @@ class MeshBaker:
     def bake(self, state: torch.Tensor, label: str = "") -> tuple[MapSet, np.ndarray]:
         """Bake one frame -> (maps, covered (S, S) bool), seams dilated. Adds each part's
         seconds to `self.timings` (rasterise, locate, query, decode, normals, store, dilate)."""
-        from .ops.bake import dilate, up_frames
+        from ..ops.bake import dilate, up_frames
 
         cfg, clock = self.config, self._clock
         names = model_maps(self.model, object_space=True)
@@ -332,222 +335,6 @@ def _query_bytes(query) -> int:
     return query.face.nbytes + query.bary.nbytes
 
 
-def _prepare_out(out: str) -> Path:
-    from .volume import prepare_out_dir
-
-    folder = prepare_out_dir(out)
-    for stale in folder.glob(STAGING_PREFIX + "*"):  # left by a killed run: never half a result
-        shutil.rmtree(stale, ignore_errors=True)
-    return folder
-
-
-def _map_file(folder: Path, name: str, kind: str, frame: int | None, suffix: str = ".png") -> Path:
-    return folder / (f"{name}_{kind}.{frame:04d}{suffix}" if frame is not None else f"{name}_{kind}{suffix}")
-
-
-def write_maps(maps: MapSet, folder: Path, name: str, frame: int | None, exr: bool,
-               object_normals: bool = False) -> dict[str, Path]:
-    """Write one frame's maps as PNG (height: 16-bit, or EXR) -> {kind: path}."""
-    written = {}
-    for kind, array in maps.arrays.items():
-        if kind == "normal_object" and not object_normals:
-            continue
-        if kind == "height" and exr:
-            from .io.exr import write_exr
-
-            path = _map_file(folder, name, kind, frame, ".exr")
-            write_exr(path, array)
-        else:
-            path = _map_file(folder, name, kind, frame)
-            write_png(path, array, bits=16 if array.dtype == np.uint16 else 8)
-        written[kind] = path
-    orm = maps.orm()
-    if orm is not None:
-        written["orm"] = _map_file(folder, name, "orm", frame)
-        write_png(written["orm"], orm)
-    return written
-
-
-def _preview_arrays(maps: MapSet, limit: int = 1024) -> dict[str, np.ndarray]:
-    """Float maps for the preview renderer, downsampled to at most `limit` px."""
-    from PIL import Image
-
-    out = {}
-    for kind in ("albedo", "normal_object", "roughness", "ao"):
-        array = maps.arrays.get(kind)
-        if array is None:
-            continue
-        image = Image.fromarray(array)
-        if image.width > limit:
-            image = image.resize((limit, limit), Image.BILINEAR)
-        out[kind] = np.asarray(image, np.float32) / 255.0
-    return out
-
-
-def texture_mesh(config: TextureConfig, progress: Progress | None = None) -> list[str]:
-    """Run `nca3d texture`; returns the written files (all appear at the end, or none)."""
-    from .ops.demo_meshes import load_demo_or_mesh
-    from .ops.uv import has_usable_uv, unwrap
-
-    progress = progress or Progress("bar")
-    model = _load(config.model, config.device)
-    if model.config.domain == "2d":
-        raise NCA3DError(f"'{config.model}' is a 2D model: it makes tileable maps, not mesh textures; "
-                         f"use `nca3d maps --model {config.model}` or a mesh or volume model")
-    if config.displace and "height" not in model.channel_slices():
-        raise NCA3DError(f"'{config.model}' has no height output, so --displace has nothing to displace by; "
-                         f"use a PBR model with a height map (see `nca3d models`) or drop --displace")
-    progress.update("load", 0.0, f"reading {config.mesh}", force=True)
-    mesh = load_demo_or_mesh(config.mesh)
-    progress.update("load", 1.0, f"{len(mesh.vertices)} vertices, {len(mesh.faces)} faces", force=True)
-    folder = _prepare_out(config.out)
-    unwrapped = not has_usable_uv(mesh)
-    if unwrapped:
-        progress.update("unwrap", 0.0, "no usable UVs: unwrapping with xatlas", force=True)
-        mesh = unwrap(mesh, resolution=config.size, padding=max(2, config.margin // 2))
-        progress.update("unwrap", 1.0, "unwrapped", force=True)
-    baker = MeshBaker(model, mesh, config, progress)
-
-    def export(staging: Path, maps: MapSet, written: dict[str, Path]) -> dict:
-        extra = _export(mesh, maps, written, staging, config, progress)
-        return {"unwrapped": unwrapped, "lattice": baker.lattice_stats, **extra}
-
-    return _bake_sequence(model, baker.lattice, baker.bake, config, folder, progress, export)
-
-
-def _load(model: str, device: str):
-    from .device import resolve_device
-    from .io.model_file import load_model
-    from .models import resolve_model
-
-    return load_model(resolve_model(model), device=resolve_device(device))
-
-
-def _bake_sequence(model, lattice, bake, config, folder: Path, progress: Progress, export) -> list[str]:
-    """Grow, bake each frame, export; all files go through a staging folder moved into place at the end.
-
-    bake(state, label) -> (MapSet, covered); export(staging, first maps, first files) -> extra record."""
-    start = time.monotonic()
-    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=folder))
-    try:
-        generator = torch.Generator(device=model.device).manual_seed(config.seed)
-        state = _grow(model, model.seed(lattice), lattice, config.steps, generator, progress)
-        frames = config.frames or 1
-        first = None
-        for index in range(frames):
-            label = f"frame {index + 1}/{frames}: " if config.frames else ""
-            if index:
-                state = _grow(model, state, lattice, config.every, generator, progress, label)
-            maps, _ = bake(state, label)
-            written = write_maps(maps, staging, config.name, index + 1 if config.frames else None, config.exr,
-                                 getattr(config, "object_normals", False))
-            first = first or (maps, written)
-        progress.update("export", 0.0, "writing", force=True)
-        extra = export(staging, *first)
-        record = {"config": dataclasses.asdict(config), "model_domain": model.config.domain,
-                  "model_provenance": {k: model.provenance.get(k) for k in ("exemplar", "license", "credit")},
-                  "maps": sorted(first[1]), "seconds": round(time.monotonic() - start, 2), **extra}
-        (staging / f"{config.name}.json").write_text(json.dumps(record, indent=2))
-        files = []
-        for path in sorted(staging.iterdir()):
-            os.replace(path, folder / path.name)
-            files.append(str(folder / path.name))
-        progress.update("export", 1.0, "done", force=True)
-        return files
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _grow(model, state, lattice, steps, generator, progress, label=""):
-    from .volume import grow
-
-    return grow(model, state, lattice, steps, generator, progress, label)
-
-
-def _export(mesh, maps: MapSet, written: dict[str, Path], folder: Path, config: TextureConfig,
-            progress: Progress | None = None) -> dict:
-    """Write the .glb, .obj + .mtl, preview (and with --displace the displaced .glb and .obj);
-    returns what NAME.json records about them."""
-    from .io.export import write_glb, write_obj
-    from .render.preview import render_pbr_preview
-
-    material = {kind: path for kind, path in written.items() if kind in ("albedo", "normal", "orm")}
-    # the .mtl has no slot for the height (nor the ORM or object-space normals): a --exr height is no PNG
-    obj_maps = {k: v for k, v in written.items() if k not in ("orm", "normal_object", "height")}
-    write_glb(folder / f"{config.name}.glb", mesh, material)
-    write_obj(folder / f"{config.name}.obj", mesh, obj_maps)
-    record = {}
-    if config.displace:
-        displaced, record["displacement"] = _displaced_mesh(mesh, maps, config)
-        write_glb(folder / f"{config.name}_displaced.glb", displaced, material)
-        write_obj(folder / f"{config.name}_displaced.obj", displaced, obj_maps)
-        if progress is not None:
-            info = record["displacement"]
-            progress.update("export", 0.5, f"displaced by strength {info['strength']:.4g} "
-                            f"({info['rule']}); {info['flipped_faces']} triangles flipped", force=True)
-    if config.preview_size:
-        arrays = _preview_arrays(maps)
-        image = render_pbr_preview(mesh, arrays["albedo"], normal_object=_object_normals(arrays, maps),
-                                   roughness=arrays.get("roughness"), ao=arrays.get("ao"),
-                                   size=config.preview_size)
-        write_png(folder / f"{config.name}_preview.png", image)
-    return record
-
-
-def _displaced_mesh(mesh, maps: MapSet, config: TextureConfig):
-    """The mesh moved along its normals by the baked height (ops.displace); the strength used
-    goes into `config.displace_strength` (so NAME.json's settings show it) and the record."""
-    from .ops.bake import vertex_normals
-    from .ops.displace import DEFAULT_FRACTION, MIDLEVEL, SAFE_FRACTION, default_strength, displace, flipped_faces
-
-    height = maps.arrays["height"]
-    height = height / 65535.0 if height.dtype == np.uint16 else np.clip(np.nan_to_num(height), 0.0, 1.0)  # as a PNG
-    bounds = default_strength(mesh.vertices, mesh.faces, vertex_normals(mesh.vertices, mesh.faces))
-    if config.displace_strength > 0:
-        rule = "given"
-    else:
-        config.displace_strength = bounds["strength"]
-        rule = (f"default: {DEFAULT_FRACTION:g} x the bounding-box diagonal" if bounds["strength"] == bounds["nominal"]
-                else f"default: capped at {SAFE_FRACTION:g} x the no-flip bound")
-    displaced, offsets = displace(mesh, height, config.displace_strength)
-    record = {"strength": config.displace_strength, "midlevel": MIDLEVEL, "rule": rule,
-              "nominal_strength": bounds["nominal"], "no_flip_strength": bounds["no_flip"] if math.isfinite(bounds["no_flip"]) else None,
-              "max_offset": float(np.abs(offsets).max()),
-              "flipped_faces": flipped_faces(mesh.vertices, displaced.vertices, mesh.faces)}
-    return displaced, record
-
-
-def _object_normals(arrays: dict, maps: MapSet) -> np.ndarray | None:
-    if "normal_object" in arrays:
-        return arrays["normal_object"] * 2.0 - 1.0
-    return None
-
-
-# --------------------------------------------------------------------------- tileable 2D maps
-
-
-@dataclass
-class MapsConfig:
-    """Settings of one `nca3d maps` run; saved as NAME.json next to the maps."""
-
-    model: str
-    out: str
-    name: str = ""  # output file stem (default: the model's name)
-    size: int = 2048
-    steps: int = 96
-    seed: int = 0
-    frames: int = 0
-    every: int = 8
-    normal_convention: str = "opengl"
-    exr: bool = False
-    preview_size: int = 512
-    device: str = "auto"
-
-    def __post_init__(self):
-        self.name = self.name or Path(self.model).stem
-        _check_common(self)
-
-
 class GridBaker:
     """Decodes a 2D model's periodic grid at S x S texels: one lattice period, so the maps tile."""
 
@@ -573,41 +360,3 @@ class GridBaker:
             store_outputs(maps, self.model, values, index, normals, normals, self.config.normal_convention)
             self.progress.update("bake", bottom / size, f"{label}{size}x{size} texels")
         return maps, np.ones((size, size), bool)
-
-
-def tileable_maps(config: MapsConfig, progress: Progress | None = None) -> list[str]:
-    """Run `nca3d maps`: a seamless PBR map set from a 2D model; returns the written files."""
-    progress = progress or Progress("bar")
-    model = _load(config.model, config.device)
-    if model.config.domain != "2d":
-        raise NCA3DError(f"'{config.model}' is a {model.config.domain} model; `nca3d maps` needs a 2D model "
-                         f"(use `nca3d texture MESH --model {config.model}` for meshes)")
-    folder = _prepare_out(config.out)
-    baker = GridBaker(model, config, progress)
-
-    def export(staging: Path, maps: MapSet, written: dict[str, Path]) -> dict:
-        if config.preview_size:
-            from PIL import Image
-
-            tile = Image.fromarray(maps.arrays["albedo"]).resize((config.preview_size // 2,) * 2, Image.BILINEAR)
-            preview = np.tile(np.asarray(tile), (2, 2, 1))  # 2 x 2 copies: any seam would show
-            write_png(staging / f"{config.name}_preview.png", preview)
-        record = {"lattice": {"grid": list(baker.lattice.sizes_xyz)}}
-        if "normal" in maps.arrays and "height" in maps.arrays:
-            record["normal_height_agreement"] = _agreement(maps, config.normal_convention)
-        return record
-
-    return _bake_sequence(model, baker.lattice, baker.bake, config, folder, progress, export)
-
-
-def _agreement(maps: MapSet, convention: str) -> dict:
-    """How well a tileable map set's normal map agrees with its height (ops.pbr)."""
-    from .ops.pbr import normal_height_agreement
-
-    normal = maps.arrays["normal"].astype(np.float32) / 255.0
-    if convention == "directx":
-        normal[..., 1] = 1.0 - normal[..., 1]
-    height = maps.arrays["height"]
-    height = height / 65535.0 if height.dtype == np.uint16 else height
-    return {key: round(value, 4) for key, value in normal_height_agreement(normal, height).items()}
-
