@@ -8,9 +8,13 @@ import sys
 from . import __version__
 from .commands import Parser
 from .commands.blender_addon import add_arguments as add_addon_arguments
-from .commands.models import add_info_arguments, add_new_arguments
+from .commands.models import add_info_arguments, add_models_arguments, add_new_arguments
+from .commands.render import add_arguments as add_render_arguments
+from .commands.render import run as run_render
 from .commands.texture import add_maps_arguments, add_texture_arguments
 from .commands.train import add_arguments as add_train_arguments
+from .commands.view import add_arguments as add_view_arguments
+from .commands.view import run as run_view
 from .commands.volume import add_arguments as add_volume_arguments
 from .commands.volume import run as run_volume
 from .errors import NCA3DError
@@ -41,11 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                          ".glb and .obj"))
     add_maps_arguments(sub.add_parser("maps", help="a tileable PBR map set from a 2D model"))
 
-    from .showcase import add_render_arguments, add_view_arguments, run_models, run_render, run_view
-
-    models = sub.add_parser("models", help="list the bundled model library (names work wherever --model does)")
-    models.add_argument("--json", action="store_true", help="JSON for machines instead of a table")
-    models.set_defaults(run=run_models)
+    add_models_arguments(sub.add_parser("models", help="list the bundled model library (names work wherever --model "
+                                                       "does)"))
     render = sub.add_parser("render", help="render a model offscreen with pyvista: still, turntable or --damage panel")
     add_render_arguments(render)
     render.set_defaults(run=run_render)

@@ -1,4 +1,5 @@
-"""`nca3d new` (a freshly initialised model) and `nca3d info` (a model's header as JSON)."""
+"""`nca3d new` (a freshly initialised model), `nca3d info` (a model's header as JSON) and `nca3d models`
+(the bundled library)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,12 @@ def add_info_arguments(parser) -> None:
     """The options of `nca3d info`."""
     parser.add_argument("model", help="a model file or a library name (see `nca3d models`)")
     parser.set_defaults(run=run_info)
+
+
+def add_models_arguments(parser) -> None:
+    """The options of `nca3d models`."""
+    parser.add_argument("--json", action="store_true", help="JSON for machines instead of a table")
+    parser.set_defaults(run=run_models)
 
 
 def run_new(args) -> int:
@@ -50,4 +57,12 @@ def run_info(args) -> int:
     path = resolve_model(args.model)
     load_model(path)  # full validation before printing
     print(json.dumps(read_header(path)[0], indent=2, sort_keys=True))
+    return 0
+
+
+def run_models(args) -> int:
+    from ..models import format_library, library_entries
+
+    entries = library_entries()
+    print(json.dumps(entries, indent=2) if args.json else format_library(entries))
     return 0

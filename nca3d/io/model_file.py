@@ -20,8 +20,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from ..errors import NCA3DError
 from ..core.serial import model_from, model_header
+from ..errors import NCA3DError
 from .atomic import write_bytes_atomic
 
 SCHEMA_VERSION = 1
