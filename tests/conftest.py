@@ -3,7 +3,7 @@ import importlib
 import pytest
 import torch
 
-from nca3d.model import Model, ModelConfig
+from nca3d.core.model import Model, ModelConfig
 from nca3d.render.raycast import available_backends
 
 requires_raycaster = pytest.mark.skipif(
@@ -33,3 +33,11 @@ def random_model(domain: str, **config) -> Model:
     with torch.no_grad():
         model.nca.hidden_to_update.weight.normal_(std=0.05)
     return model
+
+
+@pytest.fixture(scope="module")
+def stats():
+    from nca3d.train.quality import TextureStatistics
+
+    optional_import("plenoptic", "the damage figures need plenoptic (pip install 'nca3d[bench]')")
+    return TextureStatistics()

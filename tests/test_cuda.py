@@ -16,8 +16,8 @@ from PIL import Image
 from nca3d.cli import main
 from nca3d.io.model_file import load_model
 from nca3d.lattices import Grid2D, Grid3D, SurfacePoints, icosphere
-from nca3d import nca as nca_module
-from nca3d.nca import make_generator
+from nca3d.core import nca as nca_module
+from nca3d.core.nca import make_generator
 from nca3d.progress import Progress
 from nca3d.train.trainer import Trainer
 from tests.conftest import random_model, requires_raycaster
@@ -92,7 +92,7 @@ def test_a_run_trained_on_cuda_loads_and_resumes_on_the_cpu(tmp_path, monkeypatc
 
 
 def test_volume_command_on_cuda_writes_what_the_cpu_writes(tmp_path):
-    from nca3d.volume import main as volume_main
+    from nca3d.commands.volume import main as volume_main
 
     means = {}
     for device in ("cpu", "cuda"):

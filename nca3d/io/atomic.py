@@ -1,4 +1,5 @@
-"""Atomic file writing: write to a temporary name in the target folder, then rename."""
+"""Atomic file writing: write to a temporary name in the target folder, then rename; output folders
+proven writable before any work starts."""
 
 from __future__ import annotations
 
@@ -45,3 +46,23 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+
+
+def prepare_out_dir(out_dir) -> Path:
+    """Create the output folder if needed and prove it writable; refuse in one line otherwise."""
+    path = Path(out_dir)
+    if path.exists() and not path.is_dir():
+        raise NCA3DError(f"output folder '{path}' is an existing file, not a folder; choose another --out")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NCA3DError(f"cannot create output folder '{path}': {exc.strerror or exc}; "
+                         f"choose a writable --out") from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".nca3d-write-test.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise NCA3DError(f"cannot write to output folder '{path}': {exc.strerror or exc}; "
+                         f"choose a writable --out") from None
+    return path

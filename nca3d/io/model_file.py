@@ -2,7 +2,9 @@
 
 Header (metadata key "nca3d"): format, schema, domain, lattice, config, outputs, nca_params,
 lppn_params, tensors_sha256 (over every tensor's name, shape and bytes) and provenance.
-Loading validates everything and never unpickles.
+This module moves and checks the bytes (framing, format, schema, tensor data, checksum) and never
+unpickles; what the header says of the model, and whether the tensors make that model, is the
+core's (core.serial).
 """
 
 from __future__ import annotations
@@ -18,14 +20,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from ..core.serial import model_from, model_header
 from ..errors import NCA3DError
-from ..model import Model, ModelConfig
 from .atomic import write_bytes_atomic
 
 SCHEMA_VERSION = 1
 HEADER_KEY = "nca3d"
 MAX_HEADER_BYTES = 16 << 20
-PROVENANCE_KEYS = ("exemplar", "exemplar_sha256", "license", "credit", "iterations", "final_loss", "config")
 
 
 def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -38,40 +39,19 @@ def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def model_header(model: Model) -> dict:
-    """The JSON header describing `model` (what `nca3d info` prints)."""
-    cfg = model.config
-    lattice = {"kind": cfg.lattice_kind}
-    if cfg.grid_size:
-        lattice.update(size=list(cfg.grid_size), harmonics=cfg.harmonics)
-    else:
-        lattice.update(icosphere_frequency=cfg.icosphere_frequency, triangle_coord=cfg.triangle_coord)
-    provenance = {key: None for key in PROVENANCE_KEYS}
-    provenance.update(model.provenance)
-    return {
-        "format": "nca3d",
-        "schema": SCHEMA_VERSION,
-        "domain": cfg.domain,
-        "lattice": lattice,
-        "outputs": [
-            {"name": c.name, "size": c.size, "colour_space": c.colour_space, "activation": c.activation}
-            for c in model.outputs
-        ],
-        "nca_params": model.nca_params,
-        "lppn_params": model.lppn_params,
-        "config": cfg.to_dict(),
-        "provenance": provenance,
-    }
-
-
-def save_model(model: Model, path: str | os.PathLike) -> dict:
-    """Write `model` atomically; returns the header written."""
-    tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
-    header = model_header(model)
-    header["tensors_sha256"] = tensors_digest(tensors)
+def write_model_file(path: str | os.PathLike, header: dict, tensors: dict[str, torch.Tensor]) -> dict:
+    """Write `tensors` and `header` (plus format, schema and tensors_sha256) atomically as a .nca3d
+    file; returns the header written."""
+    tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
+    header = {"format": "nca3d", "schema": SCHEMA_VERSION, **header, "tensors_sha256": tensors_digest(tensors)}
     data = save_safetensors(tensors, metadata={HEADER_KEY: json.dumps(header, sort_keys=True)})
     write_bytes_atomic(path, data)
     return header
+
+
+def save_model(model, path: str | os.PathLike) -> dict:
+    """Write `model` atomically (its header from the core: core.serial.model_header); returns the header."""
+    return write_model_file(path, model_header(model), model.state_dict())
 
 
 def _refuse(path, problem: str) -> NCA3DError:
@@ -109,32 +89,24 @@ def read_header(path: str | os.PathLike) -> tuple[dict, bytes]:
     return header, data
 
 
-def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> Model:
-    """Load and fully validate a .nca3d file."""
+def read_model_file(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Read a .nca3d file and check its bytes: framing, header, tensor data and checksum.
+    Returns (header, tensors); whether they make a model is the core's to say (core.serial)."""
     header, data = read_header(path)
-    try:
-        config = ModelConfig.from_dict(header["config"])
-        model = Model(config, provenance=header.get("provenance") or {})
-    except (KeyError, TypeError, ValueError) as exc:
-        raise _refuse(path, f"invalid model config in header ({exc})") from None
     try:
         tensors = load_safetensors(data)
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise _refuse(path, f"corrupted tensor data ({exc})") from None
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise _refuse(path, f"tensor names do not match its config (missing {missing}, unexpected {unexpected})")
-    for name, tensor in tensors.items():
-        if tensor.shape != expected[name].shape or tensor.dtype != expected[name].dtype:
-            raise _refuse(path, f"tensor '{name}' has shape {tuple(tensor.shape)} {tensor.dtype}, "
-                                f"expected {tuple(expected[name].shape)} {expected[name].dtype}")
     if header.get("tensors_sha256") != tensors_digest(tensors):
         raise _refuse(path, "checksum mismatch: the weights are corrupted")
-    for key, value in (("domain", config.domain), ("nca_params", model.nca_params),
-                       ("lppn_params", model.lppn_params)):
-        if header.get(key) != value:
-            raise _refuse(path, f"header field '{key}' is {header.get(key)!r} but the weights give {value!r}")
-    model.load_state_dict(tensors)
+    return header, tensors
+
+
+def load_model(path: str | os.PathLike, device: torch.device | str = "cpu"):
+    """Load and fully validate a .nca3d file: its bytes here, the model by the core (core.serial.model_from)."""
+    header, tensors = read_model_file(path)
+    try:
+        model = model_from(header, tensors)
+    except ValueError as exc:
+        raise _refuse(path, str(exc)) from None
     return model.to(device)

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..core.model import Model
 from ..lattices import Grid3D
-from ..model import Model
 
 HALF_DIAGONAL = math.sqrt(3.0)
 

@@ -53,9 +53,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..core.model import Model
 from ..io.atomic import atomic_path
 from ..lattices import MeshLattice, SurfacePoints, icosphere
-from ..model import Model
 from .losses import crop_count
 
 CACHE_VERSION = 1  # bump when the view geometry or the file layout changes

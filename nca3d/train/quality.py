@@ -1,43 +1,30 @@
-"""Quality, shown not claimed: `python -m nca3d.bench quality --data DIR`.
+"""Texture statistics that score how alike two textures are, weight-free: the distance that the
+quality benches (nca3d.bench.quality, quality_pbr) and the damage figures of `nca3d render --damage` use.
 
-For each exemplar it trains a model for a fixed budget (or takes one from --models), grows it
-from the seed, and writes exemplar | after 256 | 1024 | 2048 steps side by side (2048 shows
-whether the texture holds long after training's rollouts and the 1024-step selection). It scores
-every result with a weight-free texture distance against a crop of the exemplar: the
-Portilla-Simoncelli statistics (the `plenoptic` package) and an orientation histogram
+The Portilla-Simoncelli statistics (the `plenoptic` package) and an orientation histogram
 (structure-tensor anisotropy per direction at two octaves, which stripes and streaks change and
 the Portilla-Simoncelli vector hardly shows), each statistic's difference in units of its spread
-over random crops of the exemplar. Beside it:
+over random crops of the exemplar. Beside a distance, the band it is read in:
 - the ceiling: the same distance for a different crop of the exemplar, and
 - the floor: the nearer of two degradations of such a crop: blurred, and phase-randomised (the
   same spectrum and colours, no structure).
 `score` = (floor - d) / (floor - ceiling): 1 is as good as the exemplar itself, 0 as bad as a
 degradation. Measured in the exemplar's own spread, the degradations lie far beyond another crop
 (2-40x on the bundled exemplars); where the floor is still hardly further than the ceiling, the
-band cannot rank anything: the score is None and the bench says so.
+band cannot rank anything: the score is None.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import NCA3DError, require
-from ..io.images import read_exemplar, write_png
-from ..io.model_file import load_model
-from ..nca import make_generator
-from ..progress import Progress
-from .losses import crop_count
-from .trainer import TrainConfig, Trainer, make_task
+from ..errors import require
 
 STATS_SIZE = 128  # images are compared at this size (a power of two for the pyramid)
-STEPS = (256, 1024, 2048)
 
 
 def _resize(image: torch.Tensor, size: int) -> torch.Tensor:
@@ -225,109 +212,3 @@ def reference_crops(exemplar: torch.Tensor, zoom: float = 1.0) -> dict:
             "region": exemplar}
 
 
-@torch.no_grad()
-def grow(model, size: int, scale: int, seed: int = 0, batch: int = 4):
-    """Grow `batch` textures from the seed; after each of STEPS yield (steps, state, crops, scored):
-    the task's crops (each (batch, K, size, size); crops[0] the full views) rendered at `size`
-    px, and the crops of 1/scale extent, all channels, as a list of (K, size, size)."""
-    config = model.provenance.get("config") or {}
-    domain = model.config.domain
-    grid = config.get("grid") or (model.config.icosphere_frequency if domain == "mesh" else model.config.grid_size[0])
-    task = make_task(domain, grid, model.config.harmonics, size, config.get("ray_samples", 48), model.device)
-    generator = make_generator(seed, model.device)
-    state = model.seed(task.lattice, batch)
-    first = sum(crop_count(s) for s in task.scales if s < scale)  # index of the first crop of that scale
-    done = 0
-    for steps in STEPS:
-        state = model.rollout(state, task.lattice, steps - done, generator)
-        done = steps
-        crops = task.render(model, state, make_generator(seed + steps, model.device))
-        yield steps, state, crops, [c[i] for c in crops[first:first + scale] for i in range(batch)]
-
-
-@torch.no_grad()
-def evaluate_model(model, exemplar: torch.Tensor, stats: TextureStatistics, out_png: Path, seed: int = 0,
-                   batch: int = 4) -> dict:
-    """Grow `batch` textures from the seed; after each of STEPS score all their crops of the
-    reference's extent (4 x 2 half-extent crops by default: the mean distance of 8 samples; one
-    sample's score varies by about 0.15 on lava flow) and write the panel (the first texture's
-    full view)."""
-    config = model.provenance.get("config") or {}
-    scores = reference_scores(exemplar, stats, zoom=config.get("zoom", 1.0))
-    reference = stats(scores["reference"])
-    panels = [_resize(scores["region"], stats.size)]
-    results = {}
-    for steps, state, crops, scored in grow(model, stats.size, scores["scale"], seed, batch):
-        full, scored = crops[0][0, :3], [c[:3] for c in scored]
-        if model.provenance.get("grey"):
-            full, *scored = (c.mean(0, keepdim=True).expand(3, -1, -1) for c in [full, *scored])
-        distance = float(np.mean([stats.distance(c.clamp(0, 1), b_stats=reference, spread=scores["spread"])
-                                  for c in scored]))
-        results[f"distance_{steps}"] = distance
-        results[f"score_{steps}"] = band_score(scores["ceiling"], scores["floor"], distance)
-        results[f"overflow_{steps}"] = float((state - state.clamp(-1, 1)).abs().mean())
-        panels.append(full.clamp(0, 1).cpu())
-    write_png(out_png, torch.cat(panels, dim=2).permute(1, 2, 0).numpy())
-    results.update({key: scores[key] for key in ("ceiling", "floor", "floor_blur", "floor_phase")},
-                   tiled_exemplar=scores["tiled"], panel=str(out_png))
-    return results
-
-
-def bench_quality(data: str, exemplars: list[str], out: str, domain: str = "2d", minutes: float = 30.0,
-                  models: str | None = None, device="cpu", progress: Progress | None = None) -> dict:
-    """Train (or load) and evaluate one model per exemplar; returns the figures and writes them as JSON."""
-    progress = progress or Progress("bar")
-    stats = TextureStatistics()
-    out_dir = Path(out)
-    if not Path(data).is_dir():
-        raise NCA3DError(f"data folder '{data}' not found; pass --data, a folder of exemplar images")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    files = sorted(p for p in Path(data).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-    chosen = [p for p in files if not exemplars or any(key in p.stem for key in exemplars)]
-    if not chosen:
-        raise NCA3DError(f"no exemplar in '{data}' matches {exemplars}; check --data and --exemplars")
-    rows = []
-    for path in chosen:
-        name = f"{path.stem}_{domain}"
-        model_path = Path(models) / f"{name}.nca3d" if models else out_dir / f"{name}.nca3d"
-        start = time.monotonic()
-        if not model_path.exists():
-            config = TrainConfig(exemplar=str(path), out=str(model_path), domain=domain, minutes=minutes,
-                                 device=str(device))
-            Trainer(config, progress).run(resume=True)
-        model = load_model(model_path, device)
-        pixels, _ = read_exemplar(path)
-        exemplar = torch.from_numpy(pixels).permute(2, 0, 1)
-        row = {"exemplar": path.name, "domain": domain, "model": str(model_path),
-               "iterations": model.provenance.get("iterations"), "train_minutes": model.provenance.get("minutes"),
-               **evaluate_model(model, exemplar, stats, out_dir / f"{name}.quality.png")}
-        row["seconds"] = time.monotonic() - start
-        rows.append(row)
-    results = {"domain": domain, "stats_size": stats.size, "rows": rows}
-    (out_dir / f"quality_{domain}.json").write_text(json.dumps(results, indent=2))
-    return results
-
-
-def score_text(score: float | None, width: int) -> str:
-    """A score for a table: 2 decimals, or 'n/a' where the band cannot rank."""
-    return f"{score:{width}.2f}" if score is not None else f"{'n/a':>{width}s}"
-
-
-def print_quality(results: dict) -> None:
-    print(f"{'exemplar':36s} {'iters':>6s} {'ceiling':>8s} {'floor':>8s} "
-          + " ".join(f"{f'd@{n}':>7s}" for n in STEPS) + " " + " ".join(f"{f'score@{n}':>10s}" for n in STEPS))
-    for row in results["rows"]:
-        print(f"{row['exemplar']:36s} {row['iterations'] or 0:6d} {row['ceiling']:8.3f} {row['floor']:8.3f} "
-              + " ".join(f"{row[f'distance_{n}']:7.3f}" for n in STEPS) + " "
-              + " ".join(score_text(row[f"score_{n}"], 10) for n in STEPS))
-    print("score = (floor - d) / (floor - ceiling): 1 = as close as another crop of the exemplar, 0 = as far as the "
-          "nearer of a blur and a phase-randomised crop; d: Portilla-Simoncelli and orientation statistics (stripes, "
-          "streaks) in units of their spread over crops of the exemplar.")
-    for row in results["rows"]:
-        if row.get("tiled_exemplar"):
-            print(f"note: {row['exemplar']} is a 2x2 tiling of one image: it is scored within one period "
-                  f"(quarter-extent crops).")
-        if row["score_1024"] is None:
-            print(f"note: {row['exemplar']}: its degraded crops (floor {row['floor']:.3f}) are hardly further from "
-                  f"the reference than another crop (ceiling {row['ceiling']:.3f}): the band cannot rank a model; "
-                  f"judge it by the panel.")

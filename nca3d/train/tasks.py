@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..core.model import Model
 from ..lattices import Grid2D, Grid3D
-from ..model import Model
 from ..render.volume import march_rays, orthographic_rays, pixel_grid
 from .losses import crop_count
 

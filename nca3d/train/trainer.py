@@ -19,13 +19,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
+from ..core.model import PBR_CHANNELS, Model, ModelConfig, pbr_subset
 from ..device import keep_cpu_allocations, resolve_device
 from ..errors import NCA3DError
 from ..io.atomic import write_bytes_atomic
 from ..io.images import MIN_EXEMPLAR_SIZE, read_exemplar, write_png
 from ..io.material import find_material_maps, read_map
 from ..io.model_file import load_model, read_header, save_model
-from ..model import PBR_CHANNELS, Model, ModelConfig, pbr_subset
 from ..ops.pbr import derive_missing_maps
 from ..progress import Progress
 from .features import make_feature_extractor

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import nca3d
-from nca3d.blender import addon_source, build_zip
+from nca3d.commands.blender_addon import addon_source, build_zip
 from nca3d.errors import NCA3DError
 
 from .conftest import ADDON, run_blender

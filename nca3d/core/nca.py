@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .lattices.base import Lattice
+from ..lattices.base import Lattice
 
 BLOCK_CELLS = 8192  # cells per update block: keeps the MLP hidden layer in cache (measured best for 64^3)
 # On a GPU, blocks only bound memory (each costs kernel launches): a 64^3 volume and every training

@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..bench import matmul_gflops, peak_memory, process_peak_rss_bytes
+from ..core.model import Model, ModelConfig
+from ..core.nca import NCA, make_generator
 from ..io.images import write_png
-from ..model import Model, ModelConfig
-from ..nca import NCA, make_generator
 from ..progress import Progress
-from .trainer import TrainConfig, Trainer
+from ..train.trainer import TrainConfig, Trainer
+from .measure import matmul_gflops, peak_memory, process_peak_rss_bytes
 
 
 def procedural_exemplar(path: Path, size: int = 256) -> Path:
@@ -98,7 +98,7 @@ def _in_fresh_process(call: str) -> dict:
     """Run `call` (an expression in this module) in a new interpreter: memory peaks are only
     meaningful in a process whose allocator has not already grown (the trainer keeps CPU
     allocations mapped)."""
-    code = f"import json, nca3d.train.bench as b; print(json.dumps(b.{call}))"
+    code = f"import json, nca3d.bench.train as b; print(json.dumps(b.{call}))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 

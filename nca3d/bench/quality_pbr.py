@@ -1,7 +1,7 @@
 """Lit quality of PBR models: `python -m nca3d.bench quality --pbr --data DIR` (DIR holds material folders).
 
 For each material folder it trains a PBR model from the folder (or takes one from --models), grows
-it from the seed, and scores it with quality.py's texture distance (in units of the exemplar's own
+it from the seed, and scores it with train.quality's texture distance (in units of the exemplar's own
 crop-to-crop spread), ceiling (another crop of the exemplar) and floor (the nearer of a blurred and a
 phase-randomised crop):
 - each map that both the model and the exemplar have (albedo, normal, height, roughness, AO;
@@ -32,19 +32,17 @@ from ..io.model_file import load_model, read_header
 from ..ops.pbr import normal_height_agreement
 from ..progress import Progress
 from ..render.preview import shade_flat
-from .quality import (
+from ..train.quality import (
     STATS_SIZE,
-    STEPS,
     TextureStatistics,
     _resize,
     band_score,
     degradations,
-    grow,
     reference_band,
     reference_crops,
-    score_text,
 )
-from .trainer import TrainConfig, Trainer, load_exemplar_stack, map_widths
+from ..train.trainer import TrainConfig, Trainer, load_exemplar_stack, map_widths
+from .quality import STEPS, grow, score_text
 
 MAP_KINDS = ("albedo", "normal", "height", "roughness", "ao")  # scored maps, in panel row order
 HEADLINE_STEPS = 1024

@@ -14,7 +14,7 @@ import re
 import zipfile
 from pathlib import Path
 
-from .errors import NCA3DError
+from ..errors import NCA3DError
 
 MANIFEST = "blender_manifest.toml"
 EXCLUDED_DIRS = {"__pycache__"}
@@ -24,7 +24,7 @@ ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 def addon_folders() -> list[Path]:
     """Where the add-on's source may be: inside the installed package, then the checkout."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parent.parent  # nca3d/
     return [package / "blender_addon", package.parent / "blender_addon"]
 
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from nca3d.lattices import Grid2D, Grid3D, MeshLattice, icosphere
-from nca3d.nca import NCA, make_generator
+from nca3d.core.nca import NCA, make_generator
 from tests.conftest import random_model
 
 LATTICES = {"2d": lambda: Grid2D(12), "volume": lambda: Grid3D(6), "mesh": lambda: MeshLattice(*icosphere(3))}

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from nca3d.lppn import SIREN
+from nca3d.core.lppn import SIREN
 from tests.conftest import random_model
 
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .lattices import Grid2D, Grid3D, Lattice, MeshLattice, icosphere
+from ..lattices import Grid2D, Grid3D, Lattice, MeshLattice, icosphere
 from .lppn import SIREN
 from .nca import NCA
 

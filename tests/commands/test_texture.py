@@ -12,7 +12,8 @@ from nca3d.cli import main
 from nca3d.io.model_file import save_model
 from nca3d.ops.bake import UVRasteriser, interpolate
 from nca3d.progress import Progress
-from nca3d.texture import TextureConfig, texture_mesh
+from nca3d.commands.texture import texture_mesh
+from nca3d.render.maps import TextureConfig
 from tests.conftest import random_model, requires_raycaster
 
 pytestmark = requires_raycaster
@@ -257,7 +258,7 @@ def test_texture_json_progress_and_volume_model_solid_texture(tmp_path, capsys):
 
 
 def test_interrupted_texture_run_leaves_nothing(tmp_path, monkeypatch, pbr_mesh_model):
-    import nca3d.texture as texture
+    import nca3d.commands.texture as texture
 
     mesh_path = island_sphere(tmp_path / "ball.obj")
     out = tmp_path / "out"
@@ -267,7 +268,7 @@ def test_interrupted_texture_run_leaves_nothing(tmp_path, monkeypatch, pbr_mesh_
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(texture, "_export", interrupted)
+    monkeypatch.setattr(texture, "export_mesh", interrupted)
     with pytest.raises(KeyboardInterrupt):
         texture_mesh(TextureConfig(mesh=str(mesh_path), model=str(pbr_mesh_model), out=str(out), size=32,
                                    cells=300, steps=2, device="cpu"), Progress("none"))
@@ -288,7 +289,7 @@ def test_default_cells_follow_the_models_training_sphere(tmp_path, pbr_mesh_mode
 def test_located_texels_are_reused_across_bakes(tmp_path, monkeypatch, pbr_mesh_model, budget):
     """Animated bakes and live views locate texels once (when they fit the cache budget); the
     maps are the same as a fresh bake's either way."""
-    from nca3d import texture
+    from nca3d.render import maps as texture
     from nca3d.io.mesh import load_mesh
     from nca3d.io.model_file import load_model
 

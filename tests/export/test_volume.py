@@ -18,16 +18,19 @@ import pytest
 import torch
 from PIL import Image
 
-from nca3d import volume as volmod
 from nca3d.errors import NCA3DError
+from nca3d.io import atomic
 from nca3d.io.model_file import save_model
 from nca3d.memory import human_bytes
 from nca3d.io.vdb import read_vdb_info
 from nca3d.lattices import Grid3D
-from nca3d.nca import make_generator
+from nca3d.core.nca import make_generator
 from nca3d.progress import Progress
 from nca3d.render.volume import march_rays
-from nca3d.volume import decode_volume, generate_volume, main, srgb_to_linear
+from nca3d.commands.volume import main
+from nca3d.core.dense import decode_volume, srgb_to_linear
+from nca3d.export import volume as volmod
+from nca3d.export.volume import generate_volume
 from tests.conftest import optional_import, random_model
 
 GRID = [8, 8, 8]
@@ -402,7 +405,7 @@ def test_read_only_folder_is_refused(model_file, tmp_path, capsys, monkeypatch):
         def denied(*args, **kwargs):
             raise PermissionError(13, "Permission denied")
 
-        monkeypatch.setattr(volmod.tempfile, "mkstemp", denied)
+        monkeypatch.setattr(atomic.tempfile, "mkstemp", denied)
     out.chmod(0o500)
     try:
         code, _, err = _run(capsys, "--model", model_file, "--out", out, "--res", "8", "--progress", "none")
@@ -474,21 +477,6 @@ def test_api_accepts_a_progress_object_and_a_lattice_size(tmp_path, capsys):
     assert [Path(f).name for f in files] == ["api.vdb", "api.json"]
     assert json.loads((tmp_path / "o" / "api.json").read_text())["settings"]["lattice"] == [12, 12, 12]
     assert '"stage": "decode"' in capsys.readouterr().out
-
-
-# --------------------------------------------------------------------------- benchmark
-
-
-def test_bench_volume_small(monkeypatch, capsys):
-    results = volmod.bench_volume("cpu", quick=True, lattice=12, resolutions=(16, 24), steps=2, matmul_size=256)
-    assert results["matmul_gflops"] > 0 and results["rollout"]["step_ms"] > 0
-    assert [row["res"] for row in results["decode"]] == [16, 24]
-    for row in results["decode"]:
-        assert row["points_per_s"] > 0 and row["ratio_to_matmul"] > 0
-    assert results["vdb_write"]["file_mb"] > 0 and results["vdb_write"]["peak_extra_mb"] >= 0
-    json.dumps(results)
-    volmod.print_bench_volume(results)
-    assert "decode" in capsys.readouterr().out
 
 
 # --------------------------------------------------------------------------- OpenVDB and Blender

@@ -1,0 +1,115 @@
+"""Benchmarks that print figures: `python -m nca3d.bench core [--json]`.
+
+Speed is reported as a ratio to a dense fp32 matmul timed in the same run, since the
+machines are noisy and differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..errors import NCA3DError
+
+# One module per bench (core, volume, texture, train, quality, quality_pbr), all over the measuring
+# helpers of .measure; nothing outside this package imports it but the CLI's `nca3d bench`.
+
+
+def _run_raycast(args, device):
+    from .texture import bench_raycast, print_raycast
+
+    return bench_raycast(rays=1 << (16 if args.quick else 21), points=1 << (12 if args.quick else 17)), print_raycast
+
+
+def _run_core(args, device):
+    from .core import bench_core, print_core
+
+    return bench_core(device=device, quick=args.quick), print_core
+
+
+def _run_volume(args, device):
+    from .volume import bench_volume, print_bench_volume
+
+    return bench_volume(device=device, quick=args.quick), print_bench_volume
+
+
+def _run_quality(args, device):
+    from ..progress import Progress
+
+    exemplars = [key for key in (args.exemplars or "").split(",") if key]
+    progress = Progress("none" if args.json else "bar")
+    if args.pbr:
+        from .quality_pbr import bench_pbr_quality, print_pbr_quality
+
+        results = bench_pbr_quality(args.data or "../shared/data/pbr", exemplars, args.out, domain=args.domain,
+                                    minutes=args.minutes, models=args.models, device=device, progress=progress)
+        return results, print_pbr_quality
+    from .quality import bench_quality, print_quality
+
+    results = bench_quality(args.data or "../shared/data/textures", exemplars, args.out, domain=args.domain,
+                            minutes=args.minutes, models=args.models, device=device, progress=progress)
+    return results, print_quality
+
+
+def _run_derive(args, device):
+    from .quality_pbr import bench_derive, print_derive
+
+    exemplars = [key for key in (args.exemplars or "").split(",") if key]
+    return bench_derive(args.data or "../shared/data/pbr", exemplars), print_derive
+
+
+def _run_train(args, device):
+    from .train import bench_train, print_bench_train
+
+    return bench_train(device=device, quick=args.quick), print_bench_train
+
+
+def _run_texture(args, device):
+    from .texture import bench_texture, print_bench_texture
+
+    sizes = (256, 512) if args.quick else (2048, 4096)
+    return bench_texture(args.mesh, sizes=sizes, device=device), print_bench_texture
+
+
+BENCHES = {"core": _run_core, "volume": _run_volume, "quality": _run_quality, "train": _run_train,
+           "texture": _run_texture, "raycast": _run_raycast, "derive": _run_derive}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nca3d.bench", description=__doc__)
+    parser.add_argument("bench", choices=list(BENCHES))
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and points (smoke test)")
+    quality = parser.add_argument_group("quality")
+    quality.add_argument("--data", help="folder of exemplar images (default ../shared/data/textures), or with "
+                                        "--pbr of material folders (default ../shared/data/pbr)")
+    quality.add_argument("--pbr", action="store_true",
+                         help="score PBR models per map and lit (shaded like the preview) against material folders")
+    quality.add_argument("--exemplars", help="comma-separated name fragments (default: all)")
+    quality.add_argument("--domain", default="2d", choices=["2d", "mesh", "volume"])
+    quality.add_argument("--minutes", type=float, default=30.0, help="training budget per exemplar")
+    quality.add_argument("--models", help="folder of trained NAME_DOMAIN.nca3d models to evaluate instead (with "
+                                          "--pbr also any model whose header names the material folder)")
+    quality.add_argument("--out", default="nca3d_out/quality", help="where panels and figures go")
+    texture = parser.add_argument_group("texture")
+    texture.add_argument("--mesh", default="../shared/data/meshes/bunny_cgal.off",
+                         help="mesh to bake (default: the 75k-face bunny of ../shared/data)")
+    args = parser.parse_args(argv)
+    from ..device import resolve_device
+
+    try:
+        results, show = BENCHES[args.bench](args, resolve_device(args.device))
+    except NCA3DError as exc:
+        print(f"nca3d.bench: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(results, default=str))
+    else:
+        show(results)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

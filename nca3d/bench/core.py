@@ -1,0 +1,72 @@
+"""Core figures: `python -m nca3d.bench core`: NCA step time per lattice and LPPN decode throughput."""
+
+from __future__ import annotations
+
+import torch
+
+from ..core.model import Model, ModelConfig
+from ..core.nca import make_generator
+from .measure import matmul_gflops, sync, timed
+
+
+def siren_flops_per_point(model: Model) -> int:
+    return sum(2 * layer.in_features * layer.out_features for layer in model.lppn.layers)
+
+
+def bench_core(device="cpu", quick: bool = False) -> dict:
+    """NCA step time per lattice and LPPN decode throughput, with ratios to the matmul rate."""
+    torch.manual_seed(0)
+    reference = matmul_gflops(device=device)
+    results = {"device": str(device), "threads": torch.get_num_threads(), "matmul_gflops": reference,
+               "lattices": []}
+    cases = [("2d", 4, "Grid2D 128^2 x4"), ("mesh", 1, "icosphere 40,962 vertices"), ("volume", 1, "Grid3D 64^3")]
+    for domain, batch, label in cases:
+        model = Model(ModelConfig(domain=domain)).to(device)
+        torch.nn.init.normal_(model.nca.hidden_to_update.weight, std=0.02)  # a non-trivial update
+        lattice = model.make_lattice()
+        state = model.seed(lattice, batch)
+        generator = make_generator(0, device)
+        with torch.inference_mode():
+            state = model.rollout(state, lattice, 4, generator)
+            step_s = timed(lambda: sync(model.nca.step(state, lattice, generator), device),
+                           repeats=3 if quick else 7)
+            cells = batch * lattice.num_cells
+            nca = model.nca
+            mlp_flops = 2 * (nca.perception * nca.channels * nca.hidden + nca.hidden * nca.channels)
+            fired_gflops = cells * nca.fire_rate * mlp_flops / step_s / 1e9
+            points = 1 << (16 if quick else 20)
+            if domain == "mesh":
+                from ..lattices import SurfacePoints
+
+                g = torch.Generator().manual_seed(1)
+                bary = torch.rand(points, 3, generator=g)
+                bary = bary / bary.sum(1, keepdim=True)
+                query = SurfacePoints(torch.randint(0, lattice.faces.shape[0], (points,), generator=g), bary)
+            else:
+                query = lattice.sample_points(1.0)
+                query = (query.repeat(points // len(query) + 1, 1)[:points] * 1.37)
+            one = state[:1]
+            decode_s = timed(lambda: sync(model.decode(one, lattice, query), device), repeats=3)
+        points_per_s = points / decode_s
+        decode_gflops = points_per_s * siren_flops_per_point(model) / 1e9
+        results["lattices"].append({
+            "lattice": label, "batch": batch, "step_ms": step_s * 1e3,
+            "cells_per_s": cells / step_s,
+            "mlp_gflops": fired_gflops, "mlp_ratio_to_matmul": fired_gflops / reference,
+            "decode_points_per_s": points_per_s, "decode_gflops": decode_gflops,
+            "decode_ratio_to_matmul": decode_gflops / reference,
+        })
+    return results
+
+
+def print_core(results: dict) -> None:
+    print(f"device {results['device']}, {results['threads']} threads; "
+          f"dense fp32 matmul {results['matmul_gflops']:.1f} GFLOP/s (ratio 1.00)")
+    print(f"{'lattice':28s} {'step ms':>9s} {'Mcells/s':>9s} {'MLP ratio':>10s} "
+          f"{'decode Mpts/s':>14s} {'decode ratio':>13s}")
+    for row in results["lattices"]:
+        print(f"{row['lattice']:28s} {row['step_ms']:9.1f} {row['cells_per_s'] / 1e6:9.2f} "
+              f"{row['mlp_ratio_to_matmul']:10.2f} {row['decode_points_per_s'] / 1e6:14.2f} "
+              f"{row['decode_ratio_to_matmul']:13.2f}")
+    print("MLP ratio: useful update-MLP FLOP/s (firing cells only) / matmul; "
+          "decode ratio: SIREN matmul FLOP/s / matmul.")

@@ -1,0 +1,362 @@
+"""The maps a grown model makes: the map set (albedo, normal, roughness, height, AO, ORM) and the
+bakers that fill it, a mesh's texels (MeshBaker: UV raster, ray cast onto the cell lattice,
+decode, tangent-space normals, seam dilation) or one period of a 2D model's grid (GridBaker),
+with the settings of `nca3d texture` and `nca3d maps` they bake by.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import NCA3DError
+from ..progress import Progress
+
+MAP_KINDS = ("albedo", "normal", "roughness", "height", "ao", "orm")
+DEFAULT_CELLS = 40962  # volume models on a mesh: cells of the default 64-frequency icosphere
+MIN_SIZE, MAX_SIZE = 16, 8192
+GEOMETRY_CACHE_BYTES = 1 << 30  # located texels kept across the frames of an animated bake
+
+
+@dataclass
+class TextureConfig:
+    """Settings of one `nca3d texture` run; saved as NAME.json next to the outputs."""
+
+    mesh: str
+    model: str
+    out: str
+    name: str = ""  # output file stem (default: the mesh file's stem)
+    size: int = 2048
+    scale: float = 0.0  # cell spacing in mesh units (0: from `cells`)
+    cells: int = 0  # lattice cells over the whole surface (0 and no `scale`: default_cells(model))
+    steps: int = 96
+    seed: int = 0
+    frames: int = 0  # > 0: an animated sequence NAME_albedo.0001.png ...
+    every: int = 8
+    margin: int = 0  # seam dilation in px (0: size / 128, at least 4)
+    normal_convention: str = "opengl"
+    object_normals: bool = False  # also write NAME_normal_object.png
+    exr: bool = False  # height as 32-bit float EXR instead of 16-bit PNG
+    preview_size: int = 512
+    device: str = "auto"
+    displace: bool = False  # also write NAME_displaced.glb/.obj: vertices moved along normals by the height
+    displace_strength: float = 0.0  # mesh units per unit of height (0: ops.displace's default for the mesh)
+
+    def __post_init__(self):
+        if not (self.displace_strength >= 0 and math.isfinite(self.displace_strength)):
+            raise NCA3DError(f"--displace-strength {self.displace_strength} must be a finite number >= 0 "
+                             f"(mesh units; 0: the default for the mesh)")
+        self.displace = self.displace or self.displace_strength > 0  # a strength implies --displace
+        if self.scale < 0 or self.cells < 0 or (self.scale and self.cells):
+            raise NCA3DError("give either --scale S (mesh units per cell, > 0) or --cells N (> 0), not both")
+        self.margin = self.margin or max(4, self.size // 128)
+        self.name = self.name or Path(self.mesh).stem
+        _check_common(self)
+
+
+def _check_common(config) -> None:
+    """Checks shared by `texture` and `maps` settings."""
+    if not MIN_SIZE <= config.size <= MAX_SIZE:
+        raise NCA3DError(f"--size {config.size} is out of range; use {MIN_SIZE} to {MAX_SIZE} pixels")
+    if config.steps < 0 or config.frames < 0 or config.every < 1:
+        raise NCA3DError("need --steps >= 0, --frames >= 0 and --every >= 1")
+    if config.normal_convention not in ("opengl", "directx"):
+        raise NCA3DError("--normal-convention must be opengl or directx")
+    if config.name and any(c in config.name for c in '/\\:*?"<>|'):
+        raise NCA3DError(f"output name '{config.name}' is not a valid file name; pass another --name")
+
+
+@dataclass
+class MapsConfig:
+    """Settings of one `nca3d maps` run; saved as NAME.json next to the maps."""
+
+    model: str
+    out: str
+    name: str = ""  # output file stem (default: the model's name)
+    size: int = 2048
+    steps: int = 96
+    seed: int = 0
+    frames: int = 0
+    every: int = 8
+    normal_convention: str = "opengl"
+    exr: bool = False
+    preview_size: int = 512
+    device: str = "auto"
+
+    def __post_init__(self):
+        self.name = self.name or Path(self.model).stem
+        _check_common(self)
+
+
+def _quantise(values: np.ndarray, bits: int = 8) -> np.ndarray:
+    top = (1 << bits) - 1
+    return np.round(np.clip(np.nan_to_num(values), 0.0, 1.0) * top).astype(np.uint8 if bits == 8 else np.uint16)
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def decoded_normals(encoded: np.ndarray) -> np.ndarray:
+    """Model normal outputs (Q, 3) in [0, 1] -> unit vectors (Q, 3), z towards the outside."""
+    n = encoded * 2.0 - 1.0
+    n[:, 2] = np.maximum(n[:, 2], 1e-3)
+    return _unit(n)
+
+
+def encode_normals(unit: np.ndarray, convention: str = "opengl") -> np.ndarray:
+    """Unit vectors (Q, 3) -> colours (Q, 3) in [0, 1]; DirectX maps flip green (-Y)."""
+    colour = unit * 0.5 + 0.5
+    if convention == "directx":
+        colour[:, 1] = 1.0 - colour[:, 1]
+    return colour
+
+
+class MapSet:
+    """The baked maps of one frame, as uint8 / uint16 arrays (S, S[, C]) filled chunk by chunk."""
+
+    def __init__(self, names: list[str], size: int, height_float: bool):
+        channels = {"albedo": 3, "normal": 3, "normal_object": 3, "roughness": 1, "ao": 1}
+        self.arrays: dict[str, np.ndarray] = {}
+        for name in names:
+            if name == "height":
+                dtype = np.float32 if height_float else np.uint16
+                self.arrays[name] = np.zeros((size, size), dtype)
+            else:
+                shape = (size, size, channels[name]) if channels[name] > 1 else (size, size)
+                self.arrays[name] = np.zeros(shape, np.uint8)
+
+    def put(self, name: str, flat_index: np.ndarray, values: np.ndarray) -> None:
+        array = self.arrays[name]
+        view = array.reshape(array.shape[0] * array.shape[1], -1)
+        if array.dtype == np.float32:
+            view[flat_index] = values.reshape(len(flat_index), -1)
+        else:
+            view[flat_index] = _quantise(values, 16 if array.dtype == np.uint16 else 8).reshape(len(flat_index), -1)
+
+    def orm(self) -> np.ndarray | None:
+        """R = ao, G = roughness, B = metallic (0); None when the model has neither."""
+        if "ao" not in self.arrays and "roughness" not in self.arrays:
+            return None
+        some = next(iter(self.arrays.values()))
+        packed = np.zeros((*some.shape[:2], 3), np.uint8)
+        packed[..., 0] = self.arrays.get("ao", 255)
+        packed[..., 1] = self.arrays.get("roughness", 128)
+        return packed
+
+
+def model_maps(model, object_space: bool = False) -> list[str]:
+    """The maps a model can bake: albedo always; the others when it has those outputs.
+    object_space: also an object-space normal map (mesh bakes: it feeds the preview)."""
+    slices = model.channel_slices()
+    names = ["albedo"]
+    if "normal" in slices:
+        names += ["normal"] + (["normal_object"] if object_space else [])
+    names += [n for n in ("roughness", "height", "ao") if n in slices]
+    return names
+
+
+def store_outputs(maps: MapSet, model, values: np.ndarray, index: np.ndarray, normals_object=None,
+                  normals_tangent=None, convention: str = "opengl") -> None:
+    """Scatter decoded values (Q, K) into `maps` at flat texel `index`; normals come converted."""
+    slices = model.channel_slices()
+    colour = values[:, slices["albedo"] if "albedo" in slices else slices["rgb"]]
+    maps.put("albedo", index, colour)
+    for name in ("roughness", "height", "ao"):
+        if name in maps.arrays:
+            maps.put(name, index, values[:, slices[name]])
+    if "normal" in maps.arrays:
+        maps.put("normal", index, encode_normals(normals_tangent, convention))
+    if "normal_object" in maps.arrays:
+        maps.put("normal_object", index, encode_normals(normals_object))
+
+
+def default_cells(model) -> int:
+    """Lattice cells over a mesh when neither --cells nor --scale is given.
+
+    A mesh model gets its training icosphere's count (10 f^2 + 2): the texture then covers the
+    mesh as it covered the sphere in training, whatever frequency it was trained at."""
+    if model.config.domain == "mesh":
+        return 10 * model.config.icosphere_frequency ** 2 + 2
+    return DEFAULT_CELLS
+
+
+def _spacing_for_cells(area: float, cells: int) -> float:
+    """Edge length of an equilateral lattice with `cells` vertices over `area` (sqrt(3)/2 h^2 each)."""
+    return math.sqrt(area / cells / (math.sqrt(3) / 2))
+
+
+class MeshBaker:
+    """Everything fixed across the frames of one bake: the mesh, its texels' frames, the lattice."""
+
+    def __init__(self, model, mesh, config: TextureConfig, progress: Progress, keep_geometry: bool = False):
+        from ..ops.bake import tangent_frames
+
+        self.model, self.mesh, self.config, self.progress = model, mesh, config, progress
+        frames = tangent_frames(mesh.vertices, mesh.faces, mesh.uv)
+        self.frames = dataclasses.replace(frames, tangent=frames.tangent.astype(np.float32),
+                                          normal=frames.normal.astype(np.float32))
+        area = float(np.linalg.norm(np.cross(mesh.vertices[mesh.faces[:, 1]] - mesh.vertices[mesh.faces[:, 0]],
+                                             mesh.vertices[mesh.faces[:, 2]] - mesh.vertices[mesh.faces[:, 0]]),
+                                    axis=1).sum() / 2)
+        if not config.scale and not config.cells:
+            config.cells = default_cells(model)  # resolved here: the saved settings show it
+        self.spacing = config.scale or _spacing_for_cells(area, config.cells)
+        self.lattice_stats: dict = {"spacing": self.spacing}
+        self.timings: dict[str, float] = {}
+        self.texels = 0  # texels decoded (over all bakes)
+        self.keep_geometry = keep_geometry or config.frames > 1
+        self._located: list | None = None  # the located texel chunks, kept across bakes
+        self.covered: np.ndarray | None = None  # (S, S) bool: texels inside the UV layout
+        if model.config.domain == "mesh":
+            from ..ops.remesh import uniform_lattice
+            from .raycast import RayCaster
+
+            progress.update("lattice", 0.0, f"remeshing to cell spacing {self.spacing:.4g}", force=True)
+            lattice_mesh = uniform_lattice(mesh.vertices, mesh.faces, spacing=self.spacing)
+            self.lattice_stats = {"spacing": self.spacing, **lattice_mesh.stats}
+            self.lattice = model.make_lattice((lattice_mesh.vertices, lattice_mesh.faces))
+            self.caster = RayCaster(lattice_mesh.vertices, lattice_mesh.faces)
+            self.lattice_stats["raycast_backend"] = self.caster.backend
+            progress.update("lattice", 1.0, f"{len(lattice_mesh.vertices)} cells, edge length p5/p95 "
+                            f"{lattice_mesh.stats['edge_p5']:.2f}/{lattice_mesh.stats['edge_p95']:.2f} of the spacing")
+        else:
+            self.lattice = model.make_lattice()
+            self.caster = None
+
+    def query(self, positions: np.ndarray, normals: np.ndarray):
+        """Texel positions and unit normals (Q, 3) -> the model's query: lattice face + barycentrics
+        (mesh models), or cell coordinates (volume models).
+
+        The lattice lies on the surface (within a few % of the spacing), so each texel casts a ray
+        back along its normal from one spacing outside: 10x faster than a closest-point query.
+        Rays that miss or land farther than half a spacing away (thin crevices) take the closest
+        point instead."""
+        if self.caster is None:
+            return torch.from_numpy((positions / self.spacing).astype(np.float32))
+        from ..lattices.mesh import SurfacePoints
+
+        face, bary, t = self.caster.cast(positions + normals * self.spacing, -normals)
+        stray = (face < 0) | (np.abs(t - self.spacing) > 0.5 * self.spacing)
+        if stray.any():
+            face[stray], bary[stray], _ = self.caster.closest_points(positions[stray])
+        return SurfacePoints(torch.from_numpy(face), torch.from_numpy(bary))
+
+    def _located_chunks(self, with_tangents: bool):
+        """Per chunk of covered texels: (flat index (T,), query, frame), frame = (t, b, n) each
+        (T, 3) with tangents, else (n,); then `self.covered` is set.
+
+        All of it depends on the mesh only, so with `keep_geometry` it is kept for the next bakes
+        (animation frames, live views) while it fits in GEOMETRY_CACHE_BYTES (a 2K map does;
+        larger maps recompute)."""
+        from ..ops.bake import UVRasteriser, interpolate, texel_frames
+
+        if self._located is not None:
+            for number, chunk in enumerate(self._located):
+                yield chunk, (number + 1) / len(self._located)
+            return
+        mesh, clock = self.mesh, self._clock
+        rasteriser = UVRasteriser(mesh.uv, mesh.faces, self.config.size)
+        chunks = iter(rasteriser)
+        cache, cached_bytes = ([] if self.keep_geometry else None), 0
+        while True:
+            with clock("rasterise"):
+                texels = next(chunks, None)
+            if texels is None:
+                break
+            with clock("locate"):
+                positions = interpolate(mesh.vertices, mesh.faces, texels.face, texels.bary)
+                if with_tangents:
+                    frame = texel_frames(self.frames, mesh.faces, texels.face, texels.bary)
+                else:
+                    frame = (_unit(interpolate(self.frames.normal, mesh.faces, texels.face, texels.bary)),)
+            with clock("query"):  # the ray cast onto a mesh lattice
+                chunk = (texels.index, self.query(positions, frame[-1]), frame)
+            if cache is not None:
+                cached_bytes += texels.index.nbytes + sum(a.nbytes for a in frame) + _query_bytes(chunk[1])
+                if cached_bytes <= GEOMETRY_CACHE_BYTES:
+                    cache.append(chunk)
+                else:
+                    cache = None
+            yield chunk, rasteriser.position / max(rasteriser.candidates, 1)
+        self.covered = rasteriser.covered
+        self._located = cache
+
+    @torch.no_grad()
+    def bake(self, state: torch.Tensor, label: str = "") -> tuple[MapSet, np.ndarray]:
+        """Bake one frame -> (maps, covered (S, S) bool), seams dilated. Adds each part's
+        seconds to `self.timings` (rasterise, locate, query, decode, normals, store, dilate)."""
+        from ..ops.bake import dilate, up_frames
+
+        cfg, clock = self.config, self._clock
+        names = model_maps(self.model, object_space=True)
+        maps = MapSet(names, cfg.size, cfg.exr)
+        for (index, query, frame), done in self._located_chunks("normal" in names):
+            with clock("decode"):
+                values = self.model.decode(state, self.lattice, query)[0].float().cpu().numpy()
+            tangent_normals = object_normals = None
+            if "normal" in names:
+                with clock("normals"):
+                    t, b, n = frame
+                    right, up = up_frames(n)
+                    local = decoded_normals(values[:, self.model.channel_slices()["normal"]])
+                    object_normals = _unit(local[:, :1] * right + local[:, 1:2] * up + local[:, 2:] * n)
+                    tangent_normals = np.stack([np.sum(object_normals * t, 1), np.sum(object_normals * b, 1),
+                                                np.sum(object_normals * n, 1)], axis=1)
+            with clock("store"):
+                store_outputs(maps, self.model, values, index, object_normals, tangent_normals,
+                              cfg.normal_convention)
+            self.texels += len(index)
+            self.progress.update("bake", done, f"{label}{cfg.size}x{cfg.size} texels")
+        with clock("dilate"):
+            dilate(list(maps.arrays.values()), self.covered, cfg.margin)
+        return maps, self.covered
+
+    @contextlib.contextmanager
+    def _clock(self, part: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[part] = self.timings.get(part, 0.0) + time.perf_counter() - start
+
+
+def _query_bytes(query) -> int:
+    """Memory held by a located query: a tensor of cell coordinates or SurfacePoints."""
+    if isinstance(query, torch.Tensor):
+        return query.nbytes
+    return query.face.nbytes + query.bary.nbytes
+
+
+class GridBaker:
+    """Decodes a 2D model's periodic grid at S x S texels: one lattice period, so the maps tile."""
+
+    def __init__(self, model, config: MapsConfig, progress: Progress, rows: int = 64):
+        self.model, self.config, self.progress = model, config, progress
+        self.lattice = model.make_lattice()
+        self.rows = rows
+
+    @torch.no_grad()
+    def bake(self, state: torch.Tensor, label: str = "") -> tuple[MapSet, np.ndarray]:
+        size = self.config.size
+        maps = MapSet(model_maps(self.model), size, self.config.exr)
+        width, height = self.lattice.sizes_xyz[:2]
+        x = (torch.arange(size, dtype=torch.float32) + 0.5) * (width / size)
+        for top in range(0, size, self.rows):
+            bottom = min(size, top + self.rows)
+            y = (torch.arange(top, bottom, dtype=torch.float32) + 0.5) * (height / size)
+            points = torch.stack(torch.broadcast_tensors(x[None, :], y[:, None]), dim=-1).reshape(-1, 2)
+            values = self.model.decode(state, self.lattice, points)[0].float().cpu().numpy()
+            index = np.arange(top * size, bottom * size)
+            normals = decoded_normals(values[:, self.model.channel_slices()["normal"]]) \
+                if "normal" in maps.arrays else None
+            store_outputs(maps, self.model, values, index, normals, normals, self.config.normal_convention)
+            self.progress.update("bake", bottom / size, f"{label}{size}x{size} texels")
+        return maps, np.ones((size, size), bool)

@@ -1,0 +1,15 @@
+import json
+
+from nca3d.bench import main
+
+
+def test_core_bench_prints_figures(capsys):
+    assert main(["core", "--quick", "--json", "--device", "cpu"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert results["matmul_gflops"] > 0
+    assert [row["lattice"].split()[0] for row in results["lattices"]] == ["Grid2D", "icosphere", "Grid3D"]
+    for row in results["lattices"]:
+        assert row["step_ms"] > 0 and row["decode_points_per_s"] > 0
+        assert 0 < row["decode_ratio_to_matmul"] < 2
+
+

@@ -1,0 +1,51 @@
+import json
+
+import numpy as np
+from PIL import Image
+
+from tests.conftest import optional_import
+
+optional_import("plenoptic", "the quality bench needs plenoptic (pip install 'nca3d[bench]')", module_level=True)
+
+from nca3d.bench import main as bench_main  # noqa: E402
+from nca3d.bench.quality import print_quality  # noqa: E402
+from nca3d.train.quality import band_score  # noqa: E402
+from tests.train.test_trainer import make_exemplar, tiny_config  # noqa: E402
+
+
+def test_a_band_too_narrow_to_rank_gives_no_score_and_the_table_says_so(capsys):
+    assert band_score(1.0, 1.05, 0.5) is None and band_score(1.0, 2.0, 1.5) == 0.5
+    row = {"exemplar": "flat.png", "iterations": 3, "ceiling": 1.0, "floor": 1.05, "tiled_exemplar": False,
+           **{f"distance_{n}": 1.0 for n in (256, 1024, 2048)}, **{f"score_{n}": None for n in (256, 1024, 2048)}}
+    print_quality({"rows": [row]})
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[1].split()[-3:] == ["n/a"] * 3
+    assert "the band cannot rank a model; judge it by the panel" in printed
+
+
+def test_quality_bench_trains_evaluates_and_writes_panels(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    make_exemplar(data / "blobs.png", size=64)
+    models = tmp_path / "models"
+    config = tiny_config(tmp_path, iters=3)
+    config.exemplar, config.out = str(data / "blobs.png"), str(models / "blobs_2d.nca3d")
+    from nca3d.progress import Progress
+    from nca3d.train.trainer import Trainer
+
+    Trainer(config, Progress("none")).run()
+    out = tmp_path / "out"
+    assert bench_main(["quality", "--data", str(data), "--models", str(models), "--out", str(out), "--json",
+                       "--device", "cpu"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    row = results["rows"][0]
+    print_quality(results)
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[-3:] == ["score@256", "score@1024", "score@2048"] and "blobs.png" in table[1]
+    for key in ("distance_256", "distance_1024", "distance_2048", "ceiling", "floor", "floor_blur", "floor_phase"):
+        assert np.isfinite(row[key])
+    for key in ("score_256", "score_1024", "score_2048"):  # a band too narrow to rank is None, said in the table
+        assert row[key] is None or np.isfinite(row[key])
+    panel = Image.open(row["panel"])
+    assert panel.size[0] == 4 * panel.size[1]  # exemplar | 256 | 1024 | 2048 steps
+    assert (out / "quality_2d.json").exists()
