@@ -8,14 +8,27 @@ PATH), and its JSON-lines progress is read without blocking the UI. See README.m
 if "bpy" in locals():  # Reload Scripts: reload the submodules in dependency order
     import importlib
 
-    for _module in (backend, setup_backend, runner, prefs, library, props, mesh_io, materials,  # noqa: F821
-                    ops_texture, ops_volume, ui):  # noqa: F821
+    for _module in (backend, setup_backend, runner, config, library, prefs, props, mesh_io,  # noqa: F821
+                    materials, ops_texture, ops_volume, ui):  # noqa: F821
         importlib.reload(_module)
 
 import bpy
 from bpy.app.handlers import persistent
 
-from . import backend, library, materials, mesh_io, ops_texture, ops_volume, prefs, props, runner, ui  # noqa: F401
+from . import (  # noqa: F401
+    backend,
+    config,
+    library,
+    materials,
+    mesh_io,
+    ops_texture,
+    ops_volume,
+    prefs,
+    props,
+    runner,
+    setup_backend,
+    ui,
+)
 
 _CLASSES = (*props.classes, *prefs.classes, *ops_texture.classes, *ops_volume.classes, *ui.classes)
 

@@ -128,10 +128,10 @@ def _list(python: str) -> None:
 
 
 def _resolve_python() -> str | None:
-    from . import prefs, runner
+    from . import config, runner
 
     try:
-        return prefs.resolve_python()
+        return config.resolve_python()
     except runner.UserError as exc:
         _STATE["error"] = str(exc)
         return None

@@ -12,7 +12,7 @@ import uuid
 
 import bpy
 
-from . import library, materials, mesh_io, prefs, runner
+from . import config, library, materials, mesh_io, runner
 
 MAP_KINDS = ("albedo", "normal", "roughness", "height", "ao")
 BASE_NAME = "nca"  # file stem of the backend's outputs inside the temp folder
@@ -31,7 +31,7 @@ def files_root(context, what: str, other: str = "") -> str:
     """The absolute folder for files on disk, or runner.UserError when the .blend is unsaved and no
     Output Folder is set (nothing is written into hidden folders). what: why files are needed;
     other: another way out."""
-    root = prefs.output_root(context)
+    root = config.output_root(context)
     if root is None:
         raise runner.UserError(f"{what} and this .blend is unsaved: save it (files go to the folder 'nca3d' next "
                                f"to it) or set an Output Folder in Preferences > Add-ons > NCA3D{other}")
@@ -41,7 +41,7 @@ def files_root(context, what: str, other: str = "") -> str:
 def packed_root(context) -> str:
     """The folder packed images name as theirs (nothing is written there): where 'Save as Files' would
     put them, relative to the .blend where it can be ('//nca3d' while it is unsaved)."""
-    root = prefs.output_root(context)
+    root = config.output_root(context)
     return relative(root) if root else "//nca3d"
 
 
@@ -387,7 +387,7 @@ class NCA3D_OT_texture_mesh(runner.BackendOperator, bpy.types.Operator):
         if settings.displace and not settings.use_height:
             raise runner.UserError("Displace needs the Height map: turn Height on, or Displace off")
         maps, maps_note = library.bakeable_maps(settings, maps)
-        python = prefs.resolve_python(context)
+        python = config.resolve_python(context)
         root = None
         if settings.animate:
             root = files_root(context, "animated maps are image sequences on disk")
@@ -412,7 +412,7 @@ class NCA3D_OT_texture_mesh(runner.BackendOperator, bpy.types.Operator):
                     "displace": settings.displace, "maps_note": maps_note, "root": root,
                     "packed_root": packed_root(context)}
         argv = texture_argv(python, mesh_path, model, os.path.join(workdir, "out"), settings, scale,
-                            prefs.device(context))
+                            config.device(context))
         return TextureTask(argv, workdir, obj.name, exported, snapshot, library.model_label(settings))
 
 

@@ -9,7 +9,7 @@ import tempfile
 
 import bpy
 
-from . import library, materials, prefs, runner
+from . import config, library, materials, runner
 from .ops_texture import commit_folder, files_root, folder_free, relative, safe_name, stage_folder
 
 BASE_NAME = "volume"
@@ -129,12 +129,12 @@ class NCA3D_OT_add_volume(runner.BackendOperator, bpy.types.Operator):
         if self.model:
             library.choose(settings, "volume", self.model)
         model = library.model_argument(settings)
-        python = prefs.resolve_python(context)
+        python = config.resolve_python(context)
         root = files_root(context, "VDB volumes are files on disk")
         workdir = tempfile.mkdtemp(prefix="nca3d-volume-")
         snapshot = {"animate": settings.animate, "frames": settings.frames, "loop": settings.loop,
                     "shading": settings.shading, "root": root}
-        argv = volume_argv(python, model, os.path.join(workdir, "out"), settings, prefs.device(context))
+        argv = volume_argv(python, model, os.path.join(workdir, "out"), settings, config.device(context))
         return VolumeTask(argv, workdir, snapshot, library.model_label(settings))
 
 

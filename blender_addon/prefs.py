@@ -10,80 +10,10 @@ import time
 import bpy
 from bpy.props import EnumProperty, StringProperty
 
-from . import backend, runner, setup_backend
+from . import backend, config, runner, setup_backend
 
-_DETECTED: dict = {"python": None, "tried": False}
 _CHECK: dict = {"text": "", "ok": None}
 _SETUP: dict = {"log": ""}  # the last Set up Backend's log file
-
-
-def get_prefs(context=None):
-    """This add-on's preferences, or None when it is registered without being enabled."""
-    context = context or bpy.context
-    addon = context.preferences.addons.get(__package__)
-    return addon.preferences if addon is not None else None
-
-
-def addon_user_folder(path: str, create: bool = True) -> str:
-    """A folder in this extension's user folder (installed as a legacy add-on: Blender's user data)."""
-    try:
-        return bpy.utils.extension_path_user(__package__, path=path, create=create)
-    except (ValueError, AttributeError):  # installed as a legacy add-on
-        return bpy.utils.user_resource("DATAFILES", path=f"nca3d/{path}", create=create)
-
-
-def setup_root(create: bool = False) -> str:
-    """Where Set up Backend makes its environments (env-<time>) and its log."""
-    return addon_user_folder("backend", create)
-
-
-def detect(force: bool = False) -> str | None:
-    """Auto-detected backend Python (cached): the environment Set up Backend made, else
-    backend.detect_python's places (nca3d on PATH, ~/nca3d-env, pipx, ..., python3 on PATH)."""
-    if force or not _DETECTED["tried"]:
-        _DETECTED["python"] = backend.detect_python(extra=[backend.own_venv_python(setup_root())])
-        _DETECTED["tried"] = True
-    return _DETECTED["python"]
-
-
-def python_setting(prefs) -> str:
-    """The Backend Python preference as an absolute path ('' when empty)."""
-    if prefs is None or not prefs.python_path.strip():
-        return ""
-    return os.path.expanduser(bpy.path.abspath(prefs.python_path.strip()))
-
-
-def resolve_python(context=None) -> str:
-    """The backend Python to run (the preference: a Python, the nca3d command or a venv folder; else
-    auto-detected), or runner.UserError saying how to set one up."""
-    path = python_setting(get_prefs(context))
-    if path:
-        try:
-            return backend.interpreter_for(path)
-        except ValueError as exc:
-            raise runner.UserError(f"{exc}; fix Backend Python in Preferences > Add-ons > NCA3D (or clear it "
-                                   f"to auto-detect)") from None
-    found = detect()
-    if found is None:
-        raise runner.UserError("no Python with nca3d found: click Set up Backend in Preferences > Add-ons > NCA3D, "
-                               "or set Backend Python to your nca3d install")
-    return found
-
-
-def device(context=None) -> str:
-    prefs = get_prefs(context)
-    return prefs.device if prefs is not None else "auto"
-
-
-def output_root(context=None) -> str | None:
-    """Absolute folder for files kept on disk (Save as Files, animated maps, VDBs): the Output Folder
-    preference if set, else a folder `nca3d` next to the saved .blend; None while the .blend is
-    unsaved (nothing is written into hidden folders), or the preference is relative to it (//...)."""
-    prefs = get_prefs(context)
-    folder = prefs.output_dir.strip() if prefs is not None and prefs.output_dir.strip() else "//nca3d"
-    if folder.startswith("//") and not bpy.data.filepath:
-        return None
-    return os.path.normpath(os.path.expanduser(bpy.path.abspath(folder)))
 
 
 class NCA3D_OT_detect_backend(bpy.types.Operator):
@@ -94,12 +24,12 @@ class NCA3D_OT_detect_backend(bpy.types.Operator):
     bl_options = {"REGISTER", "INTERNAL"}
 
     def execute(self, context):
-        found = detect(force=True)
+        found = config.detect(force=True)
         if found is None:
             self.report({"ERROR"}, "No Python with nca3d found (set-up backend, nca3d and python3 on PATH, "
                                    "~/nca3d-env, pipx, ~/.venvs): click Set up Backend, or set it by hand")
             return {"CANCELLED"}
-        prefs = get_prefs(context)
+        prefs = config.get_prefs(context)
         if prefs is not None:
             prefs.python_path = found
         self.report({"INFO"}, f"Backend Python: {found}")
@@ -156,11 +86,11 @@ class NCA3D_OT_check_backend(PrefsBackendOperator, bpy.types.Operator):
 
     def make_task(self, context):
         try:
-            python = resolve_python(context)
+            python = config.resolve_python(context)
         except runner.UserError as exc:
             _CHECK.update(text=str(exc), ok=False)
             raise
-        return CheckTask(python, device(context))
+        return CheckTask(python, config.device(context))
 
 
 class SetupTask(runner.Task):
@@ -176,10 +106,10 @@ class SetupTask(runner.Task):
         with open(os.path.join(self.env, backend.SETUP_MARKER), encoding="utf-8") as handle:
             found = json.load(handle)
         python = found["python"]
-        prefs = get_prefs(context)
+        prefs = config.get_prefs(context)
         if prefs is not None:
             prefs.python_path = python
-        _DETECTED.update(python=None, tried=False)
+        config.forget_detection()
         text = describe(found, python)
         _CHECK.update(text=text, ok=True)
         from . import library
@@ -200,7 +130,7 @@ class NCA3D_OT_setup_backend(PrefsBackendOperator, bpy.types.Operator):
     bl_options = {"REGISTER"}
 
     def make_task(self, context):
-        prefs = get_prefs(context)
+        prefs = config.get_prefs(context)
         if prefs is None:
             raise runner.UserError("enable the NCA3D add-on in Preferences > Add-ons first")
         source = bpy.path.abspath(prefs.setup_source.strip() or "nca3d")
@@ -209,7 +139,7 @@ class NCA3D_OT_setup_backend(PrefsBackendOperator, bpy.types.Operator):
             base, version = setup_backend.find_base_python(backend.own_python())
         except ValueError as exc:
             raise runner.UserError(str(exc)) from None
-        root = setup_root(create=True)
+        root = config.setup_root(create=True)
         env = os.path.join(root, time.strftime("env-%Y%m%d-%H%M%S"))
         log = os.path.join(root, "setup.log")
         _SETUP["log"] = log
@@ -260,7 +190,7 @@ class NCA3DPreferences(bpy.types.AddonPreferences):
         row = layout.row(align=True)
         row.prop(self, "python_path")
         row.operator(NCA3D_OT_detect_backend.bl_idname, text="", icon="VIEWZOOM")
-        path = python_setting(self)
+        path = config.python_setting(self)
         if path:
             try:
                 python = backend.interpreter_for(path)
@@ -269,8 +199,8 @@ class NCA3DPreferences(bpy.types.AddonPreferences):
             else:
                 if python != path:
                     layout.label(text=f"Runs {python}")
-        elif _DETECTED["tried"]:
-            layout.label(text=f"Auto-detected: {_DETECTED['python'] or 'none found'}")
+        elif config.detected()[0]:
+            layout.label(text=f"Auto-detected: {config.detected()[1] or 'none found'}")
         layout.prop(self, "device")
         layout.prop(self, "output_dir")
         row = layout.row()
@@ -295,6 +225,6 @@ classes = (NCA3D_OT_detect_backend, NCA3D_OT_check_backend, NCA3D_OT_setup_backe
 
 
 def reset() -> None:
-    _DETECTED.update(python=None, tried=False)
+    config.forget_detection()
     _CHECK.update(text="", ok=None)
     _SETUP.update(log="")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import library, prefs, runner
+from . import config, library, runner
 from .ops_texture import NCA3D_OT_texture_mesh
 from .ops_volume import NCA3D_OT_add_volume
 
@@ -120,7 +120,7 @@ def draw_texture_settings(layout, context) -> None:
         col.prop(settings, "every")
         col.prop(settings, "loop")
     layout.prop(settings, "storage")
-    if (settings.animate or settings.storage == "FILES") and prefs.output_root(context) is None:
+    if (settings.animate or settings.storage == "FILES") and config.output_root(context) is None:
         layout.label(text="Files need a folder: save the .blend or set an Output Folder", icon="ERROR")
     layout.operator(NCA3D_OT_texture_mesh.bl_idname, text="Texture Selected Mesh", icon="TEXTURE")
 
@@ -143,7 +143,7 @@ def draw_volume_settings(layout, context) -> None:
         col.prop(settings, "frames")
         col.prop(settings, "every")
         col.prop(settings, "loop")
-    if prefs.output_root(context) is None:
+    if config.output_root(context) is None:
         layout.label(text="VDB files need a folder: save the .blend or set an Output Folder", icon="ERROR")
     layout.operator(NCA3D_OT_add_volume.bl_idname, text="Add NCA Volume", icon="VOLUME_DATA")
 

@@ -1,8 +1,8 @@
 """The package's layering, read from its imports with `ast`: no import circle between modules, and no
 module importing from a higher layer, as ARCHITECTURE.md's layer table says (the test reads the
 table itself, so the document and the test cannot drift apart). Every import counts, at module
-level or inside a function. It covers nca3d/ only: the Blender add-on (blender_addon/) is
-excluded for now (its import circle between prefs and library is being removed separately)."""
+level or inside a function. The Blender add-on (blender_addon/) has no layer table; it is held to no
+import circle (config at its bottom: where the backend is and where files go)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "nca3d"
+ADDON = ROOT / "blender_addon"
 
 
 def layer_table() -> list[tuple[int, str, list[str]]]:
@@ -30,8 +31,8 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def modules() -> dict[str, Path]:
-    return {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+def modules(package: Path = PACKAGE) -> dict[str, Path]:
+    return {module_name(path): path for path in sorted(package.rglob("*.py"))}
 
 
 def imports(name: str, path: Path, known: set[str]) -> set[str]:
@@ -48,13 +49,15 @@ def imports(name: str, path: Path, known: set[str]) -> set[str]:
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module or ""
-            found.add(target)
-            found |= {f"{target}.{alias.name}" for alias in node.names if f"{target}.{alias.name}" in known}
+            submodules = {f"{target}.{alias.name}" for alias in node.names if f"{target}.{alias.name}" in known}
+            found |= submodules
+            if len(submodules) < len(node.names):  # names defined in the package itself (not only submodules)
+                found.add(target)
     return {module for module in found if module in known and module != name}
 
 
-def graph() -> dict[str, set[str]]:
-    found = modules()
+def graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    found = modules(package)
     return {name: imports(name, path, set(found)) for name, path in found.items()}
 
 
@@ -119,6 +122,12 @@ def test_the_layer_table_places_every_module():
 
 def test_no_import_circles():
     assert cycles(graph()) == []
+
+
+def test_no_import_circles_in_the_blender_addon():
+    edges = graph(ADDON)
+    assert "blender_addon.config" in edges and "blender_addon.backend" in edges["blender_addon.config"]
+    assert cycles(edges) == []
 
 
 def test_no_import_from_a_higher_layer_or_a_sibling_row():

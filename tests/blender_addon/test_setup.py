@@ -121,7 +121,7 @@ prefs = bpy.context.preferences.addons[MODULE].preferences
 def resolve(value):
     prefs.python_path = value
     try:
-        return mod.prefs.resolve_python()
+        return mod.config.resolve_python()
     except mod.runner.UserError as exc:
         return "ERROR: " + str(exc)
 
@@ -150,11 +150,11 @@ prefs.python_path = ""
 os.environ["PATH"] = os.path.join(OUT, "empty_path")
 os.environ["HOME"] = ARGS["home"]
 mod.prefs.reset()
-RESULT["detected_home"] = mod.prefs.resolve_python()
-root = mod.prefs.setup_root(create=True)
+RESULT["detected_home"] = mod.config.resolve_python()
+root = mod.config.setup_root(create=True)
 shutil.copytree(ARGS["own_env"], os.path.join(root, "env-20260101-000000"), symlinks=True)
 mod.prefs.reset()
-RESULT["detected_unfinished"] = mod.prefs.resolve_python()
+RESULT["detected_unfinished"] = mod.config.resolve_python()
 open(os.path.join(root, "env-20260101-000000", mod.backend.SETUP_MARKER), "w").write("{}")
 RESULT["detect_op"] = call(bpy.ops.nca3d.detect_backend)
 RESULT["detected_own"] = prefs.python_path
@@ -236,7 +236,7 @@ def watch(cancel_at=None):
     return seen, thread
 
 
-ROOT = mod.prefs.setup_root(create=True)
+ROOT = mod.config.setup_root(create=True)
 
 
 def envs():
@@ -288,7 +288,7 @@ env = os.path.dirname(os.path.dirname(prefs.python_path))
 forms = {}
 for name, value in (("folder", env), ("command", os.path.join(env, "bin", "nca3d")), ("python", prefs.python_path)):
     prefs.python_path = value
-    forms[name] = mod.prefs.resolve_python()
+    forms[name] = mod.config.resolve_python()
 RESULT["forms"] = forms
 t0 = time.time()
 RESULT["check"] = call(bpy.ops.nca3d.check_backend)
@@ -299,7 +299,7 @@ RESULT["check_status"] = status()
 prefs.python_path = ""
 os.environ["PATH"] = os.path.join(OUT, "empty_path")
 mod.prefs.reset()
-RESULT["detected"] = mod.prefs.resolve_python()
+RESULT["detected"] = mod.config.resolve_python()
 '''
 
 
