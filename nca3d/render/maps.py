@@ -19,7 +19,6 @@ import torch
 from ..errors import NCA3DError
 from ..progress import Progress
 
-MAP_KINDS = ("albedo", "normal", "roughness", "height", "ao", "orm")
 DEFAULT_CELLS = 40962  # volume models on a mesh: cells of the default 64-frequency icosphere
 MIN_SIZE, MAX_SIZE = 16, 8192
 GEOMETRY_CACHE_BYTES = 1 << 30  # located texels kept across the frames of an animated bake

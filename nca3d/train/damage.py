@@ -208,11 +208,6 @@ def damage_experiment(model, steps: int = 96, heal_steps: int | None = None, see
     return DamageResult(figures, panel)
 
 
-def damage_figures(model, **options) -> dict:
-    """damage_experiment's figures only (for benches): see damage_experiment."""
-    return damage_experiment(model, **options).figures
-
-
 def _panel(views: list[np.ndarray], labels, outline: float) -> np.ndarray:
     """Views side by side, a dashed circle around the erased region and a label on each."""
     from PIL import Image, ImageDraw
