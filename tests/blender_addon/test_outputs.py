@@ -92,22 +92,22 @@ copy = os.path.join(OUT, "copy", "scene.blend")
 os.makedirs(os.path.dirname(copy))
 bpy.ops.wm.save_as_mainfile(filepath=copy, copy=True)
 
-# File > External Data > Unpack Resources, "Write files to current directory": //textures/<file name>
-bpy.ops.file.unpack_all(method="WRITE_LOCAL")
-bpy.ops.wm.save_mainfile()
-bpy.ops.wm.open_mainfile(filepath=blend)
-rock, ball = bpy.data.objects["Rock"], bpy.data.objects["Ball"]
-RESULT["after_write_local"] = {"Rock": maps(rock), "Ball": maps(ball)}
-RESULT["disk_unpacked"] = tree(os.path.dirname(blend))
 
+
+def unpack_and_reload(path, method):
+    """File > External Data > Unpack Resources with `method`, saved and reopened: each object's maps
+    and the files next to the .blend."""
+    bpy.ops.wm.open_mainfile(filepath=path)
+    bpy.ops.file.unpack_all(method=method)
+    bpy.ops.wm.save_mainfile()
+    bpy.ops.wm.open_mainfile(filepath=path)
+    return {name: maps(bpy.data.objects[name]) for name in ("Rock", "Ball")}, tree(os.path.dirname(path))
+
+
+# "Write files to current directory": //textures/<file name>
+RESULT["after_write_local"], RESULT["disk_unpacked"] = unpack_and_reload(blend, "WRITE_LOCAL")
 # "Write files to original location": each image to its own path, //nca3d/NCA_<object>/
-bpy.ops.wm.open_mainfile(filepath=copy)
-bpy.ops.file.unpack_all(method="WRITE_ORIGINAL")
-bpy.ops.wm.save_mainfile()
-bpy.ops.wm.open_mainfile(filepath=copy)
-rock, ball = bpy.data.objects["Rock"], bpy.data.objects["Ball"]
-RESULT["after_write_original"] = {"Rock": maps(rock), "Ball": maps(ball)}
-RESULT["disk_original"] = tree(os.path.dirname(copy))
+RESULT["after_write_original"], RESULT["disk_original"] = unpack_and_reload(copy, "WRITE_ORIGINAL")
 '''
 
 
