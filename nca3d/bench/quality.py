@@ -60,14 +60,13 @@ def evaluate_model(model, exemplar: torch.Tensor, stats: TextureStatistics, out_
     full view)."""
     config = model.provenance.get("config") or {}
     scores = reference_scores(exemplar, stats, zoom=config.get("zoom", 1.0))
-    reference = stats(scores["reference"])
     panels = [_resize(scores["region"], stats.size)]
     results = {}
     for steps, state, crops, scored in grow(model, stats.size, scores["scale"], seed, batch):
         full, scored = crops[0][0, :3], [c[:3] for c in scored]
         if model.provenance.get("grey"):
             full, *scored = (c.mean(0, keepdim=True).expand(3, -1, -1) for c in [full, *scored])
-        distance = float(np.mean([stats.distance(c.clamp(0, 1), b_stats=reference, spread=scores["spread"])
+        distance = float(np.mean([stats.distance(c.clamp(0, 1), b_stats=scores["stats"], spread=scores["spread"])
                                   for c in scored]))
         results[f"distance_{steps}"] = distance
         results[f"score_{steps}"] = band_score(scores["ceiling"], scores["floor"], distance)

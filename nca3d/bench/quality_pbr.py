@@ -151,8 +151,8 @@ def pbr_reference(maps: dict[str, torch.Tensor], stats: TextureStatistics, zoom:
     def scale(ref: torch.Tensor, convert) -> dict:
         ref_stats = stats(ref)
         spread = stats.spread([convert(sample) for sample in samples])
-        return {"stats": ref_stats, **reference_band(ref_stats, spread, [convert(o) for o in others],
-                                                     [[convert(d) for d in kinds] for kinds in degraded], stats)}
+        return reference_band(ref_stats, spread, [convert(o) for o in others],
+                              [[convert(d) for d in kinds] for kinds in degraded], stats)
 
     result = {"kinds": kinds, "scale": crops["scale"], "tiled": crops["tiled"], "region": split(crops["region"]),
               "maps": {kind: scale(_rgb(reference[kind]), lambda m, k=kind: _rgb(m[k])) for kind in kinds},

@@ -10,7 +10,7 @@ over random crops of the exemplar. Beside a distance, the band it is read in:
   same spectrum and colours, no structure).
 `score` = (floor - d) / (floor - ceiling): 1 is as good as the exemplar itself, 0 as bad as a
 degradation. Measured in the exemplar's own spread, the degradations lie far beyond another crop
-(2-40x on the bundled exemplars); where the floor is still hardly further than the ceiling, the
+(1.4-3.8x on the 15 exemplars of ../shared/data/textures); where the floor is still hardly further than the ceiling, the
 band cannot rank anything: the score is None.
 """
 
@@ -95,9 +95,8 @@ class TextureStatistics:
 
         With `spread` (of the exemplar's crops): each statistic's difference in units of its
         spread (at most MAX_SPREADS), the root mean square per group (Portilla-Simoncelli,
-        orientation), summed; two
-        crops of the exemplar come out about 2 apart whatever the texture, and a group of few
-        statistics (orientation: stripes) weighs as much as the large one. Without (no exemplar to
+        orientation), summed; two crops of the exemplar come out a few units apart whatever the
+        texture, and a group of few statistics (orientation: stripes) weighs as much as the large one. Without (no exemplar to
         measure the spread on): the relative L2 distance of the Portilla-Simoncelli statistics
         (averaged over channels) plus ORIENTATION_WEIGHT x the L1 distance of the histograms."""
         sa, sb = self(a), (self(b) if b_stats is None else b_stats)
@@ -156,7 +155,8 @@ def is_tiled(exemplar: torch.Tensor) -> bool:
 
 
 def reference_scores(exemplar: torch.Tensor, stats: TextureStatistics, zoom: float = 1.0) -> dict:
-    """Reference crop (top-left quarter), ceiling (another quarter) and floor (blurred) distances.
+    """Reference crop (top-left quarter) and its statistics, and reference_band's ceiling (another
+    quarter) and floor (degraded quarters) distances.
 
     A model trained with ``zoom`` z spans 1/z of the exemplar, so its crops are measured within
     the exemplar's top-left 1/z (its ``region``, also the panel's first image).
@@ -177,7 +177,7 @@ def reference_scores(exemplar: torch.Tensor, stats: TextureStatistics, zoom: flo
 
 def reference_band(reference_stats: dict, spread: dict, others: list, degraded: list[list],
                    stats: TextureStatistics) -> dict:
-    """Ceiling and floor distances (in the exemplar's `spread`) to a reference's statistics: the
+    """A reference's statistics and the ceiling and floor distances (in the exemplar's `spread`) to them: the
     mean over `others` (other crops of the exemplar) and, for the floor, the nearer over
     degradation kinds of the mean over `degraded` (per other crop, one image per kind, as from
     degradations()): a model as far as either degradation scores 0."""
@@ -185,7 +185,7 @@ def reference_band(reference_stats: dict, spread: dict, others: list, degraded: 
     per_kind = np.array([[stats.distance(d, b_stats=reference_stats, spread=spread) for d in kinds]
                          for kinds in degraded])
     means = per_kind.mean(axis=0)
-    return {"ceiling": ceiling, "floor": float(means.min()), "floor_blur": float(means[0]),
+    return {"stats": reference_stats, "ceiling": ceiling, "floor": float(means.min()), "floor_blur": float(means[0]),
             "floor_phase": float(means[1]), "spread": spread}
 
 
