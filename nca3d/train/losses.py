@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..ops.pbr import normal_height_agreement
+
 __all__ = [
     "DISTANCES",
     "TextureLoss",
@@ -291,16 +293,14 @@ def relief_strength(normal: torch.Tensor, height: torch.Tensor, texel: float = 1
     """The signed strength s of a map pair, encoded normals (1, 3, H, W) and height (1, 1, H, W):
     the least-squares fit of the normals' slopes to s x the height gradient, per texel of the map
     resampled to `texel` of its texels each (so it holds for renders at that texel size).
-    s < 0: the pair contradicts itself (an inverted height)."""
+    s < 0: the pair contradicts itself (an inverted height). The fit is ops.pbr.normal_height_agreement's."""
     if texel != 1.0:
         size = [max(4, round(n / texel)) for n in normal.shape[-2:]]
         mode = "area" if texel > 1.0 else "bilinear"
         normal = F.interpolate(normal * 2.0 - 1.0, size=size, mode=mode) * 0.5 + 0.5
         height = F.interpolate(height, size=size, mode=mode)
-    n, gx, gy = _unit_normals_and_height_gradient(normal.float(), height.float())
-    nz = n[:, 2].clamp_min(0.05)
-    slopes = (-n[:, 0] / nz * gx - n[:, 1] / nz * gy).sum()
-    return float(slopes / (gx * gx + gy * gy).sum().clamp_min(1e-12))
+    return normal_height_agreement(normal[0].float().permute(1, 2, 0).cpu().numpy(),
+                                   height[0, 0].float().cpu().numpy())["strength"]
 
 
 def normal_height_misfit(normal: torch.Tensor, height: torch.Tensor, strength: float) -> torch.Tensor:
