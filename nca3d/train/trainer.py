@@ -36,6 +36,7 @@ from .losses import (
     overflow_loss,
     relief_strength,
 )
+from .scale import choose_scale, correlation_length
 from .tasks import DEFAULT_SCALES, Texture2DTask, VolumeTask
 
 PBR_MAPS = PBR_CHANNELS[1:]  # the maps beside the albedo, in output order
@@ -60,7 +61,7 @@ class TrainConfig:
     vgg_weights: str | None = None
     channels: int = 12
     hidden: int = 96
-    grid: int = 0  # 2d / volume: cells per side (0: 64 / 32); mesh: icosphere frequency (0: 64)
+    grid: int = 0  # 2d / volume: cells per side; mesh: icosphere frequency (0: chosen by train.scale)
     harmonics: int = 1
     pool: int = 256
     batch: int = 4
@@ -76,7 +77,7 @@ class TrainConfig:
     normal_height_weight: float = 10.0  # models with normal and height: weight tying the normal to the height's slopes
     moment_weight: float = 1.0  # weight of the relaxed EMD's moment term (mean + covariance)
     tap_balance: float = 0.5  # 0: taps weigh alike (the paper); 1: each tap weighed by the exemplar's own variation there
-    zoom: float = 1.0  # the lattice's full view matches 1/zoom of the exemplar: features zoom x larger in cells
+    zoom: float = 0.0  # the lattice's full view matches 1/zoom of the exemplar: features zoom x larger in cells (0: chosen)
     scales: list = field(default_factory=lambda: list(DEFAULT_SCALES))  # crop scale s: crop_count(s) crops of 1/s the view
     patch: int = 96
     samples: int = 512
@@ -96,8 +97,7 @@ class TrainConfig:
             raise NCA3DError(f"unknown training domain '{self.domain}'; use 2d, mesh or volume")
         if self.iters == 0:
             self.iters = 10 ** 9 if self.minutes > 0 else 2000
-        if self.grid <= 0:
-            self.grid = 32 if self.domain == "volume" else 64
+        self.grid = max(0, self.grid)
         volume = self.domain == "volume"
         self.min_steps = self.min_steps or (16 if volume else 32)
         self.max_steps = self.max_steps or (48 if volume else 96)
@@ -124,7 +124,7 @@ class TrainConfig:
             raise NCA3DError("need 1 <= min_steps <= max_steps")
         if not 0.0 < self.lr_decay <= 1.0 or not 0.0 <= self.lr_decay_at <= 1.0:
             raise NCA3DError("need 0 < lr_decay <= 1 and 0 <= lr_decay_at <= 1")
-        if self.zoom < 1:
+        if self.zoom and self.zoom < 1:
             raise NCA3DError(f"--zoom {self.zoom:g} is below 1; use 1 (the lattice spans the whole exemplar) or more "
                              f"(it spans 1/zoom of it, so the texture's features grow zoom x larger)")
         self.scales = sorted({int(s) for s in self.scales})
@@ -244,11 +244,15 @@ class Trainer:
             self.progress.update("maps", 1.0, f"PBR maps: {given}", force=True)
             for note in self.map_notes:
                 self.progress.update("maps", 1.0, note, force=True)
+        channels = map_slices(kinds)
+        self.scale = choose_scale(config.domain, correlation_length(exemplar[channels["albedo"]]), exemplar.shape[-1],
+                                  grid=config.grid, zoom=config.zoom)
+        config.grid, config.zoom = self.scale.grid, self.scale.zoom
+        self.progress.update("scale", 0.0, self.scale.message(), force=True)
         if exemplar.shape[-1] / config.zoom < MIN_EXEMPLAR_SIZE:
             raise NCA3DError(f"--zoom {config.zoom:g} leaves {exemplar.shape[-1] / config.zoom:.0f} px of the "
                              f"{exemplar.shape[-1]} px exemplar per lattice view; use at most "
                              f"--zoom {exemplar.shape[-1] / MIN_EXEMPLAR_SIZE:g}")
-        channels = map_slices(kinds)
         # the exemplar's normal-height strength per texel of the finest loss crops
         self.relief_strength = None if not {"normal", "height"} <= channels.keys() else relief_strength(
             exemplar[None, channels["normal"]], exemplar[None, channels["height"]],
@@ -336,6 +340,12 @@ class Trainer:
         saved = {k: meta["config"].get(k, defaults.get(k)) for k in current}  # keys newer than the checkpoint
         if saved != current:
             changed = sorted(k for k in current if saved.get(k) != current[k])
+            chosen = [k for k in changed if k in self.scale.chosen]
+            if chosen:
+                given = " ".join(f"--{k} {saved[k]:g}" for k in ("grid", "zoom"))
+                raise NCA3DError(f"checkpoint '{path}' was made at {given}, but the automatic scale now chooses "
+                                 f"grid {self.config.grid}, zoom {self.config.zoom:g}; resume with {given}, "
+                                 f"or delete it to start over")
             raise NCA3DError(f"checkpoint '{path}' was made with different settings ({', '.join(changed)}); "
                              f"use the same options or delete it")
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
@@ -475,7 +485,7 @@ class Trainer:
             exemplar=Path(cfg.exemplar).name, exemplar_sha256=self.exemplar_sha256, license=cfg.license,
             credit=cfg.credit, iterations=self.iteration,
             final_loss=float(np.mean(self.losses[-50:])) if self.losses else None,
-            grey=self.grey, config=dataclasses.asdict(cfg), minutes=round(self.elapsed / 60, 2),
+            grey=self.grey, config=dataclasses.asdict(cfg), scale=self.scale.as_dict(), minutes=round(self.elapsed / 60, 2),
             maps={kind: Path(path).name for kind, path in cfg.maps.items()}, map_notes=self.map_notes,
             derived_maps=[kind for kind in self.model.channel_slices() if kind != "albedo" and kind not in cfg.maps])
         if self.init_record:

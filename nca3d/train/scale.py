@@ -1,0 +1,124 @@
+"""Automatic scale: how large the exemplar's features are, and the lattice and zoom that make them
+land at the size in cells the NCA grows best.
+
+The feature size is the exemplar's correlation length: the integral, from 0 to its first zero,
+of the radially averaged autocorrelation of its colour (autocovariance summed over channels over
+the total variance; linear, i.e. zero-padded and divided by the overlap, so a photo that does
+not tile is not read as one that does). Unlike the half-width of the autocorrelation, which fine
+grain decides alone, the integral weighs each scale by the variance it carries: a pebble
+conglomerate's pebbles count as much as their grain does.
+
+The target comes from the bundled library and the runs of issue 19, each converted to cells of
+the lattice a render spans (lattice cells x zoom / exemplar px):
+- right by eye and score: granite 1.1 cells (grid 64), gravel 1.5 (zoom 3), lava flow 1.1
+  (grid 32), stone wall 1.0, flaking rust 0.9, lava cells on the mesh 0.8, ore 0.8, rust 2.9
+  (grid 48);
+- wrong: eroded concrete on the mesh 0.4 (rings, stripes), wood shingles 0.6 (small scales until
+  trained twice as long), a weathered rock at grid 64 (a crack network 5-10x too small; right at
+  grid 32).
+So features land at about one cell (`TARGET_CELLS`); 0.4-0.6 is too small.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+TARGET_CELLS = 1.0  # the correlation length, in lattice cells, the NCA grows best
+MEASURE_SIDE = 1024  # larger exemplars are box-averaged down to about this before measuring
+MIN_VIEW_PX = 128  # zoom keeps at least this many exemplar px per lattice view
+MAX_ZOOM = 4.0
+DEFAULT_GRID = {"2d": 64, "volume": 32, "mesh": 64}  # 2d / volume: cells per side; mesh: icosphere frequency
+MIN_GRID = {"2d": 32, "volume": 16, "mesh": 32}
+KEEP_DEFAULT = 0.1  # a lattice within 10% of the default keeps the default
+
+
+def view_cells(domain: str, grid: int) -> int:
+    """Lattice cells across one loss view: the whole grid; on the icosphere at most 64 (see make_task)."""
+    return min(64, grid) if domain == "mesh" else grid
+
+
+def correlation_length(image: torch.Tensor) -> float | None:
+    """The correlation length in px of an image (C, H, W): the integral of its radially averaged,
+    normalised autocorrelation up to the first zero (at most a quarter of the side). None for an
+    image without variation."""
+    pixels = image.detach().to(torch.float64).cpu()
+    factor = max(1, round(min(pixels.shape[-2:]) / MEASURE_SIDE))
+    if factor > 1:
+        pixels = torch.nn.functional.avg_pool2d(pixels[None], factor)[0]
+    centred = pixels - pixels.mean(dim=(-2, -1), keepdim=True)
+    variance = float((centred ** 2).mean(dim=(-2, -1)).sum())
+    if variance < 1e-10:
+        return None
+    h, w = centred.shape[-2:]
+    spectrum = torch.fft.rfft2(centred, s=(2 * h, 2 * w))
+    covariance = torch.fft.irfft2(spectrum.abs() ** 2, s=(2 * h, 2 * w)).sum(0)  # (2h, 2w), summed over channels
+    dy = torch.minimum(torch.arange(2 * h), 2 * h - torch.arange(2 * h)).to(torch.float64)
+    dx = torch.minimum(torch.arange(2 * w), 2 * w - torch.arange(2 * w)).to(torch.float64)
+    overlap = (h - dy).clamp(min=1)[:, None] * (w - dx).clamp(min=1)[None, :]
+    correlation = covariance / overlap / variance
+    radius = torch.sqrt(dy[:, None] ** 2 + dx[None, :] ** 2).round().long()
+    reach = min(h, w) // 4
+    inside = radius <= reach
+    totals = torch.bincount(radius[inside], correlation[inside], minlength=reach + 1)
+    counts = torch.bincount(radius[inside], minlength=reach + 1).clamp(min=1)
+    profile = (totals / counts).numpy()
+    negative = np.nonzero(profile <= 0)[0]
+    end = int(negative[0]) if len(negative) else len(profile)
+    return float(profile[:end].sum()) * factor
+
+
+@dataclass
+class ScaleChoice:
+    """The lattice and zoom of a run, and why: recorded in the model header."""
+
+    grid: int
+    zoom: float
+    feature_px: float | None  # the exemplar's correlation length (None: no variation to measure)
+    feature_cells: float | None  # ... in cells of the lattice a loss view spans, at this grid and zoom
+    chosen: list  # which of "grid", "zoom" were chosen here (the others were given)
+
+    def as_dict(self) -> dict:
+        record = asdict(self)
+        record["feature_px"] = None if self.feature_px is None else round(self.feature_px, 2)
+        record["feature_cells"] = None if self.feature_cells is None else round(self.feature_cells, 2)
+        return record
+
+    def message(self) -> str:
+        given = [name for name in ("grid", "zoom") if name not in self.chosen]
+        lattice = f"grid {self.grid}, zoom {self.zoom:g}"
+        if self.feature_px is None:
+            return f"scale: {lattice} (the exemplar has no variation to measure)"
+        how = "chosen" if not given else ("as given" if not self.chosen else f"{' and '.join(given)} as given")
+        return (f"scale: features {self.feature_px:.1f} px (correlation length) -> {lattice} ({how}): "
+                f"{self.feature_cells:.2f} cells each (the NCA grows ~{TARGET_CELLS:g}); "
+                f"--grid / --zoom override")
+
+
+def choose_scale(domain: str, feature_px: float | None, side_px: int, grid: int = 0, zoom: float = 0.0) -> ScaleChoice:
+    """The lattice (grid: 2d/volume cells per side, mesh icosphere frequency) and zoom that put a
+    feature of `feature_px` (in a `side_px` exemplar) at TARGET_CELLS cells; grid or zoom > 0 are
+    kept as given and the other is chosen for them.
+
+    Small features: the default lattice, and zoom (at most MAX_ZOOM, keeping MIN_VIEW_PX of the
+    exemplar per view). Large ones: zoom 1 and a smaller lattice (at least MIN_GRID, a multiple of 8)."""
+    chosen = [name for name, value in (("grid", grid), ("zoom", zoom)) if not value]
+    default = DEFAULT_GRID[domain]
+    if feature_px is None:
+        grid, zoom = grid or default, zoom or 1.0
+        return ScaleChoice(grid, zoom, None, None, chosen)
+    wanted = TARGET_CELLS * side_px / feature_px  # cells a view of the whole exemplar should span
+    max_zoom = max(1.0, min(MAX_ZOOM, side_px / MIN_VIEW_PX))
+    if not grid:
+        span = wanted / zoom if zoom else wanted  # cells wanted across one view (1/zoom of the exemplar)
+        if span >= view_cells(domain, default) * (1 - KEEP_DEFAULT):
+            grid = default
+        else:
+            grid = max(MIN_GRID[domain], min(default, 8 * round(span / 8)))
+    if not zoom:
+        zoom = wanted / view_cells(domain, grid)
+        zoom = 1.0 if zoom < 1 + KEEP_DEFAULT else round(min(zoom, max_zoom), 2)
+    cells = feature_px * view_cells(domain, grid) * zoom / side_px
+    return ScaleChoice(grid, zoom, feature_px, cells, chosen)

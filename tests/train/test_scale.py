@@ -1,0 +1,131 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy import ndimage
+
+from nca3d.cli import main
+from nca3d.io.model_file import read_header
+from nca3d.progress import Progress
+from nca3d.train.scale import (
+    DEFAULT_GRID,
+    MAX_ZOOM,
+    MIN_GRID,
+    TARGET_CELLS,
+    choose_scale,
+    correlation_length,
+)
+from nca3d.train.trainer import TrainConfig, Trainer
+
+
+def smooth_noise(size: int, sigma: float, seed: int = 0, channels: int = 3) -> np.ndarray:
+    """White noise blurred by a Gaussian of `sigma` px (H, W, C) in [0, 1]: its autocorrelation is
+    exp(-r^2 / 4 sigma^2), whose integral over r is sigma sqrt(pi)."""
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(size=(size, size, channels))
+    blurred = np.stack([ndimage.gaussian_filter(noise[..., c], sigma, mode="wrap") for c in range(channels)], -1)
+    blurred = (blurred - blurred.min()) / (blurred.max() - blurred.min())
+    return blurred.astype(np.float32)
+
+
+def as_tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(image).permute(2, 0, 1)
+
+
+@pytest.mark.parametrize("sigma", [2.0, 4.0, 8.0])
+def test_correlation_length_of_blurred_noise_is_sigma_root_pi(sigma):
+    length = correlation_length(as_tensor(smooth_noise(256, sigma)))
+    assert length == pytest.approx(sigma * np.sqrt(np.pi), rel=0.2)
+
+
+def test_correlation_length_sees_coarse_structure_under_fine_grain():
+    """Large patches plus fine grain of equal variance: the half-width would say 'grain', the
+    integral lands between the two."""
+    coarse, fine = smooth_noise(256, 12.0, seed=1), smooth_noise(256, 1.0, seed=2)
+    mixed = correlation_length(as_tensor(0.5 * coarse + 0.5 * fine))
+    assert 3 * correlation_length(as_tensor(fine)) < mixed < correlation_length(as_tensor(coarse))
+
+
+def test_correlation_length_colour_only_pattern_and_flat_image():
+    grey = smooth_noise(128, 4.0, channels=1)[..., 0]
+    # red against green with the same luminance everywhere: no luminance structure, still a texture
+    colour = np.stack([grey, 1 - grey, np.full_like(grey, 0.5)], -1)
+    assert correlation_length(as_tensor(colour)) == pytest.approx(4.0 * np.sqrt(np.pi), rel=0.25)
+    assert correlation_length(torch.full((3, 64, 64), 0.3)) is None
+
+
+def test_correlation_length_is_measured_on_a_reduced_copy_of_large_images():
+    small = correlation_length(as_tensor(smooth_noise(512, 4.0)))
+    image = np.repeat(np.repeat(smooth_noise(512, 4.0), 4, axis=0), 4, axis=1)  # 2048 px, features 4x larger
+    assert correlation_length(as_tensor(image)) == pytest.approx(4 * small, rel=0.1)
+
+
+def test_choose_scale_small_features_zoom_large_ones_shrink_the_lattice():
+    fine = choose_scale("2d", 4.0, 512)  # wants 128 cells across the exemplar: zoom 2 on 64 cells
+    assert (fine.grid, fine.zoom) == (64, 2.0) and fine.feature_cells == pytest.approx(TARGET_CELLS)
+    capped = choose_scale("2d", 1.0, 2048)
+    assert capped.zoom == MAX_ZOOM and capped.feature_cells < TARGET_CELLS
+    assert choose_scale("2d", 2.0, 256).zoom == 2.0  # at most 128 px of exemplar per view
+    coarse = choose_scale("2d", 20.0, 1024)  # wants 51 cells: a 48-cell lattice, zoom 1
+    assert (coarse.grid, coarse.zoom) == (48, 1.0) and coarse.grid % 8 == 0
+    huge = choose_scale("volume", 200.0, 512)
+    assert (huge.grid, huge.zoom) == (MIN_GRID["volume"], 1.0)
+    near = choose_scale("2d", 8.4, 512)  # wants 61 cells: within 10% of the default keeps it
+    assert (near.grid, near.zoom) == (DEFAULT_GRID["2d"], 1.0)
+    assert choose_scale("mesh", 4.0, 512).grid == DEFAULT_GRID["mesh"]
+
+
+def test_choose_scale_keeps_what_is_given_and_chooses_the_rest():
+    grid_given = choose_scale("mesh", 15.4, 1024, grid=32)  # the stone wall on the frequency-32 icosphere
+    assert grid_given.grid == 32 and grid_given.zoom == pytest.approx(2.08, abs=0.01)
+    assert grid_given.chosen == ["zoom"] and "grid as given" in grid_given.message()
+    zoom_given = choose_scale("2d", 20.0, 1024, zoom=2.0)  # wants 51 cells over the exemplar, half of it per view
+    assert zoom_given.grid == 32 and zoom_given.chosen == ["grid"]
+    both = choose_scale("2d", 4.0, 512, grid=64, zoom=1.0)
+    assert both.chosen == [] and both.feature_cells == pytest.approx(0.5) and "as given" in both.message()
+    unknown = choose_scale("2d", None, 512)
+    assert (unknown.grid, unknown.zoom) == (64, 1.0) and "no variation" in unknown.message()
+
+
+def _exemplar(path, sigma: float, size: int = 256):
+    Image.fromarray((smooth_noise(size, sigma) * 255).astype(np.uint8)).save(path)
+    return str(path)
+
+
+def _config(tmp_path, exemplar, **overrides):
+    options = dict(exemplar=exemplar, out=str(tmp_path / "m.nca3d"), iters=2, features="patches", channels=8,
+                   hidden=32, pool=4, batch=2, min_steps=2, max_steps=4, patch=24, samples=64, device="cpu",
+                   select_every=0)
+    return TrainConfig(**(options | overrides))
+
+
+def test_trainer_chooses_records_and_prints_the_scale(tmp_path, capsys):
+    big = Trainer(_config(tmp_path, _exemplar(tmp_path / "big.png", 10.0)), Progress("json"))
+    assert (big.config.grid, big.config.zoom) == (32, 1.0)  # ~18 px features in 256 px: 14 cells wanted, 32 at least
+    assert big.model.config.grid_size == [32, 32]
+    fine = Trainer(_config(tmp_path, _exemplar(tmp_path / "fine.png", 0.6)), Progress("json"))
+    assert (fine.config.grid, fine.config.zoom) == (64, 2.0)  # ~1.5 px features: zoom, capped at 128 px per view
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    scale_lines = [line["message"] for line in lines if line.get("stage") == "scale"]
+    assert len(scale_lines) == 2 and "grid 32, zoom 1 (chosen)" in scale_lines[0] and "zoom 2" in scale_lines[1]
+    given = Trainer(_config(tmp_path, _exemplar(tmp_path / "fine.png", 0.6), grid=8, zoom=1.0), Progress("none"))
+    assert (given.config.grid, given.config.zoom) == (8, 1.0)
+    files = given.run()
+    provenance = read_header(files[0])[0]["provenance"]
+    assert provenance["config"]["grid"] == 8 and provenance["scale"]["chosen"] == []
+    assert provenance["scale"]["feature_px"] == pytest.approx(given.scale.feature_px, abs=0.01)
+
+
+def test_resume_under_a_different_automatic_choice_says_what_to_pass(tmp_path, capsys):
+    exemplar = _exemplar(tmp_path / "fine.png", 0.6)
+    out = str(tmp_path / "m.nca3d")
+    common = ["train", exemplar, "--out", out, "--features", "patches", "--channels", "8", "--hidden", "32",
+              "--pool", "4", "--batch", "2", "--min-steps", "2", "--max-steps", "4", "--patch", "24",
+              "--samples", "64", "--grid", "16", "--progress", "none", "--select-every", "0"]
+    assert main(common + ["--iters", "1", "--zoom", "1"]) == 0
+    assert main(common + ["--iters", "2", "--resume"]) == 2  # zoom chosen now: 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "resume with --grid 16 --zoom 1" in err[0], err
+    assert main(common + ["--iters", "2", "--resume", "--zoom", "1"]) == 0
