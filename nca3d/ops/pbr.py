@@ -174,7 +174,9 @@ def derive_missing_maps(maps: dict[str, np.ndarray], dark_is_high: bool = False
         maps["height"] = height[..., None]
     height = maps["height"][..., 0]
     if "normal" in maps:
-        strength = max(normal_height_agreement(maps["normal"], height)["strength"], 0.0) or strength_for_relief(height)
+        # signed: a height whose sign contradicts the normal (high where the normal says low) gets a
+        # negative strength, so the AO below follows the relief the normal shows
+        strength = normal_height_agreement(maps["normal"], height)["strength"] or strength_for_relief(height)
     else:
         strength = strength_for_relief(height)
         maps["normal"] = normals_from_height(height, strength)

@@ -111,3 +111,15 @@ def test_derive_keeps_the_maps_given_and_uses_the_normal_for_the_height():
     assert maps["normal"] is normal and maps["roughness"] is roughness
     assert notes[0].startswith("height: integrated from the normal map") and len(notes) == 2
     assert np.corrcoef(maps["height"][..., 0].ravel(), height.ravel())[0, 1] > 0.999
+
+
+def test_derived_ao_follows_the_normal_when_the_height_is_inverted():
+    """A set whose height map is stored inverted (high = recess) against its normal map: the AO
+    comes from the relief the normal shows, as if the height had the normal's sign."""
+    height, _, _ = sines(seed=3)
+    normal = normals_from_height(height, 6.0)
+    albedo = np.full((128, 128, 3), 0.5, np.float32)
+    agreeing, _ = derive_missing_maps({"albedo": albedo, "normal": normal, "height": height[..., None]})
+    inverted, _ = derive_missing_maps({"albedo": albedo, "normal": normal, "height": -height[..., None]})
+    assert np.allclose(inverted["ao"], agreeing["ao"], atol=1e-5)
+    assert agreeing["ao"].std() > 0.01  # the AO has structure: the comparison means something
