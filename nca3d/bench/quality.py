@@ -1,8 +1,9 @@
 """Quality, shown not claimed: `python -m nca3d.bench quality --data DIR`.
 
 For each exemplar it trains a model for a fixed budget (or takes one from --models), grows it
-from the seed, and writes exemplar | after 256 | 1024 | 2048 steps side by side (2048 shows
-whether the texture holds long after training's rollouts and the 1024-step selection). It scores
+from the seed, and writes exemplar | after 256 | 1024 | 2048 | 4096 steps side by side (2048 and 4096
+show whether the texture holds long after training's rollouts and the 1024-step selection: no
+drift, overflow or stripes). It scores
 every result with the weight-free texture distance of train.quality against a crop of the
 exemplar, read between the ceiling (another crop) and the floor (the nearer of a blurred and a
 phase-randomised crop): `score` = (floor - d) / (floor - ceiling), 1 as good as the exemplar
@@ -28,7 +29,7 @@ from ..train.losses import crop_count
 from ..train.quality import TextureStatistics, _resize, band_score, reference_scores
 from ..train.trainer import TrainConfig, Trainer, make_task
 
-STEPS = (256, 1024, 2048)
+STEPS = (256, 1024, 2048, 4096)  # 4096: a shipped model must hold its texture that long
 
 
 @torch.no_grad()

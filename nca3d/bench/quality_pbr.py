@@ -13,7 +13,7 @@ phase-randomised crop):
   be compared with, so it is left out of the lit render. The floor degrades the maps (all with the
   same blur or the same random phases), then shades.
 The headline is the lit score after 1024 steps (the target: >= 0.5 on most sets). Panels: a row
-of the lit exemplar and the lit model after 256 | 1024 | 2048 steps, then a row per map.
+of the lit exemplar and the lit model after 256 | 1024 | 2048 | 4096 steps, then a row per map.
 """
 
 from __future__ import annotations

@@ -16,10 +16,10 @@ from tests.train.test_trainer import make_exemplar, tiny_config  # noqa: E402
 def test_a_band_too_narrow_to_rank_gives_no_score_and_the_table_says_so(capsys):
     assert band_score(1.0, 1.05, 0.5) is None and band_score(1.0, 2.0, 1.5) == 0.5
     row = {"exemplar": "flat.png", "iterations": 3, "ceiling": 1.0, "floor": 1.05, "tiled_exemplar": False,
-           **{f"distance_{n}": 1.0 for n in (256, 1024, 2048)}, **{f"score_{n}": None for n in (256, 1024, 2048)}}
+           **{f"distance_{n}": 1.0 for n in (256, 1024, 2048, 4096)}, **{f"score_{n}": None for n in (256, 1024, 2048, 4096)}}
     print_quality({"rows": [row]})
     printed = capsys.readouterr().out
-    assert printed.splitlines()[1].split()[-3:] == ["n/a"] * 3
+    assert printed.splitlines()[1].split()[-4:] == ["n/a"] * 4
     assert "the band cannot rank a model; judge it by the panel" in printed
 
 
@@ -41,11 +41,11 @@ def test_quality_bench_trains_evaluates_and_writes_panels(tmp_path, capsys):
     row = results["rows"][0]
     print_quality(results)
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split()[-3:] == ["score@256", "score@1024", "score@2048"] and "blobs.png" in table[1]
-    for key in ("distance_256", "distance_1024", "distance_2048", "ceiling", "floor", "floor_blur", "floor_phase"):
+    assert table[0].split()[-4:] == ["score@256", "score@1024", "score@2048", "score@4096"] and "blobs.png" in table[1]
+    for key in ("distance_256", "distance_1024", "distance_2048", "distance_4096", "ceiling", "floor", "floor_blur", "floor_phase"):
         assert np.isfinite(row[key])
-    for key in ("score_256", "score_1024", "score_2048"):  # a band too narrow to rank is None, said in the table
+    for key in ("score_256", "score_1024", "score_2048", "score_4096"):  # a band too narrow to rank is None, said in the table
         assert row[key] is None or np.isfinite(row[key])
     panel = Image.open(row["panel"])
-    assert panel.size[0] == 4 * panel.size[1]  # exemplar | 256 | 1024 | 2048 steps
+    assert panel.size[0] == 5 * panel.size[1]  # exemplar | 256 | 1024 | 2048 | 4096 steps
     assert (out / "quality_2d.json").exists()

@@ -106,7 +106,7 @@ def test_pbr_quality_bench_scores_maps_and_lit_and_writes_panels(tmp_path, capsy
     row = results["rows"][0]
     assert row["set"] == "07_bumps_test" and row["model"].endswith("some_run.nca3d")
     assert row["exemplar_maps"] == row["model_maps"] == ["albedo", "normal", "height"]
-    for n in (256, 1024, 2048):
+    for n in (256, 1024, 2048, 4096):
         assert np.isfinite(row[f"lit_score_{n}"]) and np.isfinite(row[f"lit_distance_{n}"])
         for kind in ("albedo", "normal", "height"):
             assert np.isfinite(row["maps"][kind][f"distance_{n}"])
@@ -114,13 +114,13 @@ def test_pbr_quality_bench_scores_maps_and_lit_and_writes_panels(tmp_path, capsy
     assert row["lit_ceiling"] < row["lit_floor"]
     assert row["normal_height_deg_exemplar"] < 5 and 0 <= row["normal_height_deg_1024"] <= 180
     panel = np.asarray(Image.open(row["panel"]))
-    assert panel.shape == (4 * 64, 4 * 64, 3)  # rows: lit, albedo, normal, height; exemplar | 256 | 1024 | 2048
+    assert panel.shape == (4 * 64, 5 * 64, 3)  # rows: lit, albedo, normal, height; exemplar | 256 | 1024 | 2048 | 4096
     assert row["panel_rows"] == ["lit", "albedo", "normal", "height"]
     saved = json.loads((tmp_path / "out" / "quality_pbr_2d.json").read_text())
     assert saved["rows"][0]["lit_score_1024"] == row["lit_score_1024"] and saved["headline"] == "lit_score_1024"
     print_pbr_quality(results)
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split()[:5] == ["set", "iters", "lit@256", "lit@1024", "lit@2048"] and "07_bumps_test" in table[1]
+    assert table[0].split()[:6] == ["set", "iters", "lit@256", "lit@1024", "lit@2048", "lit@4096"] and "07_bumps_test" in table[1]
     assert "on 0 of 1 sets" in "\n".join(table) or "on 1 of 1 sets" in "\n".join(table)
 
 
