@@ -1,9 +1,13 @@
-"""Core figures: `python -m nca3d.bench core`: NCA step time per lattice and LPPN decode throughput."""
+"""Core figures: `python -m nca3d.bench core`: NCA step time per lattice, LPPN decode throughput, and
+on squares and cubes the dense-grid decode (core.dense: 2D maps, previews, volumes) against the generic one."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
+from ..core.dense import METHODS, decode_grid
 from ..core.model import Model, ModelConfig
 from ..core.nca import make_generator
 from .measure import matmul_gflops, sync, timed
@@ -13,8 +17,15 @@ def siren_flops_per_point(model: Model) -> int:
     return sum(2 * layer.in_features * layer.out_features for layer in model.lppn.layers)
 
 
+def _synced_grid(model, state, lattice, side: int, method: str, device):
+    """decode_grid of a side^d grid, synchronised."""
+    return sync(decode_grid(model, state, lattice, side, method=method), device)
+
+
 def bench_core(device="cpu", quick: bool = False) -> dict:
-    """NCA step time per lattice and LPPN decode throughput, with ratios to the matmul rate."""
+    """NCA step time per lattice and LPPN decode throughput, with ratios to the matmul rate; on grid
+    lattices also the separable dense-grid decode of one period at as many points (grid_points_per_s)
+    and its speed over the generic locate + decode of the same grid (grid_speedup)."""
     torch.manual_seed(0)
     reference = matmul_gflops(device=device)
     results = {"device": str(device), "threads": torch.get_num_threads(), "matmul_gflops": reference,
@@ -47,6 +58,12 @@ def bench_core(device="cpu", quick: bool = False) -> dict:
                 query = (query.repeat(points // len(query) + 1, 1)[:points] * 1.37)
             one = state[:1]
             decode_s = timed(lambda: sync(model.decode(one, lattice, query), device), repeats=3)
+            grid_s = {}
+            if domain != "mesh":
+                side = round(points ** (1 / len(lattice.cell_shape)))  # a side^2 map or side^3 volume
+                for method in METHODS:
+                    grid_s[method] = timed(partial(_synced_grid, model, one, lattice, side, method, device), repeats=3)
+                grid_points = side ** len(lattice.cell_shape)
         points_per_s = points / decode_s
         decode_gflops = points_per_s * siren_flops_per_point(model) / 1e9
         results["lattices"].append({
@@ -55,6 +72,8 @@ def bench_core(device="cpu", quick: bool = False) -> dict:
             "mlp_gflops": fired_gflops, "mlp_ratio_to_matmul": fired_gflops / reference,
             "decode_points_per_s": points_per_s, "decode_gflops": decode_gflops,
             "decode_ratio_to_matmul": decode_gflops / reference,
+            "grid_points_per_s": grid_points / grid_s["separable"] if grid_s else None,
+            "grid_speedup": grid_s["generic"] / grid_s["separable"] if grid_s else None,
         })
     return results
 
@@ -63,10 +82,13 @@ def print_core(results: dict) -> None:
     print(f"device {results['device']}, {results['threads']} threads; "
           f"dense fp32 matmul {results['matmul_gflops']:.1f} GFLOP/s (ratio 1.00)")
     print(f"{'lattice':28s} {'step ms':>9s} {'Mcells/s':>9s} {'MLP ratio':>10s} "
-          f"{'decode Mpts/s':>14s} {'decode ratio':>13s}")
+          f"{'decode Mpts/s':>14s} {'decode ratio':>13s} {'grid Mpts/s':>12s} {'grid x generic':>15s}")
     for row in results["lattices"]:
+        grid = (f"{row['grid_points_per_s'] / 1e6:12.2f} {row['grid_speedup']:15.2f}" if row["grid_speedup"]
+                else f"{'-':>12s} {'-':>15s}")
         print(f"{row['lattice']:28s} {row['step_ms']:9.1f} {row['cells_per_s'] / 1e6:9.2f} "
               f"{row['mlp_ratio_to_matmul']:10.2f} {row['decode_points_per_s'] / 1e6:14.2f} "
-              f"{row['decode_ratio_to_matmul']:13.2f}")
+              f"{row['decode_ratio_to_matmul']:13.2f} {grid}")
     print("MLP ratio: useful update-MLP FLOP/s (firing cells only) / matmul; "
-          "decode ratio: SIREN matmul FLOP/s / matmul.")
+          "decode ratio: SIREN matmul FLOP/s / matmul; grid: the separable dense-grid decode of one period "
+          "(2D maps and previews, volumes) and its speed over the generic locate + decode of the same grid.")

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..core.dense import decode_grid_chunks
 from ..errors import NCA3DError
 from ..progress import Progress
 
@@ -335,27 +336,24 @@ def _query_bytes(query) -> int:
 
 
 class GridBaker:
-    """Decodes a 2D model's periodic grid at S x S texels: one lattice period, so the maps tile."""
+    """Decodes a 2D model's periodic grid at S x S texels: one lattice period, so the maps tile.
+    The decode is core.dense's dense-grid decode (method "generic": the reference locate + decode)."""
 
-    def __init__(self, model, config: MapsConfig, progress: Progress, rows: int = 64):
-        self.model, self.config, self.progress = model, config, progress
+    def __init__(self, model, config: MapsConfig, progress: Progress, method: str = "separable"):
+        self.model, self.config, self.progress, self.method = model, config, progress, method
         self.lattice = model.make_lattice()
-        self.rows = rows
 
-    @torch.no_grad()
     def bake(self, state: torch.Tensor, label: str = "") -> tuple[MapSet, np.ndarray]:
+        """Bake one frame of state[0] -> (maps, covered (S, S) bool: all of it); texel row r, column
+        c is cell point ((c + 0.5) W / S, (r + 0.5) H / S)."""
         size = self.config.size
         maps = MapSet(model_maps(self.model), size, self.config.exr)
-        width, height = self.lattice.sizes_xyz[:2]
-        x = (torch.arange(size, dtype=torch.float32) + 0.5) * (width / size)
-        for top in range(0, size, self.rows):
-            bottom = min(size, top + self.rows)
-            y = (torch.arange(top, bottom, dtype=torch.float32) + 0.5) * (height / size)
-            points = torch.stack(torch.broadcast_tensors(x[None, :], y[:, None]), dim=-1).reshape(-1, 2)
-            values = self.model.decode(state, self.lattice, points)[0].float().cpu().numpy()
-            index = np.arange(top * size, bottom * size)
-            normals = decoded_normals(values[:, self.model.channel_slices()["normal"]]) \
-                if "normal" in maps.arrays else None
-            store_outputs(maps, self.model, values, index, normals, normals, self.config.normal_convention)
-            self.progress.update("bake", bottom / size, f"{label}{size}x{size} texels")
+        normal = self.model.channel_slices().get("normal")
+        for start, stop, values in decode_grid_chunks(self.model, state, self.lattice, (size, size),
+                                                      method=self.method):
+            values = values.float().cpu().numpy()
+            normals = decoded_normals(values[:, normal]) if "normal" in maps.arrays else None
+            store_outputs(maps, self.model, values, np.arange(start, stop), normals, normals,
+                          self.config.normal_convention)
+            self.progress.update("bake", stop / size ** 2, f"{label}{size}x{size} texels")
         return maps, np.ones((size, size), bool)

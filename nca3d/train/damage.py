@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..core.dense import decode_grid
 from ..core.grow import DAMAGE_RADIUS, erase_ball
 from ..errors import NCA3DError
 from ..progress import Progress
@@ -83,6 +84,11 @@ class _GridProbe(_Probe):
 
     def _picture(self, state, where, half, n):
         return self._decode_colour(state, _square(where, half, n)).reshape(n, n, 3)
+
+    def view(self, state) -> np.ndarray:
+        """(n, n, 3) the whole grid, row 0 at the top (high y): core.dense's grid decode."""
+        image = decode_grid(self.model, state, self.lattice, self.pixels)[..., self.colour]
+        return image.flip(0).float().clamp(0, 1).cpu().numpy()
 
 
 class _VolumeProbe(_Probe):

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..core.dense import decode_grid
 from ..core.model import Model
 from ..lattices import Grid2D, Grid3D
 from ..render.volume import march_rays, orthographic_rays, pixel_grid
@@ -39,12 +40,10 @@ class Texture2DTask:
         images = values.reshape(batch, crops, self.patch, self.patch, -1).permute(1, 0, 4, 2, 3)
         return list(images.unbind(0))
 
-    @torch.no_grad()
     def preview(self, model: Model, state: Tensor, scale: float = 4.0) -> np.ndarray:
-        """The whole tile of state[0] at `scale` x lattice resolution: (H, W, K) float."""
-        values = model.decode(state[:1], self.lattice, self.lattice.sample_points(scale))
-        h, w = (round(n * scale) for n in self.lattice.cell_shape)
-        return values.reshape(h, w, -1).cpu().numpy()
+        """The whole tile of state[0] at `scale` x lattice resolution: (H, W, K) float (core.dense's grid decode)."""
+        shape = tuple(round(n * scale) for n in self.lattice.cell_shape)
+        return decode_grid(model, state, self.lattice, shape).cpu().numpy()
 
 
 class VolumeTask:

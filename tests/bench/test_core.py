@@ -11,5 +11,9 @@ def test_core_bench_prints_figures(capsys):
     for row in results["lattices"]:
         assert row["step_ms"] > 0 and row["decode_points_per_s"] > 0
         assert 0 < row["decode_ratio_to_matmul"] < 2
+        grid = row["lattice"].startswith("Grid")
+        assert (row["grid_points_per_s"] > 0 and row["grid_speedup"] > 0) if grid else row["grid_speedup"] is None
+    assert main(["core", "--quick", "--device", "cpu"]) == 0
+    assert "grid x generic" in capsys.readouterr().out
 
 
