@@ -35,6 +35,20 @@ def resolve_model(name_or_path: str) -> Path:
                      f"pass a .nca3d path or one of those names")
 
 
+def load_named_model(name_or_path: str, device: str = "auto", domains: tuple[str, ...] = (), refusal: str = ""):
+    """The model a command names (a .nca3d path or a bundled name, see resolve_model), loaded on
+    the resolved device in eval mode. With `domains`, a model of any other domain is refused in one
+    line: "'NAME' is a DOMAIN model; REFUSAL"."""
+    from .device import resolve_device
+    from .io.model_file import load_model
+
+    model = load_model(resolve_model(name_or_path), device=resolve_device(device)).eval()
+    domain = model.config.domain
+    if domains and domain not in domains:
+        raise NCA3DError(f"'{name_or_path}' is a {'2D' if domain == '2d' else domain} model; {refusal}")
+    return model
+
+
 # --------------------------------------------------------------------------- listing (`nca3d models`)
 
 PROVENANCE_KEYS = ("exemplar", "license", "credit", "iterations", "final_loss")

@@ -82,6 +82,16 @@ def test_names_resolve_wherever_model_is_taken(library, tmp_path, capsys):
     assert (out / "granite_albedo.png").is_file()
 
 
+def test_named_models_load_on_the_device_and_other_domains_are_refused(library, tmp_path):
+    model = models.load_named_model("granite", "cpu", ("2d",), "unused")
+    assert model.config.domain == "2d" and not model.training and model.device.type == "cpu"
+    assert models.load_named_model(str(library / "blob.nca3d")).config.domain == "volume"  # any domain
+    with pytest.raises(NCA3DError, match=r"^'blob' is a volume model; needs 2D$"):
+        models.load_named_model("blob", "cpu", ("2d",), "needs 2D")
+    with pytest.raises(NCA3DError, match=r"^'granite' is a 2D model; "):
+        models.load_named_model("granite", "cpu", ("mesh", "volume"), "not here")
+
+
 def test_first_folder_wins(tmp_path, monkeypatch):
     first, second = tmp_path / "a", tmp_path / "b"
     for folder in (first, second):

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import NCA3DError
+from ..models import load_named_model
 from ..progress import Progress
 from ..render.scenes import (
     RENDER_MAP_SIZE,
@@ -55,20 +56,11 @@ class RenderConfig:
             raise NCA3DError(f"--out '{self.out}' must end in .png (or .gif with --turntable N)")
 
 
-def load_showcase_model(name: str, device: str = "auto"):
-    """A model from a library name or path, in eval mode on the resolved device."""
-    from ..device import resolve_device
-    from ..io.model_file import load_model
-    from ..models import resolve_model
-
-    return load_model(resolve_model(name), device=resolve_device(device)).eval()
-
-
 def render(config: RenderConfig, progress: Progress | None = None) -> dict:
     """Run `nca3d render`; returns {"written": [...], ...} (with "figures" for --damage)."""
     progress = progress or Progress("none")
     start = time.monotonic()
-    model = load_showcase_model(config.model, config.device)
+    model = load_named_model(config.model, config.device)
     record = {"model": config.model, "domain": model.config.domain}
     if config.damage:
         from ..io.images import write_png

@@ -21,6 +21,7 @@ from ..errors import NCA3DError
 from ..export.maps import bake_sequence, prepare_out
 from ..export.mesh import export_mesh
 from ..io.images import write_png
+from ..models import load_named_model
 from ..progress import Progress
 from ..render.maps import GridBaker, MapsConfig, MapSet, MeshBaker, TextureConfig
 
@@ -92,10 +93,9 @@ def texture_mesh(config: TextureConfig, progress: Progress | None = None) -> lis
     from ..ops.uv import has_usable_uv, unwrap
 
     progress = progress or Progress("bar")
-    model = _load(config.model, config.device)
-    if model.config.domain == "2d":
-        raise NCA3DError(f"'{config.model}' is a 2D model: it makes tileable maps, not mesh textures; "
-                         f"use `nca3d maps --model {config.model}` or a mesh or volume model")
+    model = load_named_model(config.model, config.device, ("mesh", "volume"),
+                             f"it makes tileable maps, not mesh textures; use `nca3d maps --model {config.model}` "
+                             f"or a mesh or volume model")
     if config.displace and "height" not in model.channel_slices():
         raise NCA3DError(f"'{config.model}' has no height output, so --displace has nothing to displace by; "
                          f"use a PBR model with a height map (see `nca3d models`) or drop --displace")
@@ -117,21 +117,12 @@ def texture_mesh(config: TextureConfig, progress: Progress | None = None) -> lis
     return bake_sequence(model, baker.lattice, baker.bake, config, folder, progress, export)
 
 
-def _load(model: str, device: str):
-    from ..device import resolve_device
-    from ..io.model_file import load_model
-    from ..models import resolve_model
-
-    return load_model(resolve_model(model), device=resolve_device(device))
-
-
 def tileable_maps(config: MapsConfig, progress: Progress | None = None) -> list[str]:
     """Run `nca3d maps`: a seamless PBR map set from a 2D model; returns the written files."""
     progress = progress or Progress("bar")
-    model = _load(config.model, config.device)
-    if model.config.domain != "2d":
-        raise NCA3DError(f"'{config.model}' is a {model.config.domain} model; `nca3d maps` needs a 2D model "
-                         f"(use `nca3d texture MESH --model {config.model}` for meshes)")
+    model = load_named_model(config.model, config.device, ("2d",),
+                             f"`nca3d maps` needs a 2D model (use `nca3d texture MESH --model {config.model}` "
+                             f"for meshes)")
     folder = prepare_out(config.out)
     baker = GridBaker(model, config, progress)
 

@@ -1,6 +1,7 @@
 """`nca3d view`: an interactive window where the NCA keeps running (a timer: a few steps per tick,
 then the texture or volume is decoded again); keys: d = damage, r = restart from the seed,
-space = pause. The scene is render.scenes'; the model is loaded as `nca3d render` loads it."""
+space = pause. The scene is render.scenes'; the model is loaded as `nca3d render` loads it
+(models.load_named_model)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import sys
 from dataclasses import dataclass
 
 from ..errors import NCA3DError
+from ..models import load_named_model
 from ..progress import Progress
 from ..render.scenes import VIEW_MAP_SIZE, VIEW_VOLUME_RES, Scene, make_scene, new_plotter, require_pyvista
-from .render import load_showcase_model
 
 
 @dataclass
@@ -70,7 +71,7 @@ def view(config: ViewConfig) -> None:
     """Open the interactive window (blocks until it is closed)."""
     check_display()
     require_pyvista()
-    model = load_showcase_model(config.model, config.device)
+    model = load_named_model(config.model, config.device)
     progress = Progress("bar")
     scene = make_scene(model, config.mesh, config.map_size, config.cells, config.volume_res, config.seed, progress)
     scene.advance(config.steps, report=True)

@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from nca3d.commands import render as render_cmd
 from nca3d.commands import view as view_cmd
 from nca3d.errors import NCA3DError
+from nca3d.models import load_named_model
 from nca3d.render import scenes
 from tests.render.test_scenes import needs_pyvista, saved
 
@@ -20,7 +20,7 @@ def test_view_tick_updates_what_is_shown(tmp_path):
     """The view's timer work, headless: steps run, the texture / volume is decoded again."""
     needs_pyvista()
     for domain, outputs in (("mesh", "pbr"), ("volume", "rgba"), ("2d", "pbr")):
-        model = render_cmd.load_showcase_model(saved(tmp_path, domain, outputs))
+        model = load_named_model(saved(tmp_path, domain, outputs))
         scene = scenes.make_scene(model, map_size=64, cells=1500, volume_res=24)
         plotter = scenes.new_plotter(64)
         scene.add_to(plotter)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from nca3d.commands import render as render_cmd
 from nca3d.io.model_file import save_model
+from nca3d.models import load_named_model
 from nca3d.render import scenes
 from tests.conftest import optional_import, random_model
 
@@ -39,7 +39,7 @@ def not_flat(image: np.ndarray) -> bool:
 
 def test_unlit_tile_is_the_albedo_tiled_2x2(tmp_path):
     needs_pyvista()
-    model = render_cmd.load_showcase_model(saved(tmp_path, "2d", "rgb"))
+    model = load_named_model(saved(tmp_path, "2d", "rgb"))
     scene = scenes.TileScene(model, map_size=32)  # 2 x 2 tiles = 64 px: one texel per pixel
     scene.advance(6)
     image = scenes.render_frames(scene, 64)[0].astype(float)
