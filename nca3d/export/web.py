@@ -163,9 +163,9 @@ def lattice_data(lattice: MeshLatticeData) -> dict:
     return {
         "key": lattice.key,
         "source": lattice.source,
-        "vertex_count": int(len(vertices)),
-        "face_count": int(len(faces)),
-        "edge_count": int(len(src)),
+        "vertex_count": len(vertices),
+        "face_count": len(faces),
+        "edge_count": len(src),
         "centre": ((vertices.max(axis=0) + vertices.min(axis=0)) / 2).tolist(),
         "radius": float(np.linalg.norm(vertices - (vertices.max(axis=0) + vertices.min(axis=0)) / 2, axis=1).max()),
         "extent": float(extent.max()),

@@ -861,6 +861,9 @@
       eraseAt(px, py) { return app.eraseAt(px, py); },
       render() { app.render(); app.gl.finish(); return true; },
       settings(values) { Object.assign(app, values); return true; },
+      // Fix the canvas to w x h CSS pixels (a test's screenshot or a 1080p speed figure).
+      canvasSize(w, h) { app.canvas.style.width = `${w}px`; app.canvas.style.height = `${h}px`; app.resize(); return [app.canvas.width, app.canvas.height]; },
+      canvasRect() { const r = app.canvas.getBoundingClientRect(); return [r.left, r.top, r.width, r.height]; },
       // Time `frames` frames of `stepsPerFrame` steps and a full view each (synchronised by a pixel read).
       bench(frames, stepsPerFrame) {
         const gl = app.gl, pixel = new Uint8Array(4);
