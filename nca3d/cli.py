@@ -17,6 +17,7 @@ from .commands.view import add_arguments as add_view_arguments
 from .commands.view import run as run_view
 from .commands.volume import add_arguments as add_volume_arguments
 from .commands.volume import run as run_volume
+from .commands.web import add_arguments as add_web_arguments
 from .errors import NCA3DError
 
 EXIT_USAGE = 2
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_view_arguments(view)
     view.set_defaults(run=run_view)
 
+    add_web_arguments(sub.add_parser("web", help="a self-contained page that grows models live in the browser (WebGL2)"))
     add_addon_arguments(sub.add_parser("blender-addon", help="build the Blender extension zip (Blender 4.2+)"))
 
     bench = sub.add_parser("bench", help="benchmarks (same as python -m nca3d.bench)")
