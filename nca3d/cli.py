@@ -7,6 +7,7 @@ import sys
 
 from . import __version__
 from .commands import Parser
+from .commands.batch import add_arguments as add_batch_arguments
 from .commands.blender_addon import add_arguments as add_addon_arguments
 from .commands.models import add_info_arguments, add_models_arguments, add_new_arguments
 from .commands.render import add_arguments as add_render_arguments
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_view_arguments(view)
     view.set_defaults(run=run_view)
 
+    add_batch_arguments(sub.add_parser("batch", help="run many texture, maps, volume and train jobs on Ray (local or a cluster)"))
     add_web_arguments(sub.add_parser("web", help="a self-contained page that grows models live in the browser (WebGL2)"))
     add_addon_arguments(sub.add_parser("blender-addon", help="build the Blender extension zip (Blender 4.2+)"))
 
