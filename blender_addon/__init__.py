@@ -9,7 +9,7 @@ if "bpy" in locals():  # Reload Scripts: reload the submodules in dependency ord
     import importlib
 
     for _module in (backend, setup_backend, runner, config, library, prefs, props, mesh_io,  # noqa: F821
-                    materials, ops_texture, ops_volume, ui):  # noqa: F821
+                    materials, ops_texture, ops_batch, ops_volume, ui):  # noqa: F821
         importlib.reload(_module)
 
 import bpy
@@ -21,6 +21,7 @@ from . import (  # noqa: F401
     library,
     materials,
     mesh_io,
+    ops_batch,
     ops_texture,
     ops_volume,
     prefs,
@@ -30,7 +31,7 @@ from . import (  # noqa: F401
     ui,
 )
 
-_CLASSES = (*props.classes, *prefs.classes, *ops_texture.classes, *ops_volume.classes, *ui.classes)
+_CLASSES = (*props.classes, *prefs.classes, *ops_texture.classes, *ops_batch.classes, *ops_volume.classes, *ui.classes)
 
 
 @persistent

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bpy
 
 from . import config, library, runner
+from .ops_batch import NCA3D_OT_texture_batch
 from .ops_texture import NCA3D_OT_texture_mesh
 from .ops_volume import NCA3D_OT_add_volume
 
@@ -123,6 +124,7 @@ def draw_texture_settings(layout, context) -> None:
     if (settings.animate or settings.storage == "FILES") and config.output_root(context) is None:
         layout.label(text="Files need a folder: save the .blend or set an Output Folder", icon="ERROR")
     layout.operator(NCA3D_OT_texture_mesh.bl_idname, text="Texture Selected Mesh", icon="TEXTURE")
+    layout.operator(NCA3D_OT_texture_batch.bl_idname, text="Texture All Selected Meshes", icon="TEXTURE")
 
 
 def draw_volume_settings(layout, context) -> None:

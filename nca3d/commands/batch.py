@@ -10,7 +10,9 @@ Exit status: 0 all done, 1 some job failed, 130 interrupted, 2 bad input.
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from ..errors import NCA3DError
@@ -80,7 +82,7 @@ def run(args) -> int:
     out = prepare_out_dir(args.out).resolve()
     names = [job.name for job in jobs]
     stdout = sys.stdout  # ours: what Ray prints itself (a dead worker's notice) goes to stderr
-    with Manifest(out) as manifest:
+    with Manifest(out) as manifest, _sigterm_interrupts():
         try:
             with contextlib.redirect_stdout(sys.stderr), connect(args.address) as ray:
                 counts = Batch(ray, jobs, out, manifest, retries=args.retries, max_parallel=args.max_parallel,
@@ -96,3 +98,21 @@ def run(args) -> int:
         print(f"this run: {counts['done']} done, {counts['skipped']} skipped (finished before), "
               f"{counts['failed']} failed", file=stdout)
     return 1 if counts["failed"] else 0
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM (a scheduler, the Blender add-on's Cancel) stops the batch as Ctrl-C does: the running
+    jobs are cancelled and recorded as interrupted."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
