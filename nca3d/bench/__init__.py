@@ -12,7 +12,7 @@ import sys
 
 from ..errors import NCA3DError
 
-# One module per bench (core, volume, texture, train, quality, quality_pbr), all over the measuring
+# One module per bench (core, volume, texture, train, quality, quality_pbr, transfer), all over the measuring
 # helpers of .measure; nothing outside this package imports it but the CLI's `nca3d bench`.
 
 
@@ -72,8 +72,19 @@ def _run_texture(args, device):
     return bench_texture(args.mesh, sizes=sizes, device=device), print_bench_texture
 
 
+def _run_transfer(args, device):
+    from .transfer import bench_transfer, print_transfer
+
+    models = [key for key in (args.models or "").split(",") if key]
+    if not models:
+        raise NCA3DError("the transfer bench needs --models NAME,... (bundled mesh models or .nca3d files)")
+    meshes = [key for key in (args.meshes or "").split(",") if key]
+    return bench_transfer(models, meshes, args.data or "../shared/data/textures",
+                          steps=256 if args.quick else 1024, device=device), print_transfer
+
+
 BENCHES = {"core": _run_core, "volume": _run_volume, "quality": _run_quality, "train": _run_train,
-           "texture": _run_texture, "raycast": _run_raycast, "derive": _run_derive}
+           "texture": _run_texture, "raycast": _run_raycast, "derive": _run_derive, "transfer": _run_transfer}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,8 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     quality.add_argument("--domain", default="2d", choices=["2d", "mesh", "volume"])
     quality.add_argument("--minutes", type=float, default=30.0, help="training budget per exemplar")
     quality.add_argument("--models", help="folder of trained NAME_DOMAIN.nca3d models to evaluate instead (with "
-                                          "--pbr also any model whose header names the material folder)")
+                                          "--pbr also any model whose header names the material folder); "
+                                          "transfer: mesh models NAME,... (bundled names or files)")
     quality.add_argument("--out", default="nca3d_out/quality", help="where panels and figures go")
+    transfer = parser.add_argument_group("transfer")
+    transfer.add_argument("--meshes", help="comma-separated meshes (files or rock, torus, capsule) to grow on")
     texture = parser.add_argument_group("texture")
     texture.add_argument("--mesh", default="../shared/data/meshes/bunny_cgal.off",
                          help="mesh to bake (default: the 75k-face bunny of ../shared/data)")
