@@ -82,7 +82,7 @@ class Browser:
         self._buffer, self._id, self.events, self.session = b"", 0, [], None
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
         self.session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        for domain in ("Runtime", "Log", "Page"):
+        for domain in ("Runtime", "Log", "Page", "Network"):
             self.send(f"{domain}.enable")
 
     def send(self, method: str, params: dict | None = None, timeout: float = 120.0) -> dict:
@@ -279,6 +279,9 @@ def test_page_loads_every_model_without_console_error(browser, page):
         browser.call("step", 2)
         browser.call("render")
     assert browser.console_problems() == []
+    requests = browser.requests()
+    assert any(url.endswith("/model_volume.js") for url in requests)  # loaded on demand
+    assert all(url.startswith(("file://", "about:", "data:")) for url in requests), requests
 
 
 def _random_state(model, lattice, generator) -> torch.Tensor:
