@@ -18,6 +18,7 @@ import json
 import os
 from pathlib import Path
 
+from ..errors import NCA3DError
 from ..io.atomic import write_bytes_atomic
 
 NAME = "batch.jsonl"
@@ -50,19 +51,22 @@ class Manifest:
         self.folder = Path(folder)
         self.path = self.folder / NAME
         self.records = read_records(self.folder)
-        self._handle = None
+        self._handle = self._lock = None
 
     def open(self) -> Manifest:
-        """Compact the file to one line per job (atomically) and open it for appending."""
+        """Lock the folder against a second batch, compact the file to one line per job (atomically) and
+        open it for appending."""
+        self._lock = _lock(self.folder)
         data = "".join(json.dumps(record) + "\n" for record in self.records.values()).encode()
         write_bytes_atomic(self.path, data)
         self._handle = open(self.path, "ab")  # noqa: SIM115 - held for the run, closed by close()
         return self
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        for handle in (self._handle, self._lock):
+            if handle is not None:
+                handle.close()
+        self._handle = self._lock = None
 
     def __enter__(self):
         return self.open()
@@ -84,6 +88,23 @@ class Manifest:
             return False
         folder = self.folder / name
         return all(file_sha256(folder / file) == digest for file, digest in record["outputs"].items())
+
+
+def _lock(folder: Path):
+    """An exclusive lock on folder/.batch.lock, held while the returned handle is open (POSIX; elsewhere
+    none); NCA3DError when another batch holds it."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    handle = open(folder / ".batch.lock", "a+b")  # noqa: SIM115 - held for the run, closed by close()
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise NCA3DError(f"another nca3d batch is running into '{folder}'; wait for it to end or choose "
+                         f"another --out") from None
+    return handle
 
 
 def file_sha256(path: str | Path) -> str | None:

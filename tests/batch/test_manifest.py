@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 
+import pytest
+
 from nca3d.batch.manifest import NAME, Manifest, file_sha256, read_records
+from nca3d.errors import NCA3DError
 
 
 def test_last_record_wins_and_a_torn_line_is_skipped(tmp_path):
@@ -42,3 +45,11 @@ def test_finished_means_done_with_the_same_spec_and_unchanged_outputs(tmp_path):
         assert not manifest.finished("job", "s1")
         manifest.write({"job": "job", "spec": "s1", "state": "failed", "outputs": {}})
         assert not manifest.finished("job", "s1")
+
+
+def test_one_batch_at_a_time_per_folder(tmp_path):
+    pytest.importorskip("fcntl")
+    with Manifest(tmp_path), pytest.raises(NCA3DError, match="another nca3d batch is running into"):
+        Manifest(tmp_path).open()
+    with Manifest(tmp_path):  # released at the end of the run
+        pass
