@@ -99,14 +99,14 @@ class Batch:
         try:
             while queue or inflight:
                 while queue and len(inflight) < self.max_parallel:
-                    job, attempt = queue.popleft()
-                    inflight[self._submit(job, attempt)] = (job, attempt, time.time())
+                    self._submit(*queue.popleft(), inflight)
                 ready, _ = self.ray.wait(list(inflight), num_returns=1, timeout=1.0)
                 for ref in ready:
-                    job, attempt, started = inflight.pop(ref)
-                    self.counts["running"] -= 1
+                    job, attempt, started = inflight[ref]
                     result = self._result(ref)
                     self._record(job, result.pop("state"), attempt, started=started, **result)
+                    del inflight[ref]  # only now: an interrupt before this records the job as interrupted
+                    self.counts["running"] -= 1
                     if self.manifest.records[job.name]["state"] == "done":
                         self.durations.append(time.time() - started)
                         self._count("done", job)
@@ -121,14 +121,15 @@ class Batch:
             for ref, (job, attempt, started) in inflight.items():
                 with contextlib.suppress(Exception):
                     self.ray.cancel(ref, force=True)
-                self._record(job, "interrupted", attempt, started=started, error="interrupted (Ctrl-C)")
+                if self.manifest.records[job.name]["state"] == "running":  # not the one just recorded
+                    self._record(job, "interrupted", attempt, started=started, error="interrupted (Ctrl-C)")
             self.counts["running"] = 0
             self.report("interrupted", self)
             raise
         self.report("end", self)
         return self.counts
 
-    def _submit(self, job: Job, attempt: int):
+    def _submit(self, job: Job, attempt: int, inflight: dict) -> None:
         folder = self.out / job.name
         folder.mkdir(parents=True, exist_ok=True)
         spec = {"argv": job.run_argv(folder), "folder": str(folder), "threads": max(1, int(self.cpus)),
@@ -136,10 +137,10 @@ class Batch:
         gpus = 1 if self.gpus and job.command == "train" else 0
         ref = self.remote.options(num_cpus=self.cpus, num_gpus=gpus).remote(
             spec, {path: self.shipped[path] for path in job.inputs} if self.shipped else {})
-        self._record(job, "running", attempt, started=time.time())
+        inflight[ref] = (job, attempt, time.time())
         self.counts["running"] += 1
+        self._record(job, "running", attempt, started=inflight[ref][2])
         self.report("start", self)
-        return ref
 
     def _result(self, ref) -> dict:
         """The task's result, or a failed one when its worker died or it raised."""
