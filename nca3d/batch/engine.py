@@ -10,6 +10,7 @@ a re-run continues them. Ray retries nothing itself (max_retries=0): the manifes
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import time
 from collections import deque
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from ..errors import NCA3DError
 from .jobs import Job
-from .manifest import Manifest, file_sha256
+from .manifest import Manifest
 from .worker import EXIT_USAGE, run_job
 
 RAY_HINT = "nca3d batch needs Ray: pip install 'nca3d[batch]'"
@@ -42,8 +43,10 @@ def connect(address: str | None = None):
         yield ray
         return
     try:
-        ray.init(address=address or "local", include_dashboard=False, logging_level=logging.ERROR,
-                 log_to_driver=False, configure_logging=True)
+        if address:  # a cluster's own settings stand (a ray:// client passes what it is given to the server)
+            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+        else:
+            ray.init(address="local", include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         raise NCA3DError(f"cannot start or join Ray at {address or 'a new local runtime'}: "
                          f"{' '.join(str(exc).split())[:300]}") from None
@@ -79,8 +82,12 @@ class Batch:
         self.durations: list[float] = []
 
     def _ship(self, jobs: list[Job]) -> dict:
-        """Each input file in the object store once: {path: ref}."""
-        return {path: self.ray.put(Path(path).read_bytes()) for path in sorted({p for j in jobs for p in j.inputs})}
+        """Each input file in the object store once: {path: (ref, sha256)}."""
+        shipped = {}
+        for path in sorted({p for job in jobs if not job.error for p in job.inputs}):
+            data = Path(path).read_bytes()
+            shipped[path] = (self.ray.put(data), hashlib.sha256(data).hexdigest())
+        return shipped
 
     def run(self) -> dict:
         """Run every job not finished yet; returns the counts. KeyboardInterrupt propagates after the
@@ -132,11 +139,12 @@ class Batch:
     def _submit(self, job: Job, attempt: int, inflight: dict) -> None:
         folder = self.out / job.name
         folder.mkdir(parents=True, exist_ok=True)
+        shipped = {path: self.shipped[path] for path in job.inputs if path in self.shipped}
         spec = {"argv": job.run_argv(folder), "folder": str(folder), "threads": max(1, int(self.cpus)),
-                "inputs": {path: file_sha256(path) for path in job.inputs} if self.shipped else {}}
+                "inputs": {path: digest for path, (_, digest) in shipped.items()}}
         gpus = 1 if self.gpus and job.command == "train" else 0
         ref = self.remote.options(num_cpus=self.cpus, num_gpus=gpus).remote(
-            spec, {path: self.shipped[path] for path in job.inputs} if self.shipped else {})
+            spec, {path: object_ref for path, (object_ref, _) in shipped.items()})
         inflight[ref] = (job, attempt, time.time())
         self.counts["running"] += 1
         self._record(job, "running", attempt, started=inflight[ref][2])
