@@ -67,6 +67,9 @@ def add_arguments(parser) -> None:
                              "1,2,4,8 adds pixel-scale crops for fine grain, at about 1.3x an iteration's cost)")
     parser.add_argument("--license", help="licence of the exemplar (stored in the model header)")
     parser.add_argument("--credit", help="credit line for the exemplar's author")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                        help="the training rollout's matmuls: bf16 is 1.7x faster on CPUs with native bf16 "
+                             "(states, decoder and loss stay fp32); auto measures once and picks (default)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--progress", default="bar", choices=["bar", "json", "none"],
                         help="a progress bar, JSON lines for tools, or nothing")

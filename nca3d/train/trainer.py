@@ -20,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from ..core.model import PBR_CHANNELS, Model, ModelConfig, pbr_subset
-from ..device import keep_cpu_allocations, resolve_device
+from ..device import bf16_matmul_pays, keep_cpu_allocations, resolve_device
 from ..errors import NCA3DError
 from ..io.atomic import write_bytes_atomic
 from ..io.images import MIN_EXEMPLAR_SIZE, read_exemplar, write_png
@@ -88,6 +88,7 @@ class TrainConfig:
     select_after: int = 400  # ... from this iteration on
     select_steps: int = 1024  # ... grown from the seed for this many steps (scored at 256 and here)
     grad_checkpoint: int = 0  # > 0: gradient checkpointing every this many rollout steps (less memory)
+    precision: str = "auto"  # the training rollout's MLP: fp32, bf16 (autocast; states stay fp32), auto: bf16 where it pays
     license: str | None = None
     credit: str | None = None
     device: str = "auto"
@@ -131,6 +132,8 @@ class TrainConfig:
         if not self.scales or self.scales[0] < 1 or self.scales[-1] > 16:
             raise NCA3DError(f"--scales {','.join(map(str, self.scales))} is out of range; give crop scales from 1 to 16, "
                              f"for example 1,2,4 (the default) or 1,2,4,8 (adds pixel-scale crops)")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise NCA3DError(f"--precision {self.precision} is unknown; use auto, fp32 or bf16")
         if self.select_every < 0 or self.select_steps < 1:
             raise NCA3DError("need select_every >= 0 and select_steps >= 1")
 
@@ -146,7 +149,7 @@ POOL_AGE_STEPS = 2048
 SETTINGS_BEFORE_THEY_EXISTED = {"derive_pbr": False, "dark_is_high": False, "normal_height_weight": 0.0, "tap_balance": 0.0, "moment_weight": 1.0, "zoom": 1.0, "scales": list(DEFAULT_SCALES)}
 
 # Settings that may differ when a run is resumed: the budget, where it runs, and bookkeeping.
-RESUMABLE_CHANGES = ("iters", "minutes", "device", "checkpoint_every", "grad_checkpoint", "license", "credit")
+RESUMABLE_CHANGES = ("iters", "minutes", "device", "checkpoint_every", "grad_checkpoint", "precision", "license", "credit")
 
 
 def _square(pixels: np.ndarray) -> np.ndarray:
@@ -236,6 +239,9 @@ class Trainer:
         self.device = resolve_device(config.device)
         if self.device.type == "cpu":
             keep_cpu_allocations()  # large activations stay mapped between iterations (about 2x faster)
+        # bf16 matmuls in the training rollout: 1.7x faster rollouts on a CPU with native bf16, the
+        # same gradients (cosine 1.000) and losses; states, the decoder and the loss stay fp32
+        self.rollout_bf16 = config.precision == "bf16" or (config.precision == "auto" and bf16_matmul_pays(self.device))
         exemplar, kinds, self.grey, self.exemplar_sha256, self.map_notes = load_exemplar_stack(config)
         slices = loss_views(kinds)
         if len(kinds) > 1:
@@ -431,7 +437,8 @@ class Trainer:
         if self.iteration % cfg.seed_every == 0:
             state[0] = 0.0  # re-inject the seed
         steps = int(torch.randint(cfg.min_steps, cfg.max_steps + 1, (1,), generator=g, device=self.device))
-        state = self.model.rollout(state, self.task.lattice, steps, g, checkpoint_segment=cfg.grad_checkpoint)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.rollout_bf16):
+            state = self.model.rollout(state, self.task.lattice, steps, g, checkpoint_segment=cfg.grad_checkpoint)
         texture, extra = self._losses(state, g)
         loss = texture + extra
         self.optimizer.zero_grad(set_to_none=True)
@@ -486,6 +493,7 @@ class Trainer:
             credit=cfg.credit, iterations=self.iteration,
             final_loss=float(np.mean(self.losses[-50:])) if self.losses else None,
             grey=self.grey, config=dataclasses.asdict(cfg), scale=self.scale.as_dict(), minutes=round(self.elapsed / 60, 2),
+            rollout_precision="bf16" if self.rollout_bf16 else "fp32",
             maps={kind: Path(path).name for kind, path in cfg.maps.items()}, map_notes=self.map_notes,
             derived_maps=[kind for kind in self.model.channel_slices() if kind != "albedo" and kind not in cfg.maps])
         if self.init_record:

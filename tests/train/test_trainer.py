@@ -407,3 +407,24 @@ def test_a_folder_with_opengl_and_directx_normals_says_which_one_training_uses(t
     _, kinds, _, _, notes = load_exemplar_stack(tiny_config(tmp_path, exemplar=str(folder)))
     assert kinds == ["albedo", "normal"]
     assert "normal: Rock_NormalGL.png (OpenGL) used, Rock_NormalDX.png (DirectX) ignored" in notes
+
+
+def test_bf16_rollout_gives_the_fp32_gradients_and_is_recorded(tmp_path):
+    """bf16 autocast covers only the rollout's MLP matmuls: one iteration's gradients point the same
+    way as in fp32 (states, decoder and loss stay fp32), and the header says which ran."""
+    from nca3d.device import bf16_matmul_pays
+
+    assert isinstance(bf16_matmul_pays(torch.device("cpu")), bool) and not bf16_matmul_pays(torch.device("meta"))
+    grads = {}
+    for precision in ("fp32", "bf16"):
+        (tmp_path / precision).mkdir()
+        trainer = Trainer(tiny_config(tmp_path / precision, iters=1, precision=precision), Progress("none"))
+        assert trainer.rollout_bf16 == (precision == "bf16")
+        torch.nn.init.normal_(trainer.model.nca.hidden_to_update.weight, std=0.05)  # a live NCA, not the identity
+        trainer.step()
+        grads[precision] = torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None])
+        files = trainer.run()
+        assert read_header(files[0])[0]["provenance"]["rollout_precision"] == precision
+    assert torch.nn.functional.cosine_similarity(grads["fp32"], grads["bf16"], dim=0) > 0.99
+    with pytest.raises(NCA3DError, match="precision"):
+        tiny_config(tmp_path, precision="fp16")
