@@ -120,11 +120,12 @@ class MeshLattice(Lattice):
 
     def perceive_blocks(self, state: Tensor, max_cells: int | None) -> Iterator[tuple[slice, Tensor]]:
         batch, n, channels = state.shape
-        flat = state.permute(1, 0, 2).reshape(n, batch * channels)
-        if flat.requires_grad:
-            messages = _SparseProduct.apply(self.operator, self.operator_t, flat)  # (4N, B*C)
-        else:
-            messages = torch.sparse.mm(self.operator, flat)
+        flat = state.permute(1, 0, 2).reshape(n, batch * channels).float()
+        with torch.autocast(state.device.type, enabled=False):  # the sparse product has no bf16 kernel
+            if flat.requires_grad:
+                messages = _SparseProduct.apply(self.operator, self.operator_t, flat)  # (4N, B*C)
+            else:
+                messages = torch.sparse.mm(self.operator, flat)
         messages = messages.reshape(4, n, batch, channels).permute(2, 1, 0, 3).reshape(batch, n, 4 * channels)
         perception = torch.cat([state, messages], dim=-1)
         step = rows_per_block(n, batch, max_cells)
