@@ -64,22 +64,36 @@ def _task(job: dict, shipped: dict):
 
 
 class Batch:
-    """Runs `jobs` into folder `out` on an initialised Ray; `report(event, batch)` draws progress."""
+    """Runs `jobs` into folder `out`: `plan()` records the invalid jobs and skips the finished ones
+    (no Ray needed), `run(ray)` runs the rest on an initialised Ray; `report(event, batch)` draws
+    progress."""
 
-    def __init__(self, ray, jobs: list[Job], out: Path, manifest: Manifest, *, retries: int = 2,
+    def __init__(self, jobs: list[Job], out: Path, manifest: Manifest, *, retries: int = 2,
                  max_parallel: int | None = None, cpus_per_job: float = 1, ship_inputs: bool = False,
                  report=None):
-        self.ray, self.jobs, self.out, self.manifest = ray, jobs, out, manifest
-        self.retries, self.cpus = retries, cpus_per_job
-        resources = ray.cluster_resources()
-        self.gpus = resources.get("GPU", 0) > 0
-        self.max_parallel = max_parallel or max(1, int(resources.get("CPU", 1) // cpus_per_job))
+        self.jobs, self.out, self.manifest = jobs, out, manifest
+        self.retries, self.cpus, self.max_parallel, self.ship_inputs = retries, cpus_per_job, max_parallel, ship_inputs
         self.report = report or (lambda event, batch: None)
-        self.remote = ray.remote(max_retries=0)(_task)
-        self.shipped = self._ship(jobs) if ship_inputs else {}
         self.counts = {"done": 0, "failed": 0, "skipped": 0, "running": 0, "total": len(jobs)}
-        self.started = time.monotonic()
         self.durations: list[float] = []
+        self.queue: deque[tuple[Job, int]] | None = None
+
+    def plan(self) -> int:
+        """Record the invalid jobs as failed and count the finished ones as skipped; returns how
+        many jobs are left to run."""
+        self.queue = deque()
+        for job in self.jobs:
+            previous = self.manifest.records.get(job.name, {})
+            if job.error:
+                self._record(job, "failed", previous.get("attempt", 0), error=job.error)
+                self._count("failed", job)
+            elif self.manifest.finished(job.name, job.spec):
+                self._count("skipped", job)
+            else:
+                self.queue.append((job, 1))
+        if not self.queue:
+            self.report("end", self)
+        return len(self.queue)
 
     def _ship(self, jobs: list[Job]) -> dict:
         """Each input file in the object store once: {path: (ref, sha256)}."""
@@ -89,19 +103,18 @@ class Batch:
             shipped[path] = (self.ray.put(data), hashlib.sha256(data).hexdigest())
         return shipped
 
-    def run(self) -> dict:
-        """Run every job not finished yet; returns the counts. KeyboardInterrupt propagates after the
-        running jobs are cancelled and recorded."""
-        queue: deque[tuple[Job, int]] = deque()
-        for job in self.jobs:
-            previous = self.manifest.records.get(job.name, {})
-            if job.error:
-                self._record(job, "failed", previous.get("attempt", 0), error=job.error)
-                self._count("failed", job)
-            elif self.manifest.finished(job.name, job.spec):
-                self._count("skipped", job)
-            else:
-                queue.append((job, 1))
+    def run(self, ray) -> dict:
+        """Run every job not finished yet on `ray`; returns the counts. KeyboardInterrupt propagates
+        after the running jobs are cancelled and recorded."""
+        if self.queue is None:
+            self.plan()
+        queue = self.queue
+        self.ray = ray
+        resources = ray.cluster_resources()
+        self.gpus = resources.get("GPU", 0) > 0
+        self.max_parallel = self.max_parallel or max(1, int(resources.get("CPU", 1) // self.cpus))
+        self.remote = ray.remote(max_retries=0)(_task)
+        self.shipped = self._ship([job for job, _ in queue]) if self.ship_inputs else {}
         inflight: dict = {}
         try:
             while queue or inflight:

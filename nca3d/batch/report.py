@@ -29,7 +29,7 @@ class BatchProgress:
                 print(json.dumps({"stage": "batch", "fraction": round(fraction, 4), "message": message, "event": event,
                                   **counts, "eta": round(eta, 1) if eta is not None else None}),
                       file=self.stream or sys.stdout, flush=True)
-        elif self.mode == "bar":
+        elif self.mode == "bar" and event != "end":  # the last job's event drew the full bar
             self.bar.update("batch", fraction, message, force=event != "tick")
 
 

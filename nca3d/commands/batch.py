@@ -83,17 +83,20 @@ def run(args) -> int:
     names = [job.name for job in jobs]
     stdout = sys.stdout  # ours: what Ray prints itself (a dead worker's notice) goes to stderr
     with Manifest(out) as manifest, _sigterm_interrupts():
+        batch = Batch(jobs, out, manifest, retries=args.retries, max_parallel=args.max_parallel,
+                      cpus_per_job=args.cpus_per_job, ship_inputs=bool(args.address),
+                      report=BatchProgress(args.progress, stdout))
         try:
-            with contextlib.redirect_stdout(sys.stderr), connect(args.address) as ray:
-                counts = Batch(ray, jobs, out, manifest, retries=args.retries, max_parallel=args.max_parallel,
-                               cpus_per_job=args.cpus_per_job, ship_inputs=bool(args.address),
-                               report=BatchProgress(args.progress, stdout)).run()
+            if batch.plan():  # Ray starts only when some job is left to run
+                with contextlib.redirect_stdout(sys.stderr), connect(args.address) as ray:
+                    batch.run(ray)
         except KeyboardInterrupt:
             print_summary(manifest.records, names, args.progress, str(manifest.path),
                           stream=stdout if args.progress == "json" else sys.stderr)
             raise
     if args.progress != "none":
         print_summary(manifest.records, names, args.progress, str(manifest.path), stream=stdout)
+    counts = batch.counts
     if args.progress == "bar":
         print(f"this run: {counts['done']} done, {counts['skipped']} skipped (finished before), "
               f"{counts['failed']} failed", file=stdout)

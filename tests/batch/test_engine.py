@@ -54,7 +54,7 @@ def run(tmp_path, outcomes, ray=None, **options):
     ray = ray or FakeRay(outcomes)
     jobs = [Job(name=name, command="maps", argv=["--model", "granite_2d"], spec=f"spec-{name}") for name in outcomes]
     with Manifest(tmp_path) as manifest:
-        counts = Batch(ray, jobs, tmp_path, manifest, **options).run()
+        counts = Batch(jobs, tmp_path, manifest, **options).run(ray)
     return ray, counts
 
 
