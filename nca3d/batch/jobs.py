@@ -47,9 +47,11 @@ class Job:
         return ["--out", str(folder)]
 
     def run_argv(self, folder: Path) -> list[str]:
-        """The full `nca3d COMMAND ...` arguments; a training job resumes from its checkpoint."""
+        """The full `nca3d COMMAND ...` arguments; a training job resumes from its checkpoint, an
+        animated volume keeps the frames it finished."""
+        resume = self.command == "train" or (self.command == "volume" and "--frames" in self.argv)
         return [self.command, *self.argv, *self.out_args(folder), "--progress", "json",
-                *(["--resume"] if self.command == "train" else [])]
+                *(["--resume"] if resume and "--resume" not in self.argv else [])]
 
 
 def read_entries(path: str | Path) -> list[tuple[str, dict | str]]:

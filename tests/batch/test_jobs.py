@@ -63,6 +63,7 @@ def test_jsonl_lines_and_their_errors(tmp_path, parsers):
                                                f"granite-{jobs[3].name.split('-', 1)[1]}"]
     assert jobs[2].argv[-2:] == ["--seed", "1"] and jobs[3].argv[-2:] == ["--seed", "2"]
     assert jobs[4].argv == ["--res", "16", "--no-npz"] and not jobs[4].error
+    assert jobs[4].run_argv(folder)[-1] == "json"  # a still volume starts over
     errors = [job.error for job in jobs[5:]]
     assert len(errors) == 8 and all(errors)
     assert "'sise' is not an option of nca3d texture" in errors[0]
@@ -84,6 +85,12 @@ def test_same_job_twice_runs_once_and_names_stay_unique(tmp_path, parsers):
     jobs = expand(read_entries(tmp_path / "jobs.jsonl"), parsers, tmp_path)
     assert len(jobs) == 3
     assert not jobs[1].error and "the job name 'g' is taken by jobs.jsonl line 3" in jobs[2].error
+
+
+def test_animated_volumes_keep_their_finished_frames(tmp_path, parsers):
+    (tmp_path / "jobs.jsonl").write_text('{"command": "volume", "res": 16, "frames": 3}\n')
+    job, = expand(read_entries(tmp_path / "jobs.jsonl"), parsers, tmp_path)
+    assert job.run_argv(tmp_path / "v")[-2:] == ["json", "--resume"]
 
 
 def test_switch_and_value_types_are_checked(tmp_path, parsers):
