@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 DAMAGE_RADIUS = 0.2  # of an erased ball: a fraction of the lattice's extent
+STATE_MARGIN = 1.5  # a model's state limit over the largest |state| its training lattice shows
 
 
 def grow(model, state: torch.Tensor, lattice, steps: int, generator, progress=None, label: str = "") -> torch.Tensor:
@@ -37,3 +38,23 @@ def erase_ball(state: torch.Tensor, lattice, centre, radius: float) -> torch.Ten
     with torch.inference_mode():  # rollouts return inference tensors
         state.view(state.shape[0], -1, state.shape[-1])[:, mask] = 0.0
     return mask
+
+
+def state_limit(model, lattice, steps: int = 2048, seeds: int = 2, margin: float = STATE_MARGIN) -> float:
+    """The state limit for `model` (ModelConfig.state_limit): `margin` x the largest |state| over
+    every step of `seeds` growths of `steps` steps on `lattice` (its training lattice), unclamped."""
+    from .nca import make_generator
+
+    largest = torch.zeros((), device=model.device)
+
+    def track(_index, state):
+        torch.maximum(largest, state.abs().amax(), out=largest)
+
+    before, model.nca.state_limit = model.nca.state_limit, 0.0
+    try:
+        with torch.inference_mode():
+            for seed in range(seeds):
+                model.rollout(model.seed(lattice), lattice, steps, make_generator(seed, model.device), track)
+    finally:
+        model.nca.state_limit = before
+    return round(margin * float(largest), 3) if float(largest) > 0 else 0.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -87,6 +88,10 @@ class ModelConfig:
     triangle_coord: str = "sorted_cdf"  # triangles: sorted_cdf (C0) or barycentric
     grid_size: list[int] = field(default_factory=list)  # 2d: [H, W]; volume: [D, H, W]
     icosphere_frequency: int = 64  # mesh: the training lattice
+    # > 0: every step clamps states to [-state_limit, state_limit]; set after training to STATE_MARGIN x the
+    # largest |state| of long rollouts on the training lattice (grow.state_limit), so it never binds there
+    # and keeps states from running away on lattices unlike it (remeshed scans, open boundaries)
+    state_limit: float = 0.0
 
     def __post_init__(self):
         if self.domain not in DOMAINS:
@@ -113,6 +118,8 @@ class ModelConfig:
             raise ValueError("fire_rate must be in (0, 1]")
         if self.harmonics < 0:
             raise ValueError("harmonics must be >= 0")
+        if not (self.state_limit >= 0 and math.isfinite(self.state_limit)):
+            raise ValueError("state_limit must be a finite number >= 0")
 
     @property
     def lattice_kind(self) -> str:
@@ -145,10 +152,14 @@ class Model(nn.Module):
         self.config = config
         self.provenance = dict(provenance or {})
         perception = Grid2D.perception_size if config.lattice_kind == "grid2d" else Grid3D.perception_size
-        self.nca = NCA(config.channels, config.hidden, perception, config.fire_rate)
+        self.nca = NCA(config.channels, config.hidden, perception, config.fire_rate, config.state_limit)
         local_dim = self.local_dim
         self.lppn = SIREN(local_dim + config.channels, self.num_outputs, config.lppn_width,
                           config.lppn_hidden_layers, config.omega0)
+
+    def set_state_limit(self, limit: float) -> None:
+        """Clamp states to [-limit, limit] after every step from now on (0: no clamp); saved in the config."""
+        self.config.state_limit = self.nca.state_limit = float(limit)
 
     # --- structure -------------------------------------------------------------------------
     @property

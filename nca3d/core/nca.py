@@ -14,14 +14,17 @@ GPU_BLOCK_CELLS = 1 << 20
 
 
 class NCA(nn.Module):
-    """Perception (fixed filters of the lattice) -> Linear(P*C, H) + ReLU -> Linear(H, C, no bias).
+    """Perception (fixed filters of the lattice) -> Linear(P*C, H) + ReLU -> Linear(H, C, no bias);
+    with a state limit, each step's states are clamped to [-limit, limit].
 
     The first layer is Xavier-normal (gain 0.2); the last is zero, so a new model is the identity.
     """
 
-    def __init__(self, channels: int = 16, hidden: int = 128, perception: int = 4, fire_rate: float = 0.5):
+    def __init__(self, channels: int = 16, hidden: int = 128, perception: int = 4, fire_rate: float = 0.5,
+                 state_limit: float = 0.0):
         super().__init__()
         self.channels, self.hidden, self.perception, self.fire_rate = channels, hidden, perception, fire_rate
+        self.state_limit = float(state_limit)  # > 0: states are clamped to [-limit, limit] after each step
         self.perceive_to_hidden = nn.Linear(perception * channels, hidden)
         self.hidden_to_update = nn.Linear(hidden, channels, bias=False)
         nn.init.xavier_normal_(self.perceive_to_hidden.weight, gain=0.2)
@@ -54,7 +57,8 @@ class NCA(nn.Module):
                 new = old.clone()
                 new[fires] += self.update(perception[fires])
                 blocks.append(new)
-        return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
+        new_state = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
+        return new_state.clamp(-self.state_limit, self.state_limit) if self.state_limit > 0 else new_state
 
     def rollout(self, state: Tensor, lattice: Lattice, steps: int, generator: torch.Generator | None = None,
                 callback=None, checkpoint_segment: int = 0) -> Tensor:

@@ -122,6 +122,7 @@ def model_data(model, name: str, lattice_key: str | None = None) -> dict:
         "hidden": cfg.hidden,
         "perception": model.nca.perception,
         "fire_rate": cfg.fire_rate,
+        "state_limit": cfg.state_limit,
         "local_dim": model.local_dim,
         "harmonics": cfg.harmonics,
         "triangle_coord": cfg.triangle_coord,

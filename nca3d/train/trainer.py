@@ -19,6 +19,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
+from ..core.grow import state_limit
 from ..core.model import PBR_CHANNELS, Model, ModelConfig, pbr_subset
 from ..device import bf16_matmul_pays, keep_cpu_allocations, resolve_device
 from ..errors import NCA3DError
@@ -87,6 +88,7 @@ class TrainConfig:
     select_every: int = 100  # > 0: every this many iterations, score a long rollout and keep the best weights
     select_after: int = 400  # ... from this iteration on
     select_steps: int = 1024  # ... grown from the seed for this many steps (scored at 256 and here)
+    limit_steps: int = 2048  # the state limit is measured over 2 growths of this many steps (core.grow.state_limit)
     grad_checkpoint: int = 0  # > 0: gradient checkpointing every this many rollout steps (less memory)
     precision: str = "auto"  # the training rollout's MLP: fp32, bf16 (autocast; states stay fp32), auto: bf16 where it pays
     license: str | None = None
@@ -149,7 +151,8 @@ POOL_AGE_STEPS = 2048
 SETTINGS_BEFORE_THEY_EXISTED = {"derive_pbr": False, "dark_is_high": False, "normal_height_weight": 0.0, "tap_balance": 0.0, "moment_weight": 1.0, "zoom": 1.0, "scales": list(DEFAULT_SCALES)}
 
 # Settings that may differ when a run is resumed: the budget, where it runs, and bookkeeping.
-RESUMABLE_CHANGES = ("iters", "minutes", "device", "checkpoint_every", "grad_checkpoint", "precision", "license", "credit")
+RESUMABLE_CHANGES = ("iters", "minutes", "device", "checkpoint_every", "grad_checkpoint", "precision", "limit_steps",
+                     "license", "credit")
 
 
 def _square(pixels: np.ndarray) -> np.ndarray:
@@ -254,7 +257,6 @@ class Trainer:
         self.scale = choose_scale(config.domain, correlation_length(exemplar[channels["albedo"]]), exemplar.shape[-1],
                                   grid=config.grid, zoom=config.zoom)
         config.grid, config.zoom = self.scale.grid, self.scale.zoom
-        self.progress.update("scale", 0.0, self.scale.message(), force=True)
         if exemplar.shape[-1] / config.zoom < MIN_EXEMPLAR_SIZE:
             raise NCA3DError(f"--zoom {config.zoom:g} leaves {exemplar.shape[-1] / config.zoom:.0f} px of the "
                              f"{exemplar.shape[-1]} px exemplar per lattice view; use at most "
@@ -278,6 +280,7 @@ class Trainer:
                               self.device, config.scales)
         self.progress.update("features", 0.0, f"loading {config.features} features")
         extractor = make_feature_extractor(config.features, vgg_weights=config.vgg_weights, device=self.device)
+        self.progress.update("scale", 0.0, self.scale.message(), force=True)  # once nothing can refuse the run
         self.loss_fn = TextureLoss(exemplar.to(self.device), extractor, distance=config.distance,
                                    patch=config.patch, samples=config.samples, map_slices=slices, seed=config.seed,
                                    autocorr_weight=config.autocorr_weight, moment_weight=config.moment_weight,
@@ -487,6 +490,8 @@ class Trainer:
         if self.best is not None:
             self.model.load_state_dict(self.best)
             selected = min(self.selection, key=lambda pair: pair[1])[0]
+        self.progress.update("finish", 1.0, "measuring the state range of long growths (the state limit)", force=True)
+        self.model.set_state_limit(state_limit(self.model, self.task.lattice, steps=self.config.limit_steps))
         self.model.provenance.update(
             selected_iteration=selected, lr_decayed_at=self.lr_decayed_at, selection=[[i, round(s, 5)] for i, s in self.selection],
             exemplar=Path(cfg.exemplar).name, exemplar_sha256=self.exemplar_sha256, license=cfg.license,

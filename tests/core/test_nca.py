@@ -91,3 +91,39 @@ def test_gradient_checkpointing_replays_the_same_rollout(monkeypatch):
     assert torch.equal(checkpointed, direct)
     for a, b in zip(checkpointed_grads, direct_grads):
         assert torch.allclose(a, b, atol=1e-6) and a.abs().sum() > 0
+
+
+@pytest.mark.parametrize("domain", list(LATTICES))
+def test_a_state_limit_clamps_every_step_and_is_saved(domain, tmp_path):
+    from nca3d.io.model_file import load_model, save_model
+
+    model = random_model(domain)
+    with torch.no_grad():
+        model.nca.hidden_to_update.weight.normal_(std=2.0)  # an NCA that runs away
+    lattice = LATTICES[domain]()
+    seed = torch.randn(1, *lattice.cell_shape, 16) * 0.1
+    with torch.no_grad():
+        free = model.rollout(seed, lattice, 8, make_generator(3))
+        model.set_state_limit(1.25)
+        limited = model.rollout(seed, lattice, 8, make_generator(3))
+    assert free.abs().max() > 2 and limited.abs().max() <= 1.25
+    save_model(model, tmp_path / "m.nca3d")
+    loaded = load_model(tmp_path / "m.nca3d")
+    assert loaded.config.state_limit == 1.25 and loaded.nca.state_limit == 1.25
+    with torch.no_grad():
+        assert torch.equal(loaded.rollout(seed, lattice, 8, make_generator(3)), limited)
+
+
+def test_state_limit_is_the_margin_over_the_largest_state_of_any_step():
+    from nca3d.core.grow import STATE_MARGIN, state_limit
+
+    model = random_model("2d", grid_size=[12, 12])
+    lattice = model.make_lattice()
+    largest = []
+    with torch.no_grad():
+        for seed in range(2):
+            model.rollout(model.seed(lattice), lattice, 40, make_generator(seed),
+                          lambda _i, s: largest.append(float(s.abs().max())))
+    model.set_state_limit(0.01)  # measured unclamped, and the model's own limit is left as it was
+    assert state_limit(model, lattice, steps=40) == pytest.approx(STATE_MARGIN * max(largest), rel=1e-3)
+    assert model.nca.state_limit == 0.01

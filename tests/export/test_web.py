@@ -186,7 +186,8 @@ MODELS = {
     "grid_pbr": ("2d", {"outputs": "pbr", "channels": 10, "hidden": 20, "harmonics": 0, "grid_size": [5, 7],
                             "lppn_width": 16, "lppn_hidden_layers": 2}),
     "mesh_pbr": ("mesh", {"outputs": "pbr", "channels": 12, "hidden": 24, "icosphere_frequency": 2}),
-    "mesh_rgb": ("mesh", {"outputs": "rgb", "channels": 8, "hidden": 16, "triangle_coord": "barycentric"}),
+    "mesh_rgb": ("mesh", {"outputs": "rgb", "channels": 8, "hidden": 16, "triangle_coord": "barycentric",
+                          "state_limit": 1.2}),  # a limit that binds: the step's clamp is checked too
     "volume": ("volume", {"channels": 12, "hidden": 24, "harmonics": 1, "grid_size": [4, 5, 6]}),
 }
 
@@ -313,6 +314,10 @@ def test_one_step_and_one_decode_equal_torch(browser, page, name):
     state = _random_state(model, lattice, generator)
     with torch.no_grad():
         expected_step = state + model.nca.update(lattice.perceive(state))
+        if model.config.state_limit > 0:
+            limit = model.config.state_limit
+            assert expected_step.abs().max() > limit  # the clamp binds somewhere
+            expected_step = expected_step.clamp(-limit, limit)
         queries, points = _queries(name, model, lattice, generator)
         expected_decode = model.decode(state, lattice, points)[0]
 

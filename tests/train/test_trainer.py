@@ -36,7 +36,7 @@ def tiny_config(tmp_path, domain="2d", **overrides):
     options = dict(exemplar=str(make_exemplar(tmp_path / "ex.png")), out=str(tmp_path / "m.nca3d"), domain=domain,
                    iters=20, features="patches", channels=8, hidden=32, grid=8 if domain == "2d" else 6,
                    pool=8, batch=2, min_steps=4, max_steps=8, patch=24, samples=128, ray_samples=8,
-                   lr=3e-3, checkpoint_every=5, device="cpu")
+                   lr=3e-3, checkpoint_every=5, device="cpu", limit_steps=64)
     options.update(overrides)
     return TrainConfig(**options)
 
@@ -54,7 +54,7 @@ def test_loss_goes_down(tmp_path, monkeypatch, domain):
     assert len(losses) == 20
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
     model = load_model(files[0])
-    assert model.config.domain == domain
+    assert model.config.domain == domain and model.config.state_limit > 0  # measured after training
     # The NCA itself learned from the zero seed (not only the decoder) and the pool grew a pattern.
     assert model.nca.hidden_to_update.weight.abs().sum() > 0
     assert trainer.pool.std(dim=tuple(range(1, trainer.pool.dim() - 1))).mean() > 1e-4

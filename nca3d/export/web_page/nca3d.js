@@ -382,6 +382,7 @@
           gl.uniform1f(u.uFireRate, this.model.fire_rate);
           gl.uniform1ui(u.uSeed, (this.seed * 1000003 + this.steps) >>> 0);
           gl.uniform1i(u.uDeterministic, this.deterministic ? 1 : 0);
+          gl.uniform1f(u.uStateLimit, this.model.state_limit || 0.0);
         });
         this.steps++;
       }

@@ -1,10 +1,12 @@
 // One NCA step per cell (core/nca.py): perception -> Linear(P*C, H) + ReLU -> Linear(H, C), added
-// where the cell fires (a hash of cell and step below the fire rate, or always when deterministic).
+// where the cell fires (a hash of cell and step below the fire rate, or always when deterministic),
+// then clamped to [-uStateLimit, uStateLimit] when the model has a state limit (> 0).
 // uNca row j: W1 quads (NP * C4), then W2^T quads (C4), then (b1_j, 0, 0, 0).
 uniform highp sampler2D uNca;
 uniform float uFireRate;
 uniform uint uSeed;
 uniform bool uDeterministic;
+uniform float uStateLimit;
 OUTPUTS
 
 uint hash(uint x) {
@@ -29,6 +31,8 @@ void main() {
                     for (int q = 0; q < C4; q++) result[q] += h * texelFetch(uNca, ivec2(NP * C4 + q, j), 0);
             }
         }
+        if (uStateLimit > 0.0)
+            for (int q = 0; q < C4; q++) result[q] = clamp(result[q], -uStateLimit, uStateLimit);
     }
     WRITE_OUTPUTS(result)
 }
