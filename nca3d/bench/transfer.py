@@ -84,7 +84,9 @@ def blotch_rates(model, vertices: np.ndarray, faces: np.ndarray, gamut, steps: i
 
 def _exemplar_gamut(model, data: str) -> np.ndarray:
     name = Path(str(model.provenance.get("exemplar") or "")).name
-    candidates = [Path(data) / name, *Path(data).glob(f"*/{name}")] if name else []
+    material = Path(str((model.provenance.get("config") or {}).get("material") or "")).name  # a PBR set's folder
+    candidates = [Path(data) / material / name] if material and name else []
+    candidates += [Path(data) / name, *Path(data).glob(f"*/{name}")] if name else []
     found = next((path for path in candidates if path.is_file()), None)
     if found is None:
         raise NCA3DError(f"the model's exemplar '{name or '(none recorded)'}' is not in {data}; "
@@ -96,7 +98,8 @@ def _exemplar_gamut(model, data: str) -> np.ndarray:
 
 def bench_transfer(models: list[str], meshes: list[str], data: str, steps: int = 1024, seeds: int = 2,
                    threshold: float = 0.12, device="cpu") -> dict:
-    """Blotch rates of each mesh model on the reference lattices and on each mesh."""
+    """Blotch rates of each mesh model on the reference lattices and on each mesh; `data` holds the
+    exemplars (RGB images, or PBR material folders, whose albedo is the gamut)."""
     rows = []
     for name in models:
         model = load_named_model(name, str(device), domains=("mesh",), refusal="the transfer bench takes mesh models")
