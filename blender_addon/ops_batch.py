@@ -122,27 +122,8 @@ class NCA3D_OT_texture_batch(runner.BackendOperator, bpy.types.Operator):
         if not objects:
             raise runner.UserError("select one or more mesh objects to texture")
         settings = context.scene.nca3d_texture
-        if self.model:
-            library.choose(settings, "texture", self.model)
-        model = library.model_argument(settings)
-        maps = ops_texture.wanted_maps(settings)
-        if not maps:
-            raise runner.UserError("choose at least one map to bake")
-        if settings.displace and not settings.use_height:
-            raise runner.UserError("Displace needs the Height map: turn Height on, or Displace off")
-        maps, maps_note = library.bakeable_maps(settings, maps)
+        model, snapshot = ops_texture.bake_request(context, settings, self.model)
         python = config.resolve_python(context)
-        root = None
-        if settings.animate:
-            root = ops_texture.files_root(context, "animated maps are image sequences on disk")
-        elif settings.storage == "FILES":
-            root = ops_texture.files_root(context, "Store Images is 'Save as Files'",
-                                          other=", or choose 'Pack into .blend'")
-        snapshot = {"maps": maps, "animate": settings.animate, "frames": settings.frames,
-                    "loop": settings.loop, "storage": settings.storage, "size": settings.size,
-                    "use_ao": settings.use_ao, "displacement": settings.displacement,
-                    "displace": settings.displace, "maps_note": maps_note, "root": root,
-                    "packed_root": ops_texture.packed_root(context)}
         workdir = tempfile.mkdtemp(prefix="nca3d-batch-")
         out = os.path.join(workdir, "out")
         items, entries = {}, []

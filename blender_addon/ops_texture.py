@@ -176,6 +176,31 @@ def wanted_maps(settings) -> list[str]:
     return kinds
 
 
+def bake_request(context, settings, model_name: str = "") -> tuple[str, dict]:
+    """The model argument and the bake's settings snapshot (maps, animation, storage, where files go)
+    for the texture panel's settings, `model_name` (a script's choice) taking over the panel's;
+    refuses in one line what cannot run (no map, Displace without Height, no folder for files)."""
+    if model_name:
+        library.choose(settings, "texture", model_name)
+    model = library.model_argument(settings)
+    maps = wanted_maps(settings)
+    if not maps:
+        raise runner.UserError("choose at least one map to bake")
+    if settings.displace and not settings.use_height:
+        raise runner.UserError("Displace needs the Height map: turn Height on, or Displace off")
+    maps, maps_note = library.bakeable_maps(settings, maps)
+    root = None
+    if settings.animate:
+        root = files_root(context, "animated maps are image sequences on disk")
+    elif settings.storage == "FILES":
+        root = files_root(context, "Store Images is 'Save as Files'", other=", or choose 'Pack into .blend'")
+    return model, {"maps": maps, "animate": settings.animate, "frames": settings.frames,
+                   "loop": settings.loop, "storage": settings.storage, "size": settings.size,
+                   "use_ao": settings.use_ao, "displacement": settings.displacement,
+                   "displace": settings.displace, "maps_note": maps_note, "root": root,
+                   "packed_root": packed_root(context)}
+
+
 def texture_argv(python: str, mesh_path: str, model: str, out: str, settings, scale: float, device: str) -> list:
     argv = [python, "-m", "nca3d", "texture", mesh_path, "--model", model, "--out", out, "--name", BASE_NAME,
             "--size", str(settings.size), "--steps", str(settings.steps), "--seed", str(settings.seed),
@@ -378,21 +403,8 @@ class NCA3D_OT_texture_mesh(runner.BackendOperator, bpy.types.Operator):
         if obj is None or obj.type != "MESH":
             raise runner.UserError("select a mesh object to texture")
         settings = context.scene.nca3d_texture
-        if self.model:
-            library.choose(settings, "texture", self.model)
-        model = library.model_argument(settings)
-        maps = wanted_maps(settings)
-        if not maps:
-            raise runner.UserError("choose at least one map to bake")
-        if settings.displace and not settings.use_height:
-            raise runner.UserError("Displace needs the Height map: turn Height on, or Displace off")
-        maps, maps_note = library.bakeable_maps(settings, maps)
+        model, snapshot = bake_request(context, settings, self.model)
         python = config.resolve_python(context)
-        root = None
-        if settings.animate:
-            root = files_root(context, "animated maps are image sequences on disk")
-        elif settings.storage == "FILES":
-            root = files_root(context, "Store Images is 'Save as Files'", other=", or choose 'Pack into .blend'")
         scale = library.texture_spacing(context, obj, settings)  # world units per cell, as the exported mesh
         workdir = tempfile.mkdtemp(prefix="nca3d-texture-")
         try:
@@ -406,11 +418,6 @@ class NCA3D_OT_texture_mesh(runner.BackendOperator, bpy.types.Operator):
         except Exception:
             shutil.rmtree(workdir, ignore_errors=True)
             raise
-        snapshot = {"maps": maps, "animate": settings.animate, "frames": settings.frames,
-                    "loop": settings.loop, "storage": settings.storage, "size": settings.size,
-                    "use_ao": settings.use_ao, "displacement": settings.displacement,
-                    "displace": settings.displace, "maps_note": maps_note, "root": root,
-                    "packed_root": packed_root(context)}
         argv = texture_argv(python, mesh_path, model, os.path.join(workdir, "out"), settings, scale,
                             config.device(context))
         return TextureTask(argv, workdir, obj.name, exported, snapshot, library.model_label(settings))
