@@ -33,6 +33,8 @@ MAX_ZOOM = 4.0
 DEFAULT_GRID = {"2d": 64, "volume": 32, "mesh": 64}  # 2d / volume: cells per side; mesh: icosphere frequency
 MIN_GRID = {"2d": 32, "volume": 16, "mesh": 32}
 KEEP_DEFAULT = 0.1  # a lattice within 10% of the default keeps the default
+PERIOD_PEAK = 0.3  # a repeat: the autocorrelation peaks this high again (regular 0.6-0.9, stochastic <= 0.15)
+MIN_PERIODS = 4  # zoom keeps at least this many repeats of a regular pattern per view
 
 
 def view_cells(domain: str, grid: int) -> int:
@@ -40,10 +42,10 @@ def view_cells(domain: str, grid: int) -> int:
     return min(64, grid) if domain == "mesh" else grid
 
 
-def correlation_length(image: torch.Tensor) -> float | None:
-    """The correlation length in px of an image (C, H, W): the integral of its radially averaged,
-    normalised autocorrelation up to the first zero (at most a quarter of the side). None for an
-    image without variation."""
+def _radial_correlation(image: torch.Tensor) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """The normalised linear autocorrelation of an image (C, H, W), box-reduced by `factor` to about
+    MEASURE_SIDE: its radial mean and radial maximum (over directions) up to half the side, and the
+    factor; None for an image without variation."""
     pixels = image.detach().to(torch.float64).cpu()
     factor = max(1, round(min(pixels.shape[-2:]) / MEASURE_SIDE))
     if factor > 1:
@@ -60,14 +62,45 @@ def correlation_length(image: torch.Tensor) -> float | None:
     overlap = (h - dy).clamp(min=1)[:, None] * (w - dx).clamp(min=1)[None, :]
     correlation = covariance / overlap / variance
     radius = torch.sqrt(dy[:, None] ** 2 + dx[None, :] ** 2).round().long()
-    reach = min(h, w) // 4
+    reach = min(h, w) // 2
     inside = radius <= reach
     totals = torch.bincount(radius[inside], correlation[inside], minlength=reach + 1)
     counts = torch.bincount(radius[inside], minlength=reach + 1).clamp(min=1)
-    profile = (totals / counts).numpy()
+    largest = torch.full((reach + 1,), -np.inf, dtype=torch.float64).scatter_reduce(
+        0, radius[inside], correlation[inside], "amax")
+    return (totals / counts).numpy(), largest.numpy(), factor
+
+
+def _first_zero(profile: np.ndarray) -> int:
     negative = np.nonzero(profile <= 0)[0]
-    end = int(negative[0]) if len(negative) else len(profile)
-    return float(profile[:end].sum()) * factor
+    return int(negative[0]) if len(negative) else len(profile)
+
+
+def correlation_length(image: torch.Tensor) -> float | None:
+    """The correlation length in px of an image (C, H, W): the integral of its radially averaged,
+    normalised autocorrelation up to the first zero (at most a quarter of the side). None for an
+    image without variation."""
+    radial = _radial_correlation(image)
+    if radial is None:
+        return None
+    mean, _, factor = radial
+    mean = mean[: len(mean) // 2 + 1]  # a quarter of the side
+    return float(mean[:_first_zero(mean)].sum()) * factor
+
+
+def period(image: torch.Tensor) -> float | None:
+    """The repeat distance in px of a regular pattern in an image (C, H, W): where its autocorrelation,
+    in the best direction, peaks again at least PERIOD_PEAK beyond 1.5x its first zero (tiles, bricks,
+    knit); None for a stochastic texture. Measured up to half the side."""
+    radial = _radial_correlation(image)
+    if radial is None:
+        return None
+    mean, largest, factor = radial
+    start = int(np.ceil(1.5 * max(_first_zero(mean), 1)))
+    if start >= len(largest):
+        return None
+    peak = start + int(np.argmax(largest[start:]))
+    return float(peak * factor) if largest[peak] >= PERIOD_PEAK else None
 
 
 @dataclass
@@ -79,11 +112,13 @@ class ScaleChoice:
     feature_px: float | None  # the exemplar's correlation length (None: no variation to measure)
     feature_cells: float | None  # ... in cells of the lattice a loss view spans, at this grid and zoom
     chosen: list  # which of "grid", "zoom" were chosen here (the others were given)
+    period_px: float | None = None  # a regular pattern's repeat (train.scale.period), which caps the zoom
 
     def as_dict(self) -> dict:
         record = asdict(self)
         record["feature_px"] = None if self.feature_px is None else round(self.feature_px, 2)
         record["feature_cells"] = None if self.feature_cells is None else round(self.feature_cells, 2)
+        record["period_px"] = None if self.period_px is None else round(self.period_px, 1)
         return record
 
     def message(self) -> str:
@@ -92,25 +127,28 @@ class ScaleChoice:
         if self.feature_px is None:
             return f"scale: {lattice} (the exemplar has no variation to measure)"
         how = "chosen" if not given else ("as given" if not self.chosen else f"{' and '.join(given)} as given")
-        return (f"scale: features {self.feature_px:.1f} px (correlation length) -> {lattice} ({how}): "
+        repeat = f", repeats every {self.period_px:.0f} px" if self.period_px else ""
+        return (f"scale: features {self.feature_px:.1f} px (correlation length){repeat} -> {lattice} ({how}): "
                 f"{self.feature_cells:.2f} cells each (the NCA grows ~{TARGET_CELLS:g}); "
                 f"--grid / --zoom override")
 
 
-def choose_scale(domain: str, feature_px: float | None, side_px: int, grid: int = 0, zoom: float = 0.0) -> ScaleChoice:
+def choose_scale(domain: str, feature_px: float | None, side_px: int, grid: int = 0, zoom: float = 0.0,
+                 period_px: float | None = None) -> ScaleChoice:
     """The lattice (grid: 2d/volume cells per side, mesh icosphere frequency) and zoom that put a
     feature of `feature_px` (in a `side_px` exemplar) at TARGET_CELLS cells; grid or zoom > 0 are
     kept as given and the other is chosen for them.
 
     Small features: the default lattice, and zoom (at most MAX_ZOOM, keeping MIN_VIEW_PX of the
-    exemplar per view). Large ones: zoom 1 and a smaller lattice (at least MIN_GRID, a multiple of 8)."""
+    exemplar per view and, for a regular pattern repeating every `period_px`, MIN_PERIODS repeats).
+    Large ones: zoom 1 and a smaller lattice (at least MIN_GRID, a multiple of 8)."""
     chosen = [name for name, value in (("grid", grid), ("zoom", zoom)) if not value]
     default = DEFAULT_GRID[domain]
     if feature_px is None:
         grid, zoom = grid or default, zoom or 1.0
-        return ScaleChoice(grid, zoom, None, None, chosen)
+        return ScaleChoice(grid, zoom, None, None, chosen, period_px)
     wanted = TARGET_CELLS * side_px / feature_px  # cells a view of the whole exemplar should span
-    max_zoom = max(1.0, min(MAX_ZOOM, side_px / MIN_VIEW_PX))
+    max_zoom = max(1.0, min(MAX_ZOOM, side_px / MIN_VIEW_PX, side_px / (MIN_PERIODS * (period_px or 0) or 1)))
     if not grid:
         span = wanted / zoom if zoom else wanted  # cells wanted across one view (1/zoom of the exemplar)
         if span >= view_cells(domain, default) * (1 - KEEP_DEFAULT):
@@ -121,4 +159,4 @@ def choose_scale(domain: str, feature_px: float | None, side_px: int, grid: int 
         zoom = wanted / view_cells(domain, grid)
         zoom = 1.0 if zoom < 1 + KEEP_DEFAULT else round(min(zoom, max_zoom), 2)
     cells = feature_px * view_cells(domain, grid) * zoom / side_px
-    return ScaleChoice(grid, zoom, feature_px, cells, chosen)
+    return ScaleChoice(grid, zoom, feature_px, cells, chosen, period_px)

@@ -13,9 +13,11 @@ from nca3d.train.scale import (
     DEFAULT_GRID,
     MAX_ZOOM,
     MIN_GRID,
+    MIN_PERIODS,
     TARGET_CELLS,
     choose_scale,
     correlation_length,
+    period,
 )
 from nca3d.train.trainer import TrainConfig, Trainer
 
@@ -60,6 +62,22 @@ def test_correlation_length_is_measured_on_a_reduced_copy_of_large_images():
     small = correlation_length(as_tensor(smooth_noise(512, 4.0)))
     image = np.repeat(np.repeat(smooth_noise(512, 4.0), 4, axis=0), 4, axis=1)  # 2048 px, features 4x larger
     assert correlation_length(as_tensor(image)) == pytest.approx(4 * small, rel=0.1)
+
+
+def test_period_finds_a_repeat_and_not_in_stochastic_textures():
+    tile = smooth_noise(64, 2.0, seed=3)
+    tiled = np.tile(tile, (4, 4, 1))  # a regular pattern: the same 64 px tile 4 x 4 times
+    assert period(as_tensor(tiled)) == pytest.approx(64, abs=2)
+    assert period(as_tensor(smooth_noise(256, 2.0, seed=4))) is None
+    assert period(torch.full((3, 64, 64), 0.5)) is None
+
+
+def test_a_repeat_caps_the_zoom_so_a_view_holds_several():
+    free = choose_scale("2d", 4.0, 1024)  # fine grain alone: zoom up to MAX_ZOOM
+    capped = choose_scale("2d", 4.0, 1024, period_px=128.0)  # tiles of 128 px: at most 1024 / (4 x 128) = 2
+    assert free.zoom == MAX_ZOOM and capped.zoom == 1024 / (MIN_PERIODS * 128)
+    assert choose_scale("2d", 4.0, 1024, period_px=512.0).zoom == 1.0  # never below 1
+    assert "repeats every 128 px" in capped.message() and capped.as_dict()["period_px"] == 128.0
 
 
 def test_choose_scale_small_features_zoom_large_ones_shrink_the_lattice():
