@@ -33,6 +33,27 @@ def import_ray():
     return ray
 
 
+REACH_SECONDS = 5.0  # how long a cluster's address may take to answer before it counts as unreachable
+
+
+def check_reachable(address: str, timeout: float = REACH_SECONDS) -> None:
+    """Refuse in one line a HOST:PORT (or ray://HOST:PORT) that does not accept a TCP connection
+    within `timeout` s: Ray itself keeps retrying such an address for minutes. `auto` is Ray's."""
+    import socket
+
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise NCA3DError(f"--address '{address}' is not ray://HOST:PORT, HOST:PORT or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise NCA3DError(f"cannot reach a Ray cluster at {address} ({exc.strerror or exc}); start it, "
+                         f"or fix --address (ray://HOST:PORT of its client server, HOST:PORT of its head, "
+                         f"or auto)") from None
+
+
 @contextlib.contextmanager
 def connect(address: str | None = None):
     """Ray, initialised: the runtime this process already has, the cluster at `address`
@@ -42,6 +63,8 @@ def connect(address: str | None = None):
     if ray.is_initialized():
         yield ray
         return
+    if address:
+        check_reachable(address)
     try:
         if address:  # a cluster's own settings stand (a ray:// client passes what it is given to the server)
             ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)

@@ -99,3 +99,27 @@ def test_ctrl_c_records_the_running_jobs_as_interrupted(tmp_path):
     records = read_records(tmp_path)
     assert {name: r["state"] for name, r in records.items()} == {"a": "done", "b": "interrupted", "c": "interrupted"}
     assert read_records(tmp_path)["b"]["error"] == "interrupted (Ctrl-C)"  # d never started: the next run starts it
+
+
+def test_an_unreachable_address_is_refused_at_once():
+    import socket
+    import time
+
+    from nca3d.batch.engine import check_reachable
+    from nca3d.errors import NCA3DError
+
+    with socket.socket() as free:  # a port nothing listens on
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    start = time.monotonic()
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        with pytest.raises(NCA3DError, match="cannot reach a Ray cluster"):
+            check_reachable(address)
+    assert time.monotonic() - start < 5
+    with pytest.raises(NCA3DError, match="is not ray://HOST:PORT"):
+        check_reachable("nowhere")
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        check_reachable(f"ray://127.0.0.1:{listening.getsockname()[1]}")  # answers: no error
+    check_reachable("auto")  # Ray's own lookup
