@@ -29,6 +29,7 @@ settings.steps = 4
 settings.scale = 0.2
 settings.use_ao = True
 before = snapshot()
+workdirs_before = {p for p in os.listdir(__import__("tempfile").gettempdir()) if p.startswith("nca3d-texture-")}
 t0 = time.time()
 RESULT["run"] = call(bpy.ops.nca3d.texture_mesh)
 RESULT["seconds"] = time.time() - t0
@@ -48,7 +49,8 @@ RESULT["displacement"] = [disp.inputs["Midlevel"].default_value, disp.inputs["Sc
 mix = mat.node_tree.nodes["NCA AO multiply"]
 RESULT["mix"] = [mix.data_type, mix.blend_type]
 RESULT["mesh_unchanged"] = before["state"]["Ball"]["data"] == obj.data.name
-RESULT["workdirs_left"] = [p for p in os.listdir(__import__("tempfile").gettempdir()) if p.startswith("nca3d-texture-")]
+RESULT["workdirs_left"] = sorted(p for p in os.listdir(__import__("tempfile").gettempdir())  # this run's only
+                                  if p.startswith("nca3d-texture-") and p not in workdirs_before)
 
 # Again with the same model: the material is rebuilt in place, not duplicated.
 RESULT["rerun"] = call(bpy.ops.nca3d.texture_mesh)
