@@ -35,6 +35,7 @@ import torch
 from ..errors import NCA3DError
 from ..io.atomic import prepare_out_dir
 from ..lattices.mesh import unique_edges
+from ..ops.bake import vertex_normals
 
 PAGE_FOLDER = Path(__file__).resolve().parent / "web_page"
 PAGE_FILES = ("index.html", "nca3d.js")
@@ -135,17 +136,6 @@ def model_data(model, name: str, lattice_key: str | None = None) -> dict:
         "lppn": [{"rows": int(layer["w"].shape[0]), "cols": int(layer["w"].shape[1]), "sine": layer["sine"],
                   "w": _b64(layer["w"], "<f4"), "b": _b64(layer["b"], "<f4")} for layer in layers],
     }
-
-
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals (N, 3) of a triangle mesh (for shading only)."""
-    corner = vertices[faces]
-    face_normal = np.cross(corner[:, 1] - corner[:, 0], corner[:, 2] - corner[:, 0])
-    normals = np.zeros_like(vertices)
-    for k in range(3):
-        np.add.at(normals, faces[:, k], face_normal)
-    length = np.linalg.norm(normals, axis=1, keepdims=True)
-    return normals / np.maximum(length, 1e-12)
 
 
 def lattice_data(lattice: MeshLatticeData) -> dict:
