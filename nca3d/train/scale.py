@@ -76,31 +76,35 @@ def _first_zero(profile: np.ndarray) -> int:
     return int(negative[0]) if len(negative) else len(profile)
 
 
-def correlation_length(image: torch.Tensor) -> float | None:
-    """The correlation length in px of an image (C, H, W): the integral of its radially averaged,
-    normalised autocorrelation up to the first zero (at most a quarter of the side). None for an
-    image without variation."""
+def scale_measures(image: torch.Tensor) -> tuple[float | None, float | None]:
+    """(correlation length, period) in px of an image (C, H, W), from one autocorrelation.
+
+    The correlation length is the integral of the radially averaged, normalised autocorrelation up
+    to its first zero (at most a quarter of the side); None for an image without variation. The
+    period is the repeat distance of a regular pattern: where the autocorrelation, in the best
+    direction, peaks again at least PERIOD_PEAK beyond 1.5x its first zero (tiles, bricks, knit),
+    measured up to half the side; None for a stochastic texture."""
     radial = _radial_correlation(image)
     if radial is None:
-        return None
-    mean, _, factor = radial
-    mean = mean[: len(mean) // 2 + 1]  # a quarter of the side
-    return float(mean[:_first_zero(mean)].sum()) * factor
+        return None, None
+    mean, largest, factor = radial
+    quarter = mean[: len(mean) // 2 + 1]
+    length = float(quarter[:_first_zero(quarter)].sum()) * factor
+    start = int(np.ceil(1.5 * max(_first_zero(mean), 1)))
+    if start >= len(largest):
+        return length, None
+    peak = start + int(np.argmax(largest[start:]))
+    return length, (float(peak * factor) if largest[peak] >= PERIOD_PEAK else None)
+
+
+def correlation_length(image: torch.Tensor) -> float | None:
+    """The correlation length in px of an image (C, H, W) (see scale_measures)."""
+    return scale_measures(image)[0]
 
 
 def period(image: torch.Tensor) -> float | None:
-    """The repeat distance in px of a regular pattern in an image (C, H, W): where its autocorrelation,
-    in the best direction, peaks again at least PERIOD_PEAK beyond 1.5x its first zero (tiles, bricks,
-    knit); None for a stochastic texture. Measured up to half the side."""
-    radial = _radial_correlation(image)
-    if radial is None:
-        return None
-    mean, largest, factor = radial
-    start = int(np.ceil(1.5 * max(_first_zero(mean), 1)))
-    if start >= len(largest):
-        return None
-    peak = start + int(np.argmax(largest[start:]))
-    return float(peak * factor) if largest[peak] >= PERIOD_PEAK else None
+    """The repeat distance in px of a regular pattern in an image (C, H, W) (see scale_measures)."""
+    return scale_measures(image)[1]
 
 
 @dataclass

@@ -37,7 +37,7 @@ from .losses import (
     overflow_loss,
     relief_strength,
 )
-from .scale import choose_scale, correlation_length, period
+from .scale import choose_scale, period, scale_measures
 from .tasks import DEFAULT_SCALES, Texture2DTask, VolumeTask
 
 PBR_MAPS = PBR_CHANNELS[1:]  # the maps beside the albedo, in output order
@@ -254,9 +254,10 @@ class Trainer:
             for note in self.map_notes:
                 self.progress.update("maps", 1.0, note, force=True)
         channels = map_slices(kinds)
-        repeats = [period(exemplar[channels[kind]]) for kind in ("albedo", "height") if kind in channels]
-        self.scale = choose_scale(config.domain, correlation_length(exemplar[channels["albedo"]]), exemplar.shape[-1],
-                                  grid=config.grid, zoom=config.zoom, period_px=max(filter(None, repeats), default=None))
+        length, albedo_period = scale_measures(exemplar[channels["albedo"]])
+        repeats = [albedo_period, period(exemplar[channels["height"]]) if "height" in channels else None]
+        self.scale = choose_scale(config.domain, length, exemplar.shape[-1], grid=config.grid, zoom=config.zoom,
+                                  period_px=max(filter(None, repeats), default=None))
         config.grid, config.zoom = self.scale.grid, self.scale.zoom
         if exemplar.shape[-1] / config.zoom < MIN_EXEMPLAR_SIZE:
             raise NCA3DError(f"--zoom {config.zoom:g} leaves {exemplar.shape[-1] / config.zoom:.0f} px of the "
