@@ -12,7 +12,7 @@ import sys
 
 from ..errors import NCA3DError
 
-# One module per bench (core, volume, texture, train, quality, quality_pbr, transfer), all over the measuring
+# One module per bench (core, volume, texture, train, quality, quality_pbr, transfer, realtime), all over the measuring
 # helpers of .measure; nothing outside this package imports it but the CLI's `nca3d bench`.
 
 
@@ -72,6 +72,14 @@ def _run_texture(args, device):
     return bench_texture(args.mesh, sizes=sizes, device=device), print_bench_texture
 
 
+def _run_realtime(args, device):
+    from .realtime import bench_realtime, print_realtime
+
+    if args.steps_per_frame < 1:
+        raise NCA3DError(f"--steps-per-frame {args.steps_per_frame} must be at least 1")
+    return bench_realtime(device=device, quick=args.quick, steps_per_frame=args.steps_per_frame), print_realtime
+
+
 def _run_transfer(args, device):
     from .transfer import bench_transfer, print_transfer
 
@@ -84,7 +92,8 @@ def _run_transfer(args, device):
 
 
 BENCHES = {"core": _run_core, "volume": _run_volume, "quality": _run_quality, "train": _run_train,
-           "texture": _run_texture, "raycast": _run_raycast, "derive": _run_derive, "transfer": _run_transfer}
+           "texture": _run_texture, "raycast": _run_raycast, "derive": _run_derive, "transfer": _run_transfer,
+           "realtime": _run_realtime}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     texture = parser.add_argument_group("texture")
     texture.add_argument("--mesh", default="../shared/data/meshes/bunny_cgal.off",
                          help="mesh to bake (default: the 75k-face bunny of ../shared/data)")
+    realtime = parser.add_argument_group("realtime")
+    realtime.add_argument("--steps-per-frame", type=int, default=1, help="NCA steps per shown frame (default 1)")
     args = parser.parse_args(argv)
     from ..device import resolve_device
 
