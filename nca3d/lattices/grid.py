@@ -67,9 +67,8 @@ class GridLattice(Lattice):
         strides_arraywise = [1] * dims
         for axis in range(dims - 2, -1, -1):
             strides_arraywise[axis] = strides_arraywise[axis + 1] * self.cell_shape[axis + 1]
-        self._sizes_xyz = torch.tensor(self.cell_shape[::-1])
-        self._strides_xyz = torch.tensor(strides_arraywise[::-1])
-        self._offsets = torch.tensor(list(itertools.product((0, 1), repeat=dims)))  # (2^d, d), x first
+        self._strides_xyz = strides_arraywise[::-1]
+        self._corner_bits = list(itertools.product((0, 1), repeat=dims))  # (2^d, d), x first
 
     def to(self, device) -> "GridLattice":
         return self
@@ -101,16 +100,26 @@ class GridLattice(Lattice):
         return self.locate_cells(cell.long(), points - cell)
 
     def locate_cells(self, cell: Tensor, frac: Tensor) -> Located:
-        """Explicit primitive: lower corner cell (Q, d) long and position inside it frac (Q, d) in [0, 1]."""
-        device = frac.device
-        sizes = self._sizes_xyz.to(device)
-        strides = self._strides_xyz.to(device)
-        offsets = self._offsets.to(device)  # (K, d)
-        corner_xyz = torch.remainder(cell.unsqueeze(1) + offsets, sizes)  # (Q, K, d)
-        corners = (corner_xyz * strides).sum(-1)
-        per_axis = torch.where(offsets.bool(), frac.unsqueeze(1), 1.0 - frac.unsqueeze(1))  # (Q, K, d)
-        weights = per_axis.prod(-1)
-        return Located(corners=corners, weights=weights, local=cartesian_local(frac, self.harmonics))
+        """Explicit primitive: lower corner cell (Q, d) long and position inside it frac (Q, d) in [0, 1].
+
+        Corner k of the 2^d is the k-th of itertools.product((0, 1), repeat=d) (x first): per axis,
+        the low or high cell index (wrapped) and weight 1 - frac or frac, built from (Q,) columns."""
+        low_high, weight_pairs = [], []
+        for axis, (size, stride) in enumerate(zip(self.sizes_xyz, self._strides_xyz)):
+            low = torch.remainder(cell[:, axis], size)
+            high = torch.where(low == size - 1, 0, low + 1)
+            low_high.append((low * stride, high * stride))
+            weight_pairs.append((1.0 - frac[:, axis], frac[:, axis]))
+        corners, weights = [], []
+        for bits in self._corner_bits:
+            index, weight = low_high[0][bits[0]], weight_pairs[0][bits[0]]
+            for axis in range(1, len(bits)):
+                index = index + low_high[axis][bits[axis]]
+                weight = weight * weight_pairs[axis][bits[axis]]
+            corners.append(index)
+            weights.append(weight)
+        return Located(corners=torch.stack(corners, dim=1), weights=torch.stack(weights, dim=1),
+                       local=cartesian_local(frac, self.harmonics))
 
     def sample_points(self, scale: float, device=None) -> Tensor:
         """Pixel/voxel centres of an output `scale` times the lattice resolution: (prod(n*scale), d).
