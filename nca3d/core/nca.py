@@ -45,20 +45,40 @@ class NCA(nn.Module):
                 f"{lattice.perception_size}"
             )
         fire = torch.rand(state.shape[:-1], generator=generator, device=state.device) < self.fire_rate
-        # A GPU gains nothing from cache-sized blocks or from skipping idle cells, and pays a kernel
-        # launch per block and a host sync per boolean mask: big blocks, every cell through the MLP.
-        on_cpu = state.device.type == "cpu"
+        if torch.is_grad_enabled() or state.device.type != "cpu":
+            new_state = self._update_all(state, lattice, fire)
+            return new_state.clamp(-self.state_limit, self.state_limit) if self.state_limit > 0 else new_state
+        new_state = self._update_fired(state, lattice, fire)
+        return new_state.clamp_(-self.state_limit, self.state_limit) if self.state_limit > 0 else new_state
+
+    def _update_all(self, state: Tensor, lattice: Lattice, fire: Tensor) -> Tensor:
+        """Every cell through the MLP, the update masked by `fire` (B, *cells) bool: differentiable.
+        A GPU gains nothing from cache-sized blocks or from skipping idle cells, and pays a kernel
+        launch per block and a host sync per boolean mask: big blocks there."""
         blocks = []
-        for rows, perception in lattice.perceive_blocks(state, BLOCK_CELLS if on_cpu else GPU_BLOCK_CELLS):
+        block_cells = BLOCK_CELLS if state.device.type == "cpu" else GPU_BLOCK_CELLS
+        for rows, perception in lattice.perceive_blocks(state, block_cells):
             old, fires = state[:, rows], fire[:, rows]
-            if torch.is_grad_enabled() or not on_cpu:
-                blocks.append(old + fires.unsqueeze(-1).to(old.dtype) * self.update(perception))
-            else:  # CPU inference: run the MLP only on the cells that fire
-                new = old.clone()
-                new[fires] += self.update(perception[fires])
-                blocks.append(new)
-        new_state = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
-        return new_state.clamp(-self.state_limit, self.state_limit) if self.state_limit > 0 else new_state
+            blocks.append(old + fires.unsqueeze(-1).to(old.dtype) * self.update(perception))
+        return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
+
+    def _update_fired(self, state: Tensor, lattice: Lattice, fire: Tensor) -> Tensor:
+        """CPU inference: only the cells that fire (B, *cells) go through the MLP. Their perception
+        rows are gathered and their new states written into a copy of the state by flat index
+        (index_select / index_copy_: an order of magnitude faster here than boolean masks)."""
+        batch, channels = state.shape[0], state.shape[-1]
+        flat_state = state.reshape(-1, channels)
+        new_state = state.clone()
+        cells = fire[0].numel()
+        per_row = cells // fire.shape[1]  # cells per index of the first cell axis
+        for rows, perception in lattice.perceive_blocks(state, BLOCK_CELLS):
+            fired = fire[:, rows].reshape(batch, -1).nonzero()  # (F, 2): batch element, cell of the block
+            block_cells = (rows.stop - rows.start) * per_row
+            update = self.update(perception.reshape(batch * block_cells, -1)
+                                 .index_select(0, fired[:, 0] * block_cells + fired[:, 1]))
+            at = fired[:, 0] * cells + rows.start * per_row + fired[:, 1]  # rows of flat_state
+            new_state.view(-1, channels).index_copy_(0, at, flat_state.index_select(0, at) + update)
+        return new_state
 
     def rollout(self, state: Tensor, lattice: Lattice, steps: int, generator: torch.Generator | None = None,
                 callback=None, checkpoint_segment: int = 0) -> Tensor:
