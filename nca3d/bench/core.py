@@ -23,7 +23,9 @@ def _synced_grid(model, state, lattice, side: int, method: str, device):
 
 
 def bench_core(device="cpu", quick: bool = False) -> dict:
-    """NCA step time per lattice and LPPN decode throughput, with ratios to the matmul rate; on grid
+    """NCA step time per lattice and LPPN decode throughput (model.decode in inference mode: the fast
+    SIREN forward on the CPU), with ratios to the matmul rate; the fast SIREN forward's speed over
+    the exact one (siren_fast_over_exact) on the same features; on grid
     lattices also the separable dense-grid decode of one period at as many points (grid_points_per_s)
     and its speed over the generic locate + decode of the same grid (grid_speedup)."""
     torch.manual_seed(0)
@@ -58,6 +60,11 @@ def bench_core(device="cpu", quick: bool = False) -> dict:
                 query = (query.repeat(points // len(query) + 1, 1)[:points] * 1.37)
             one = state[:1]
             decode_s = timed(lambda: sync(model.decode(one, lattice, query), device), repeats=3)
+            siren_s = {}
+            if torch.device(device).type == "cpu":  # the fast forward is the CPU's
+                features = torch.randn(1 << 16, model.lppn.layers[0].in_features)
+                siren_s = {name: timed(partial(forward, features), repeats=3)
+                           for name, forward in (("exact", model.lppn.exact), ("fast", model.lppn.fast))}
             grid_s = {}
             if domain != "mesh":
                 side = round(points ** (1 / len(lattice.cell_shape)))  # a side^2 map or side^3 volume
@@ -72,6 +79,7 @@ def bench_core(device="cpu", quick: bool = False) -> dict:
             "mlp_gflops": fired_gflops, "mlp_ratio_to_matmul": fired_gflops / reference,
             "decode_points_per_s": points_per_s, "decode_gflops": decode_gflops,
             "decode_ratio_to_matmul": decode_gflops / reference,
+            "siren_fast_over_exact": siren_s["exact"] / siren_s["fast"] if siren_s else None,
             "grid_points_per_s": grid_points / grid_s["separable"] if grid_s else None,
             "grid_speedup": grid_s["generic"] / grid_s["separable"] if grid_s else None,
         })
@@ -82,13 +90,17 @@ def print_core(results: dict) -> None:
     print(f"device {results['device']}, {results['threads']} threads; "
           f"dense fp32 matmul {results['matmul_gflops']:.1f} GFLOP/s (ratio 1.00)")
     print(f"{'lattice':28s} {'step ms':>9s} {'Mcells/s':>9s} {'MLP ratio':>10s} "
-          f"{'decode Mpts/s':>14s} {'decode ratio':>13s} {'grid Mpts/s':>12s} {'grid x generic':>15s}")
+          f"{'decode Mpts/s':>14s} {'decode ratio':>13s} {'fast x exact':>13s} {'grid Mpts/s':>12s} "
+          f"{'grid x generic':>15s}")
     for row in results["lattices"]:
         grid = (f"{row['grid_points_per_s'] / 1e6:12.2f} {row['grid_speedup']:15.2f}" if row["grid_speedup"]
                 else f"{'-':>12s} {'-':>15s}")
+        fast = f"{row['siren_fast_over_exact']:13.2f}" if row["siren_fast_over_exact"] else f"{'-':>13s}"
         print(f"{row['lattice']:28s} {row['step_ms']:9.1f} {row['cells_per_s'] / 1e6:9.2f} "
               f"{row['mlp_ratio_to_matmul']:10.2f} {row['decode_points_per_s'] / 1e6:14.2f} "
-              f"{row['decode_ratio_to_matmul']:13.2f} {grid}")
+              f"{row['decode_ratio_to_matmul']:13.2f} {fast} {grid}")
     print("MLP ratio: useful update-MLP FLOP/s (firing cells only) / matmul; "
-          "decode ratio: SIREN matmul FLOP/s / matmul; grid: the separable dense-grid decode of one period "
+          "decode ratio: SIREN matmul FLOP/s / matmul; fast x exact: the CPU inference SIREN forward "
+          "(blocked, numpy sine) over the exact one (torch.sin, autograd's); "
+          "grid: the separable dense-grid decode of one period "
           "(2D maps and previews, volumes) and its speed over the generic locate + decode of the same grid.")
