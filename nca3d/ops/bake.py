@@ -7,17 +7,18 @@ nearest point of the nearest triangle, so bilinear filtering at island edges rea
 surface values. `dilate` then copies the nearest covered texel outwards by a margin, for
 mipmaps.
 
-Work is chunked over a flat, virtual list of (triangle, texel-in-its-bounding-box) candidates,
-so memory stays bounded whatever the map size and however large one triangle is in UV space.
+Work is chunked over a flat, virtual list of (triangle, texel-in-its-row-span) candidates, then
+over bands of texel rows, so memory stays bounded (one (S*S,) key buffer besides the chunks)
+whatever the map size and however large one triangle is in UV space. All of it is single-threaded
+numpy: on 2 busy cores torch's elementwise kernels ran up to 10x slower than numpy's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
-import torch
 
 EMPTY = 255  # texel distance code of a texel no triangle covers
 
@@ -38,13 +39,21 @@ def _cross2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class UVRasteriser:
     """Streams the texels of an S x S map covered by the UV triangles of (uv (V, 2), faces (F, 3)).
 
-    `distance` (S*S,) uint8 keeps, per texel, the best coverage so far (0: centre inside a
-    triangle, up to 254: `border` px outside, EMPTY: uncovered); a texel is emitted again only
-    when a later triangle covers it better, so each ends with its closest triangle.
+    Two passes. Pass 1 scores every candidate (triangle, texel-in-its-row-span) by its coverage
+    code (0: centre inside the triangle, up to 254: `border` px outside) and keeps per texel the
+    best one, the lowest code and among equal codes the last triangle (a painter's order), in
+    one (S*S,) key buffer. Pass 2 streams the covered texels in raster order, band by band, with
+    barycentrics from the winning triangle: each texel once, and downstream scatters write
+    memory in order.
+
+    chunk: candidates per pass-1 step, and the texels of a pass-2 band (up to one row more). At
+    2^18 a chunk's largest downstream array (MeshBaker.locate's corners, 108 bytes a texel) stays
+    under glibc's 32 MB mmap threshold, so its memory is reused rather than page-faulted afresh:
+    3x faster than chunks of 2^21.
     """
 
     def __init__(self, uv: np.ndarray, faces: np.ndarray, size: int, border: float = 1.0,
-                 chunk: int = 1 << 21):
+                 chunk: int = 1 << 18):
         self.size, self.border, self.chunk = int(size), float(border), int(chunk)
         corners = np.asarray(uv, np.float64)[np.asarray(faces)]  # (F, 3, 2)
         px = np.empty_like(corners)
@@ -60,14 +69,15 @@ class UVRasteriser:
         # Per triangle, barycentrics b, c are linear in q = centre - a: b = q . kb, c = q . kc.
         kb = np.stack([ac[:, 1], -ac[:, 0]], 1) / area2[:, None]
         kc = np.stack([-ab[:, 1], ab[:, 0]], 1) / area2[:, None]
-        self._table = torch.from_numpy(np.concatenate([px[:, 0], kb, kc, heights], 1).astype(np.float32))
-        self._spans = self._row_spans(px, kb, kc, heights)  # (R, 4): triangle, row, first column, columns
-        self._offsets = torch.from_numpy(np.concatenate([[0], np.cumsum(self._spans[:, 3].numpy())]))
-        self._distance = torch.full((size * size,), EMPTY, dtype=torch.uint8)
-        self.position = 0
+        self._table = np.ascontiguousarray(np.concatenate([px[:, 0], kb, kc], 1).T, np.float32)  # (6, F)
+        self._shift = 24 if len(self.faces) < 1 << 24 else 40  # key = (255 - code) << shift | triangle
+        self._keys = np.zeros(size * size, np.uint32 if self._shift == 24 else np.uint64)
+        self._row_spans(px, kb, kc, heights)
+        self.progress = 0.0  # fraction of the work done, for progress reports
 
-    def _row_spans(self, px, kb, kc, heights) -> torch.Tensor:
-        """Per triangle and texel row, the columns whose centres may lie within `border` px of it.
+    def _row_spans(self, px, kb, kc, heights) -> None:
+        """Per triangle and texel row, the columns whose centres may lie within `border` px of it,
+        and along them each edge's signed distance in px (> 0: outside), linear in the column.
 
         Along a row each barycentric is linear in x, so each edge bounds x on one side: the
         span is exact up to one texel either side (the per-texel test decides), and the
@@ -92,56 +102,72 @@ class UVRasteriser:
         last = np.clip(np.floor(np.clip(ax + upper, -1, size + 1) - 0.5).astype(np.int64) + 1, 0, size - 1)
         width = np.where(flat_out, 0, np.maximum(last - first + 1, 0))
         keep = width > 0
-        return torch.from_numpy(np.stack([tri[keep], y[keep], first[keep], width[keep]], 1))
+        tri, first = tri[keep], first[keep]
+        # signed px beyond edge k at the span's first centre, and its step per column
+        outside = -(at_a[keep] + (first + 0.5 - ax[keep])[:, None] * slope[keep]) * heights[tri]
+        self._span_tri, self._span_start = tri.astype(self._keys.dtype), y[keep] * size + first
+        self._span_outside = np.ascontiguousarray(outside.T, np.float32)  # (3, R)
+        self._span_step = np.ascontiguousarray((-slope[keep] * heights[tri]).T, np.float32)  # (3, R)
+        self._offsets = np.concatenate([[0], np.cumsum(width[keep])])
 
     @property
     def candidates(self) -> int:
         return int(self._offsets[-1])
 
     def __iter__(self) -> Iterator[Texels]:
-        """Chunks of texels; `position` counts the candidates handled so far (for progress)."""
+        """Pass 1 over all candidates, then chunks of covered texels in raster order."""
         for start in range(0, self.candidates, self.chunk):
-            self.position = min(self.candidates, start + self.chunk)
-            texels = self._chunk(start, self.position)
+            self._score(start, min(self.candidates, start + self.chunk))
+        rows = max(1, self.chunk // self.size)
+        for top in range(0, self.size, rows):
+            self.progress = min(self.size, top + rows) / self.size
+            texels = self._texels(top, min(self.size, top + rows))
             if len(texels.index):
                 yield texels
 
-    def _chunk(self, start: int, stop: int) -> Texels:
-        flat = torch.arange(start, stop, dtype=torch.int64)
-        first = int(torch.searchsorted(self._offsets, torch.tensor([start]), right=True)[0]) - 1
-        last = int(torch.searchsorted(self._offsets, torch.tensor([stop - 1]), right=True)[0]) - 1
-        ends = self._offsets[first + 1:last + 2].clamp(max=stop)
-        starts = self._offsets[first:last + 1].clamp(min=start)
-        span = torch.repeat_interleave(torch.arange(first, last + 1), ends - starts)  # (stop - start,)
-        spans = self._spans[span]
-        tri, y = spans[:, 0], spans[:, 1]
-        x = spans[:, 2] + flat - self._offsets[span]
-        row = self._table[tri]  # (N, 11): a, kb, kc, heights
-        qx = x.to(torch.float32) + 0.5 - row[:, 0]
-        qy = y.to(torch.float32) + 0.5 - row[:, 1]
-        b = qx * row[:, 2] + qy * row[:, 3]
-        c = qx * row[:, 4] + qy * row[:, 5]
-        bary = torch.stack([1.0 - b - c, b, c], 1)
-        outside = (torch.relu(-bary) * row[:, 6:9]).amax(1)  # px beyond the farthest edge
-        code = torch.clamp(torch.ceil(outside * (254.0 / max(self.border, 1e-9))), max=254).to(torch.uint8)
-        index = y * self.size + x
-        keep = (outside <= self.border) & (code < self._distance[index])
-        index, tri, bary, code = index[keep], tri[keep], bary[keep], code[keep]
-        self._distance.scatter_reduce_(0, index, code, "amin")
-        best = code == self._distance[index]  # a tie (a centre on a shared edge) emits both: same surface point
-        index, tri, bary = index[best], tri[best], bary[best].clamp_min(0.0)
-        bary = bary / bary.sum(1, keepdim=True)
-        return Texels(index=index.numpy(), face=self.faces[tri.numpy()], bary=bary.numpy())
+    def _score(self, start: int, stop: int) -> None:
+        """Pass 1 on candidates [start, stop): the best key per texel into `self._keys`."""
+        first, last = np.searchsorted(self._offsets, [start, stop - 1], side="right") - 1
+        span = slice(first, last + 1)
+        counts = np.diff(np.clip(self._offsets[first:last + 2], start, stop))
+        column = np.arange(start, stop) - np.repeat(self._offsets[span], counts)  # from the span's first
+        step = column.astype(np.float32)
+        outside = np.zeros(stop - start, np.float32)
+        for k in range(3):
+            edge = np.repeat(self._span_outside[k, span], counts)
+            edge += step * np.repeat(self._span_step[k, span], counts)
+            np.maximum(outside, edge, out=outside)
+        near = np.flatnonzero(outside <= self.border)
+        code = np.minimum(np.ceil(outside[near] * (254.0 / max(self.border, 1e-9))), 254).astype(self._keys.dtype)
+        key = (255 - code) << self._shift | np.repeat(self._span_tri[span], counts)[near]
+        np.maximum.at(self._keys, (np.repeat(self._span_start[span], counts) + column)[near], key)
+
+    def _texels(self, top: int, bottom: int) -> Texels:
+        """Pass 2 on texel rows [top, bottom): the covered texels, their triangle and barycentrics."""
+        keys = self._keys[top * self.size:bottom * self.size]
+        local = np.flatnonzero(keys)
+        tri = (keys[local] & ((1 << self._shift) - 1)).astype(np.int64)
+        index = local + top * self.size
+        row, col = np.divmod(index, self.size)
+        ax, ay, kb0, kb1, kc0, kc1 = (t[tri] for t in self._table)
+        qx = col.astype(np.float32) + np.float32(0.5) - ax
+        qy = row.astype(np.float32) + np.float32(0.5) - ay
+        b = qx * kb0 + qy * kb1
+        c = qx * kc0 + qy * kc1
+        bary = np.stack([1.0 - b - c, b, c], 1)
+        np.maximum(bary, 0.0, out=bary)
+        bary /= bary.sum(1, keepdims=True)
+        return Texels(index=index, face=self.faces[tri], bary=bary)
 
     @property
     def distance(self) -> np.ndarray:
-        """(S*S,) uint8 coverage codes (see the class docstring)."""
-        return self._distance.numpy()
+        """(S*S,) uint8 coverage codes of the winning triangles (EMPTY: uncovered)."""
+        return (255 - (self._keys >> self._shift)).astype(np.uint8)
 
     @property
     def covered(self) -> np.ndarray:
         """(S, S) bool: texels some triangle covers."""
-        return (self.distance != EMPTY).reshape(self.size, self.size)
+        return (self._keys != 0).reshape(self.size, self.size)
 
 
 def sample_bilinear(texture: np.ndarray, uv: np.ndarray) -> np.ndarray:
@@ -220,14 +246,23 @@ def tangent_frames(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray) -> T
 
 def orthonormal_to(vectors: np.ndarray, normals: np.ndarray) -> np.ndarray:
     """Gram-Schmidt: unit vectors (N, 3) orthogonal to unit `normals` (any one where degenerate)."""
-    v = vectors - np.sum(vectors * normals, axis=1, keepdims=True) * normals
-    length = np.linalg.norm(v, axis=1, keepdims=True)
+    v = vectors - np.einsum("nd,nd->n", vectors, normals)[:, None] * normals
+    length = np.sqrt(np.einsum("nd,nd->n", v, v))[:, None]
     bad = length[:, 0] < 1e-12
     if bad.any():  # pick any perpendicular direction
         helper = np.where(np.abs(normals[bad, :1]) < 0.9, [[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]])
-        v[bad] = np.cross(normals[bad], helper)
+        v[bad] = cross(normals[bad], helper)
         length[bad] = np.linalg.norm(v[bad], axis=1, keepdims=True)
     return v / length
+
+
+def cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cross products (N, 3) of (N, 3) arrays (np.cross without its axis shuffling)."""
+    out = np.empty(np.broadcast_shapes(a.shape, b.shape), np.result_type(a, b))
+    for k in range(3):
+        i, j = (k + 1) % 3, (k + 2) % 3
+        np.subtract(a[:, i] * b[:, j], a[:, j] * b[:, i], out=out[:, k])
+    return out
 
 
 def interpolate(values: np.ndarray, faces: np.ndarray, face: np.ndarray, bary: np.ndarray) -> np.ndarray:
@@ -242,7 +277,7 @@ def texel_frames(frames: TangentFrames, faces: np.ndarray, face: np.ndarray, bar
     n = interpolate(frames.normal, faces, face, bary)
     n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-30)
     t = orthonormal_to(interpolate(frames.tangent, faces, face, bary), n)
-    b = frames.sign[face][:, None] * np.cross(n, t)
+    b = frames.sign[face][:, None] * cross(n, t)
     return t, b, n
 
 
@@ -254,31 +289,34 @@ def up_frames(normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     world_up[:, 1] = 1.0
     world_up[np.abs(normals[:, 1]) > 1.0 - 1e-6] = (0.0, 0.0, 1.0)
     up = orthonormal_to(world_up, normals)
-    return np.cross(up, normals), up
+    return cross(up, normals), up
 
 
 def dilate(maps: list[np.ndarray], covered: np.ndarray, margin: int, band: int = 1024) -> None:
     """Copy the nearest covered texel into every uncovered texel within `margin` px, in place.
 
-    maps: arrays (S, S, ...) sharing `covered` (S, S) bool. Works in row bands (with a
-    `margin` halo) so memory stays bounded at 8K.
+    maps: arrays (S, S, ...) sharing `covered` (S, S) bool. Per row band (with a `margin` halo,
+    so memory stays bounded at 8K) one feature transform (the nearest covered texel, without
+    scipy's float64 distances) gives flat (target, source) indices that every map copies along.
     """
     from scipy import ndimage
 
     size = covered.shape[0]
     if margin <= 0 or covered.all() or not covered.any():
         return
+    flats = [image.reshape(size * size, -1) for image in maps]
     for top in range(0, size, band):
         bottom = min(size, top + band)
         lo, hi = max(0, top - margin), min(size, bottom + margin)
         hole = ~covered[lo:hi]
-        if not hole[top - lo:bottom - lo].any():
-            continue
-        distance, (rows, cols) = ndimage.distance_transform_edt(hole, return_indices=True)
         inner = slice(top - lo, bottom - lo)
-        fill = hole[inner] & (distance[inner] <= margin)
-        target_rows, target_cols = np.nonzero(fill)
-        source_rows = rows[inner][fill] + lo
-        source_cols = cols[inner][fill]
-        for image in maps:
-            image[target_rows + top, target_cols] = image[source_rows, source_cols]
+        target = np.flatnonzero(hole[inner])
+        if not len(target):
+            continue
+        rows, cols = ndimage.distance_transform_edt(hole, return_distances=False, return_indices=True)
+        source_rows, source_cols = rows[inner].reshape(-1)[target], cols[inner].reshape(-1)[target]
+        target_rows, target_cols = np.divmod(target, size)
+        near = (source_rows - target_rows - (top - lo)) ** 2 + (source_cols - target_cols) ** 2 <= margin * margin
+        target, source = target[near] + top * size, (source_rows[near] + lo) * size + source_cols[near]
+        for flat in flats:
+            flat[target] = flat[source]

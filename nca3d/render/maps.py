@@ -95,13 +95,23 @@ class MapsConfig:
         _check_common(self)
 
 
-def _quantise(values: np.ndarray, bits: int = 8) -> np.ndarray:
-    top = (1 << bits) - 1
-    return np.round(np.clip(np.nan_to_num(values), 0.0, 1.0) * top).astype(np.uint8 if bits == 8 else np.uint16)
+def _quantise(values: np.ndarray, bits: int = 8, copy: bool = True) -> np.ndarray:
+    """Values (...) in [0, 1] -> uint8 / uint16 (NaN: 0); copy=False: a float32 `values` is used as
+    scratch space."""
+    values = np.array(values, np.float32, copy=copy or None)
+    np.fmax(values, 0.0, out=values)  # fmax and fmin drop NaN: NaN -> 0 (np.nan_to_num is 30x slower)
+    np.fmin(values, 1.0, out=values)
+    values *= (1 << bits) - 1
+    return np.rint(values, out=values).astype(np.uint8 if bits == 8 else np.uint16)
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise dot products (Q,) of (Q, 3) arrays."""
+    return np.einsum("qd,qd->q", a, b)
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return vectors / np.maximum(np.sqrt(_dot(vectors, vectors)), 1e-12)[:, None]
 
 
 def decoded_normals(encoded: np.ndarray) -> np.ndarray:
@@ -133,13 +143,29 @@ class MapSet:
                 shape = (size, size, channels[name]) if channels[name] > 1 else (size, size)
                 self.arrays[name] = np.zeros(shape, np.uint8)
 
-    def put(self, name: str, flat_index: np.ndarray, values: np.ndarray) -> None:
+    def put(self, index: np.ndarray, columns: dict[str, np.ndarray]) -> None:
+        """Scatter values {name: (T, C) or (T,)} in [0, 1] at flat texel index (T,); all 8-bit
+        channels are quantised together, as one (channels, T) float32 block, then scattered one
+        channel at a time (a plain 1D scatter: 3x faster than rows of 3 bytes)."""
+        eight = [name for name in columns if self.arrays[name].dtype == np.uint8]
+        values = [np.reshape(columns[name], (len(index), -1)) for name in eight]
+        block = np.empty((sum(v.shape[1] for v in values), len(index)), np.float32)
+        channels = np.cumsum([0] + [v.shape[1] for v in values])
+        for start, v in zip(channels, values):
+            block[start:start + v.shape[1]] = v.T
+        block = _quantise(block, copy=False)
+        for start, name in zip(channels, eight):
+            view = self._flat(name)
+            for k in range(view.shape[1]):
+                view[:, k][index] = block[start + k]
+        for name in columns.keys() - set(eight):
+            view, values = self._flat(name), np.reshape(columns[name], (len(index), -1))
+            view[index] = values if view.dtype == np.float32 else _quantise(values, 16)
+
+    def _flat(self, name: str) -> np.ndarray:
+        """The map as a (S*S, C) view."""
         array = self.arrays[name]
-        view = array.reshape(array.shape[0] * array.shape[1], -1)
-        if array.dtype == np.float32:
-            view[flat_index] = values.reshape(len(flat_index), -1)
-        else:
-            view[flat_index] = _quantise(values, 16 if array.dtype == np.uint16 else 8).reshape(len(flat_index), -1)
+        return array.reshape(array.shape[0] * array.shape[1], -1)
 
     def orm(self) -> np.ndarray | None:
         """R = ao, G = roughness, B = metallic (0); None when the model has neither."""
@@ -167,15 +193,13 @@ def store_outputs(maps: MapSet, model, values: np.ndarray, index: np.ndarray, no
                   normals_tangent=None, convention: str = "opengl") -> None:
     """Scatter decoded values (Q, K) into `maps` at flat texel `index`; normals come converted."""
     slices = model.channel_slices()
-    colour = values[:, slices["albedo"] if "albedo" in slices else slices["rgb"]]
-    maps.put("albedo", index, colour)
-    for name in ("roughness", "height", "ao"):
-        if name in maps.arrays:
-            maps.put(name, index, values[:, slices[name]])
+    columns = {"albedo": values[:, slices["albedo"] if "albedo" in slices else slices["rgb"]]}
+    columns.update({name: values[:, slices[name]] for name in ("roughness", "height", "ao") if name in maps.arrays})
     if "normal" in maps.arrays:
-        maps.put("normal", index, encode_normals(normals_tangent, convention))
+        columns["normal"] = encode_normals(normals_tangent, convention)
     if "normal_object" in maps.arrays:
-        maps.put("normal_object", index, encode_normals(normals_object))
+        columns["normal_object"] = encode_normals(normals_object)
+    maps.put(index, columns)
 
 
 def default_cells(model) -> int:
@@ -203,6 +227,9 @@ class MeshBaker:
         frames = tangent_frames(mesh.vertices, mesh.faces, mesh.uv)
         self.frames = dataclasses.replace(frames, tangent=frames.tangent.astype(np.float32),
                                           normal=frames.normal.astype(np.float32))
+        # per face and corner: position, normal, tangent (F, 3, 9), all a texel interpolates
+        self._corners = np.concatenate([mesh.vertices, frames.normal, frames.tangent], 1).astype(np.float32)[mesh.faces]
+        self._sign = frames.sign.astype(np.float32)
         area = float(np.linalg.norm(np.cross(mesh.vertices[mesh.faces[:, 1]] - mesh.vertices[mesh.faces[:, 0]],
                                              mesh.vertices[mesh.faces[:, 2]] - mesh.vertices[mesh.faces[:, 0]]),
                                     axis=1).sum() / 2)
@@ -249,22 +276,40 @@ class MeshBaker:
             face[stray], bary[stray], _ = self.caster.closest_points(positions[stray])
         return SurfacePoints(torch.from_numpy(face), torch.from_numpy(bary))
 
+    def locate(self, face: np.ndarray, bary: np.ndarray, with_tangents: bool):
+        """Texel points (face (T,), bary (T, 3)) -> positions (T, 3) and frame: (n,), or with tangents
+        (n, right, up, turn); all float32. n: the unit normal; (right, up): the model's frame at n
+        (`ops.bake.up_frames`); turn (T, 3) = (right . t, up . t, s) turns it into the texel's
+        tangent frame (t, b = s n x t, n) of `ops.bake.texel_frames`: b . right = -s up . t and
+        b . up = s right . t, as both frames are orthonormal around the same n."""
+        from ..ops.bake import orthonormal_to, up_frames
+
+        corners = np.take(self._corners, face, axis=0)  # (T, 3, 9)
+        point = np.einsum("tk,tkd->td", bary, corners if with_tangents else corners[..., :6])
+        n = _unit(point[:, 3:6])
+        if not with_tangents:
+            return point[:, :3], (n,)
+        t = orthonormal_to(point[:, 6:], n)
+        right, up = up_frames(n)
+        return point[:, :3], (n, right, up, np.stack([_dot(right, t), _dot(up, t), self._sign[face]], 1))
+
     def _located_chunks(self, with_tangents: bool):
-        """Per chunk of covered texels: (flat index (T,), query, frame), frame = (t, b, n) each
-        (T, 3) with tangents, else (n,); then `self.covered` is set.
+        """Per chunk of covered texels, in raster order: (flat index (T,), query, frame of `locate`);
+        then `self.covered` is set.
 
         All of it depends on the mesh only, so with `keep_geometry` it is kept for the next bakes
         (animation frames, live views) while it fits in GEOMETRY_CACHE_BYTES (a 2K map does;
         larger maps recompute)."""
-        from ..ops.bake import UVRasteriser, interpolate, texel_frames
+        from ..ops.bake import UVRasteriser
 
         if self._located is not None:
             for number, chunk in enumerate(self._located):
                 yield chunk, (number + 1) / len(self._located)
             return
-        mesh, clock = self.mesh, self._clock
-        rasteriser = UVRasteriser(mesh.uv, mesh.faces, self.config.size)
-        chunks = iter(rasteriser)
+        clock = self._clock
+        with clock("rasterise"):
+            rasteriser = UVRasteriser(self.mesh.uv, self.mesh.faces, self.config.size)
+            chunks = iter(rasteriser)
         cache, cached_bytes = ([] if self.keep_geometry else None), 0
         while True:
             with clock("rasterise"):
@@ -272,20 +317,16 @@ class MeshBaker:
             if texels is None:
                 break
             with clock("locate"):
-                positions = interpolate(mesh.vertices, mesh.faces, texels.face, texels.bary)
-                if with_tangents:
-                    frame = texel_frames(self.frames, mesh.faces, texels.face, texels.bary)
-                else:
-                    frame = (_unit(interpolate(self.frames.normal, mesh.faces, texels.face, texels.bary)),)
+                positions, frame = self.locate(texels.face, texels.bary, with_tangents)
             with clock("query"):  # the ray cast onto a mesh lattice
-                chunk = (texels.index, self.query(positions, frame[-1]), frame)
+                chunk = (texels.index, self.query(positions, frame[0]), frame)
             if cache is not None:
                 cached_bytes += texels.index.nbytes + sum(a.nbytes for a in frame) + _query_bytes(chunk[1])
                 if cached_bytes <= GEOMETRY_CACHE_BYTES:
                     cache.append(chunk)
                 else:
                     cache = None
-            yield chunk, rasteriser.position / max(rasteriser.candidates, 1)
+            yield chunk, rasteriser.progress
         self.covered = rasteriser.covered
         self._located = cache
 
@@ -293,7 +334,7 @@ class MeshBaker:
     def bake(self, state: torch.Tensor, label: str = "") -> tuple[MapSet, np.ndarray]:
         """Bake one frame -> (maps, covered (S, S) bool), seams dilated. Adds each part's
         seconds to `self.timings` (rasterise, locate, query, decode, normals, store, dilate)."""
-        from ..ops.bake import dilate, up_frames
+        from ..ops.bake import dilate
 
         cfg, clock = self.config, self._clock
         names = model_maps(self.model, object_space=True)
@@ -304,12 +345,13 @@ class MeshBaker:
             tangent_normals = object_normals = None
             if "normal" in names:
                 with clock("normals"):
-                    t, b, n = frame
-                    right, up = up_frames(n)
+                    n, right, up, turn = frame
                     local = decoded_normals(values[:, self.model.channel_slices()["normal"]])
-                    object_normals = _unit(local[:, :1] * right + local[:, 1:2] * up + local[:, 2:] * n)
-                    tangent_normals = np.stack([np.sum(object_normals * t, 1), np.sum(object_normals * b, 1),
-                                                np.sum(object_normals * n, 1)], axis=1)
+                    object_normals = local[:, :1] * right + local[:, 1:2] * up + local[:, 2:] * n
+                    cos, sin, sign = turn[:, :1], turn[:, 1:2], turn[:, 2:]
+                    tangent_normals = np.concatenate([cos * local[:, :1] + sin * local[:, 1:2],
+                                                      sign * (cos * local[:, 1:2] - sin * local[:, :1]),
+                                                      local[:, 2:]], 1)
             with clock("store"):
                 store_outputs(maps, self.model, values, index, object_normals, tangent_normals,
                               cfg.normal_convention)
