@@ -20,7 +20,8 @@ MIN_COSINE = 0.4  # a face goes only to a direction within 66 degrees of its nor
 SMOOTHING = 1.0  # weight of agreeing with the neighbours (per unit of perimeter) over facing the direction
 SMOOTHING_ROUNDS = 20
 PACK_ANGLES = 16  # turns tried per chart for its smallest bounding box (0 to 90 degrees)
-PACK_STEPS = 10  # bisection steps of the packing scale: within 2^(1/1024) of the largest that fits
+PACK_STEPS = 6  # bisection steps of the packing scale: within 1 % of the largest that fits
+PACK_GRID = 1024  # columns of the packing skyline at most
 
 
 def uv_areas(uv: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -50,67 +51,110 @@ def unwrap(mesh: SurfaceMesh, resolution: int = 1024, padding: int = 4) -> Surfa
     # one UV vertex per (chart, vertex)
     _, uv_first, uv_faces = np.unique(chart[:, None] * len(vertices) + faces, return_index=True,
                                       return_inverse=True)
-    uv = pack_charts(corner_uv.reshape(-1, 2)[uv_first], np.repeat(chart, 3)[uv_first], resolution, padding)
-    return SurfaceMesh(vertices=vertices[faces.ravel()[uv_first]], faces=uv_faces.reshape(-1, 3), uv=uv,
+    uv_faces = uv_faces.reshape(-1, 3)
+    uv = pack_charts(corner_uv.reshape(-1, 2)[uv_first], np.repeat(chart, 3)[uv_first], uv_faces, resolution,
+                     padding)
+    return SurfaceMesh(vertices=vertices[faces.ravel()[uv_first]], faces=uv_faces, uv=uv,
                        name=mesh.name)
 
 
-def pack_charts(uv: np.ndarray, chart: np.ndarray, resolution: int, padding: float) -> np.ndarray:
-    """Charts chart (U,) of uv (U, 2) in object units, each turned to its smallest bounding box (in
-    PACK_ANGLES steps) and scaled alike, placed in rows (tallest first, left to right) into [0, 1]^2
-    with `padding` texels of a `resolution`^2 map between their boxes; as large as fits. Returns (U, 2)."""
-    order = np.argsort(chart, kind="stable")
-    starts = np.flatnonzero(np.r_[True, chart[order][1:] != chart[order][:-1]])
+def pack_charts(uv: np.ndarray, chart: np.ndarray, faces: np.ndarray, resolution: int, padding: float
+                ) -> np.ndarray:
+    """Charts chart (U,) of uv (U, 2) in object units with faces (F, 3), packed into [0, 1]^2 for a
+    `resolution`^2 map with at least `padding` texels between charts, all at one scale, the largest
+    that fits (bisected in PACK_STEPS). Returns (U, 2).
+
+    Each chart is turned to its smallest bounding box (PACK_ANGLES steps) and seen on a grid of at
+    most PACK_GRID columns as a lower and an upper profile per column (sampled along its boundary
+    edges); biggest first, it drops onto the skyline of the charts placed so far where, and in
+    whichever of four quarter turns, its top comes to rest lowest, so that charts nest into the
+    hollows of the charts below them.
+    """
+    count = chart.max() + 1
     turns = np.exp(-1j * np.linspace(0.0, np.pi / 2, PACK_ANGLES, endpoint=False))
-    z = (uv[order, 0] + 1j * uv[order, 1])[:, None] * turns  # (U, A)
-    low = np.minimum.reduceat(z.real, starts) + 1j * np.minimum.reduceat(z.imag, starts)  # (C, A)
-    high = np.maximum.reduceat(z.real, starts) + 1j * np.maximum.reduceat(z.imag, starts)
-    extent = high - low
-    best = np.argmin(extent.real * extent.imag, axis=1)
-    rows = np.arange(len(starts))
-    low, extent = low[rows, best], extent[rows, best]
-    upright = extent.imag > extent.real  # turn a quarter more: boxes lie wide
-    size = np.where(upright, extent.imag + 1j * extent.real, extent)
-    count = np.diff(np.r_[starts, len(order)])
-    z = (z[np.arange(len(z)), np.repeat(best, count)] - np.repeat(low, count))
-    z = np.where(np.repeat(upright, count), -1j * z + 1j * np.repeat(extent.real, count), z)
-    width, height = size.real, size.imag
+    z = (uv[:, 0] + 1j * uv[:, 1])[:, None] * turns  # (U, A)
+    low = np.stack([np.full((count, PACK_ANGLES), np.inf)] * 2)
+    high = -low
+    for axis, part in enumerate((z.real, z.imag)):
+        np.minimum.at(low[axis], chart, part)
+        np.maximum.at(high[axis], chart, part)
+    extent = high - low  # (2, C, A)
+    best = np.argmin(extent[0] * extent[1], axis=1)
+    rows = np.arange(count)
+    z = z[np.arange(len(z)), best[chart]] - (low[0] + 1j * low[1])[chart, best[chart]]  # in [0, w] x [0, h]
+    width, height = extent[0][rows, best], extent[1][rows, best]
+    area = np.bincount(chart[faces[:, 0]], np.abs(uv_areas(uv, faces)), count)
+    tail, head, edge = half_edges(faces)
+    rim = np.bincount(edge)[edge] == 1
+    start, end, owner = z[tail[rim]], z[head[rim]], chart[tail[rim]]
     resolution, padding = float(resolution), float(padding)
-    tallest = np.lexsort((-width, -height))
+    grid = min(int(resolution), PACK_GRID)
+    cell = resolution / grid  # texels per grid cell
+    # free cells kept around each chart: 2 margins, less a sampling error per chart, make the padding
+    margin = int(np.ceil((padding + cell) / (2 * cell)))
+    order = np.argsort(-area, kind="stable").tolist()
+    window = np.lib.stride_tricks.sliding_window_view
 
-    def layout(scale: float) -> tuple[np.ndarray, float]:
-        return shelves(width[tallest] * scale + padding, height[tallest] * scale + padding, resolution)
+    def profiles(scale: float, quarter: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Columns (C,) and where each chart's start (C,), and per column (concatenated over charts) lowest and highest cell of each
+        chart at `scale` texels per unit, turned `quarter` quarter turns, with the margin."""
+        steps = np.maximum(np.ceil(np.abs(end - start) * scale / (cell / 2)).astype(np.int64), 1)  # half a cell apart
+        which = np.repeat(np.arange(len(start)), steps + 1)
+        t = (np.arange(len(which)) - np.repeat(np.cumsum(steps + 1) - steps - 1, steps + 1)) / steps[which]
+        point = (start[which] + t * (end[which] - start[which])) * scale / cell * 1j ** quarter
+        w, h = width * scale / cell, height * scale / cell
+        point += (0, h, w + 1j * h, 1j * w)[quarter][owner[which]] if quarter else 0
+        columns = np.ceil(h if quarter % 2 else w).astype(np.int64) + 2 * margin
+        offset = np.cumsum(columns) - columns
+        key = offset[owner[which]] + np.clip(np.floor(point.real).astype(np.int64) + margin, 0,
+                                             columns[owner[which]] - 1)
+        bottom = np.full(columns.sum(), np.inf)
+        top = np.full(columns.sum(), -np.inf)
+        np.minimum.at(bottom, key, np.floor(point.imag) - margin)
+        np.maximum.at(top, key, np.ceil(point.imag) + margin)
+        # spread the margin sideways: each column takes the extremes of its neighbours within it
+        pad = np.full(margin, np.inf)
+        bottom = window(np.concatenate([pad, bottom, pad]), 2 * margin + 1).min(axis=1)
+        top = window(np.concatenate([-pad, top, -pad]), 2 * margin + 1).max(axis=1)
+        return columns.tolist(), offset.tolist(), bottom, top
 
-    # bisect the scale (texels per unit) between one that fits and one that does not
-    high = min((resolution - padding) / max(width.max(), height.max(), 1e-300),
-               resolution / np.sqrt(max(np.sum(width * height), 1e-300)))
-    low = high / 2
-    while layout(low)[1] > resolution:
-        high, low = low, low / 2
-    if layout(high)[1] <= resolution:
-        low = high
+    def layout(scale: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """Lower-left corners (C,) complex in texels and quarter turns (C,), or None if it does not fit."""
+        turned = [profiles(scale, quarter) for quarter in range(4)]
+        sky = np.zeros(grid)
+        corner = np.zeros(count, dtype=complex)
+        quarters = np.zeros(count, dtype=np.int64)
+        for k in order:
+            choice = None
+            for quarter, (columns, offset, bottom, top) in enumerate(turned):
+                first, w = offset[k], columns[k]
+                if w > grid:
+                    continue
+                rest = np.max(window(sky, w) - bottom[first:first + w], axis=1)
+                x = int(np.argmin(rest))
+                y = max(float(rest[x]), 0.0)
+                summit = y + top[first:first + w].max()
+                if choice is None or summit < choice[0]:
+                    choice = (summit, x, y, quarter, top[first:first + w])
+            if choice is None or choice[0] > grid:
+                return None
+            _, x, y, quarter, top = choice
+            sky[x:x + len(top)] = np.maximum(sky[x:x + len(top)], y + top)
+            corner[k], quarters[k] = complex(x, y) * cell, quarter
+        return corner, quarters
+
+    high_scale = resolution / max(width.max(), height.max(), np.sqrt(area.sum()), 1e-300)
+    low_scale = high_scale * 0.6  # most layouts use 40 - 70 % of the map
+    while layout(low_scale) is None:
+        high_scale, low_scale = low_scale, low_scale / 2
     for _ in range(PACK_STEPS):
-        middle = np.sqrt(low * high)
-        low, high = (middle, high) if layout(middle)[1] <= resolution else (low, middle)
-    scale, corner = low, layout(low)[0]
-    place = np.empty(len(starts), dtype=complex)
-    place[tallest] = corner + (0.5 + 0.5j) * padding
-    packed = np.empty(len(uv), dtype=complex)
-    packed[order] = (z * scale + np.repeat(place, count)) / resolution
+        middle = np.sqrt(low_scale * high_scale)
+        low_scale, high_scale = (middle, high_scale) if layout(middle) is not None else (low_scale, middle)
+    corner, quarter = layout(low_scale)
+    w, h = width * low_scale, height * low_scale
+    shift = np.stack([np.zeros(count), h, w + 1j * h, 1j * w])[quarter, rows]
+    packed = (z * low_scale * 1j ** quarter[chart] + shift[chart] + corner[chart] + margin * cell) / resolution
     return np.clip(np.stack([packed.real, packed.imag], axis=1), 0.0, 1.0)
-
-
-def shelves(width: np.ndarray, height: np.ndarray, side: float) -> tuple[np.ndarray, float]:
-    """Boxes width / height (B,), tallest first, in rows of at most `side` wide, left to right and
-    row above row: (lower-left corners (B,) complex, top of the last row)."""
-    corner = np.empty(len(width), dtype=complex)
-    x = y = row = 0.0
-    for i, (w, h) in enumerate(zip(width.tolist(), height.tolist())):
-        if x + w > side and x > 0:
-            x, y, row = 0.0, y + row, 0.0
-        corner[i] = complex(x, y)
-        x, row = x + w, max(row, h)
-    return corner, y + row
 
 
 def project_charts(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,14 +1,22 @@
-"""unwrap / has_usable_uv: fresh xatlas charts that cover every face once and keep the 3D mesh."""
+"""unwrap / has_usable_uv / seam_stats: fresh charts that cover every face once, apart, and keep the 3D mesh."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from scipy import sparse
 from scipy.sparse import csgraph
 
 from nca3d.io.mesh import SurfaceMesh
 from nca3d.ops.demo_meshes import torus_geometry
-from nca3d.ops.uv import has_usable_uv, unwrap, uv_areas
+from nca3d.ops.uv import (
+    has_usable_uv,
+    overlapping_charts,
+    project_charts,
+    seam_stats,
+    unwrap,
+    uv_areas,
+)
 
 
 def torus(major: int = 24, minor: int = 12) -> SurfaceMesh:
@@ -80,3 +88,72 @@ def test_has_usable_uv():
     assert not has_usable_uv(SurfaceMesh(mesh.vertices, mesh.faces, uv=rng.random((count - 1, 2))))
     line = np.stack([np.linspace(0, 1, count)] * 2, axis=1)  # every face collapses onto a line in UV
     assert not has_usable_uv(SurfaceMesh(mesh.vertices, mesh.faces, uv=line))
+
+
+def helicoid(turns: float = 1.5, rings: int = 3, steps: int = 60) -> SurfaceMesh:
+    """A flat spiral ramp (radii 0.5 to 1, rising 0.05 per radian) facing +z: over 1.5 turns its
+    projection along z overlaps itself, though every face faces up."""
+    r, t = np.meshgrid(np.linspace(0.5, 1.0, rings + 1), np.linspace(0, 2 * np.pi * turns, steps + 1), indexing="ij")
+    vertices = np.stack([r * np.cos(t), r * np.sin(t), 0.05 * t], axis=-1).reshape(-1, 3)
+    index = np.arange(len(vertices)).reshape(rings + 1, steps + 1)
+    a, b, c, d = index[:-1, :-1].ravel(), index[1:, :-1].ravel(), index[1:, 1:].ravel(), index[:-1, 1:].ravel()
+    return SurfaceMesh(vertices, np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, d], 1)]), name="helicoid")
+
+
+def test_charts_that_would_overlap_themselves_are_cut():
+    mesh = helicoid()
+    chart, corner_uv = project_charts(mesh.vertices, mesh.faces)
+    assert chart.max() >= 1  # one +z region, cut where its projection came round onto itself
+    assert not overlapping_charts(corner_uv, mesh.faces, chart).any()
+    assert overlapping_charts(corner_uv, mesh.faces, np.zeros_like(chart)).all()  # uncut, it overlaps
+    once = helicoid(turns=0.9)
+    chart, corner_uv = project_charts(once.vertices, once.faces)
+    assert chart.max() == 0  # under one turn it stays whole
+    flat = unwrap(mesh, resolution=256, padding=2)
+    np.testing.assert_array_equal(flat.vertices[flat.faces], mesh.vertices[mesh.faces])
+    texel_owners(flat.uv, flat.faces, chart_of_faces(flat.faces, len(flat.vertices)), 256)
+
+
+def test_overlapping_charts_sees_corners_that_overlap_around_a_vertex():
+    # two triangles of one chart meeting only at vertex 0, the second inside the first: no boundary
+    # edges cross, only their corners at vertex 0 overlap
+    corner_uv = np.array([[[0, 0], [2, 0], [0, 2]], [[0, 0], [0.5, 0.2], [0.2, 0.5]]], dtype=float)
+    faces = np.array([[0, 1, 2], [0, 3, 4]])
+    assert overlapping_charts(corner_uv, faces, np.array([0, 0])).all()
+    corner_uv[1] = [[0, 0], [-1, 0], [0, -1]]  # opposite quadrants: a bowtie, no overlap
+    assert not overlapping_charts(corner_uv, faces, np.array([0, 0])).any()
+    assert overlapping_charts(corner_uv, faces, np.array([0, 1])).tolist() == [False, False]
+
+
+def cube() -> SurfaceMesh:
+    """The unit cube, 12 outward triangles."""
+    vertices = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], dtype=float)
+    faces = np.array([[0, 1, 3], [0, 3, 2], [4, 6, 7], [4, 7, 5], [0, 4, 5], [0, 5, 1],
+                      [2, 3, 7], [2, 7, 6], [0, 2, 6], [0, 6, 4], [1, 5, 7], [1, 7, 3]])
+    return SurfaceMesh(vertices, faces, name="cube")
+
+
+def test_a_cube_unwraps_into_its_six_faces_without_stretch():
+    flat = unwrap(cube(), resolution=64, padding=2)
+    assert chart_of_faces(flat.faces, len(flat.vertices)).max() == 5
+    stats = seam_stats(flat)
+    assert stats["seam_length"] == pytest.approx(12 / np.sqrt(6))  # every cube edge is cut
+    assert stats["seam_share"] == pytest.approx(12 / (12 + 6 * np.sqrt(2)))
+    assert stats["stretch_l2"] == pytest.approx(1.0)
+    assert stats["anisotropy_mean"] == pytest.approx(1.0) and stats["anisotropy_max"] == pytest.approx(1.0)
+    assert stats["texel_use"] == pytest.approx(np.abs(uv_areas(flat.uv, flat.faces)).sum())
+    assert 0.3 < stats["texel_use"] < 1.0
+
+
+def test_charts_keep_the_padding_between_them():
+    mesh = torus()
+    size, padding = 128, 3
+    flat = unwrap(mesh, resolution=size, padding=padding)
+    owner = texel_owners(flat.uv, flat.faces, chart_of_faces(flat.faces, len(flat.vertices)), size)
+    for dx in range(-padding + 1, padding):
+        for dy in range(-padding + 1, padding):
+            moved = np.roll(owner, (dx, dy), axis=(0, 1))
+            assert not np.any((owner >= 0) & (moved >= 0) & (owner != moved)), (dx, dy)
+    assert (owner >= 0).mean() > 0.3
+    again = unwrap(mesh, resolution=size, padding=padding)
+    np.testing.assert_array_equal(again.uv, flat.uv)  # deterministic
