@@ -18,7 +18,7 @@ import torch
 
 from ..core.grow import grow
 from ..io.atomic import prepare_out_dir
-from ..io.images import write_png
+from ..io.images import write_pngs
 from ..progress import Progress
 from ..render.maps import MapSet
 
@@ -38,8 +38,9 @@ def _map_file(folder: Path, name: str, kind: str, frame: int | None, suffix: str
 
 def write_maps(maps: MapSet, folder: Path, name: str, frame: int | None, exr: bool,
                object_normals: bool = False) -> dict[str, Path]:
-    """Write one frame's maps as PNG (height: 16-bit, or EXR) -> {kind: path}."""
-    written = {}
+    """Write one frame's maps as PNG (height: 16-bit, or EXR) -> {kind: path}; the PNGs encode in
+    parallel (`io.images.write_pngs`)."""
+    written, pngs = {}, []
     for kind, array in maps.arrays.items():
         if kind == "normal_object" and not object_normals:
             continue
@@ -50,12 +51,13 @@ def write_maps(maps: MapSet, folder: Path, name: str, frame: int | None, exr: bo
             write_exr(path, array)
         else:
             path = _map_file(folder, name, kind, frame)
-            write_png(path, array, bits=16 if array.dtype == np.uint16 else 8)
+            pngs.append((path, array, 16 if array.dtype == np.uint16 else 8))
         written[kind] = path
     orm = maps.orm()
     if orm is not None:
         written["orm"] = _map_file(folder, name, "orm", frame)
-        write_png(written["orm"], orm)
+        pngs.append((written["orm"], orm, 8))
+    write_pngs(pngs)
     return written
 
 
