@@ -32,5 +32,10 @@ def test_texture_bench_times_every_stage(tmp_path):
     for row in results["sizes"]:
         assert row["texels"] > 0 and row["bake_seconds"] > 0 and row["bake_over_decode"] > 0
         assert {"rasterise", "locate", "query", "decode", "normals", "store", "dilate"} <= set(row["parts"])
+        maps = 3 * 3 + 2 + 2  # albedo, normal, normal_object; roughness, ao (8-bit); height (16-bit)
+        assert row["maps_mib"] * 2 ** 20 == maps * row["size"] ** 2
+        assert row["peak_over_maps"] == row["peak_mib"] / row["maps_mib"]
+        assert set(row["file_bytes"]) == {"albedo", "normal", "roughness", "height", "ao", "orm"}
+        assert all(size > 0 for size in row["file_bytes"].values())
     print_bench_texture(results)
     assert main(["texture", "--mesh", str(tmp_path / "missing.obj")]) == 2
