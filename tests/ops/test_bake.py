@@ -1,8 +1,15 @@
 import numpy as np
 import pytest
 
-from nca3d.ops.bake import (UVRasteriser, dilate, interpolate, tangent_frames, texel_frames, up_frames,
-                            vertex_normals)
+from nca3d.ops.bake import (
+    UVRasteriser,
+    dilate,
+    interpolate,
+    tangent_frames,
+    texel_frames,
+    up_frames,
+    vertex_normals,
+)
 
 
 def _texel_uv(index, size):
@@ -139,3 +146,53 @@ def test_row_spans_find_exactly_the_texels_a_brute_force_search_finds():
         covered |= (outside <= border - 1e-4) & near_box
     assert (rasteriser.covered.ravel() >= covered).all()  # nothing within the border is missed
     assert rasteriser.covered.sum() <= covered.sum() + 0.02 * size * size  # and little beyond it
+
+
+def test_rasteriser_picks_the_best_triangle_of_a_brute_force_search_with_its_barycentrics():
+    """Each covered texel once, in raster order, with the triangle of the lowest coverage code (the
+    last of equals: overlapping triangles paint over earlier ones) and its clamped barycentrics, as a
+    float64 search of every texel against every triangle finds them (up to code rounding): within
+    `border` px of the edge lines, in the triangle's rows widened by `border`."""
+    rng = np.random.default_rng(5)
+    uv = rng.uniform(0.0, 1.0, (30, 2))
+    faces = rng.integers(0, 30, (25, 3))
+    faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])]
+    size, border = 40, 1.0
+    chunks = list(UVRasteriser(uv, faces, size, border=border, chunk=300))
+    index = np.concatenate([c.index for c in chunks])
+    assert (np.diff(index) > 0).all()  # raster order, each texel once
+    rows, cols = np.divmod(np.arange(size * size), size)
+    centre = np.stack([cols + 0.5, rows + 0.5], 1)
+    codes = np.full((len(faces), size * size), np.inf)
+    barys = np.zeros((len(faces), size * size, 3))
+    decided = np.zeros((len(faces), size * size), bool)  # centre clearly inside (or > 1e-3 px outside)
+    inside = np.zeros((len(faces), size * size), bool)
+    for k, f in enumerate(faces):
+        p = np.stack([uv[f, 0] * size, (1 - uv[f, 1]) * size], 1)
+        area2 = (p[1, 0] - p[0, 0]) * (p[2, 1] - p[0, 1]) - (p[1, 1] - p[0, 1]) * (p[2, 0] - p[0, 0])
+        edges = [np.linalg.norm(p[(j + 2) % 3] - p[(j + 1) % 3]) for j in range(3)]
+        bary = np.stack([((p[(j + 1) % 3, 0] - centre[:, 0]) * (p[(j + 2) % 3, 1] - centre[:, 1])
+                          - (p[(j + 1) % 3, 1] - centre[:, 1]) * (p[(j + 2) % 3, 0] - centre[:, 0])) / area2
+                         for j in range(3)], 1)
+        outside = np.max(np.maximum(-bary, 0) * np.abs(area2) / edges, 1)  # px beyond the farthest edge
+        near = (outside <= border) & (centre[:, 1] > p[:, 1].min() - border) & (centre[:, 1] < p[:, 1].max() + border)
+        codes[k, near] = np.minimum(np.ceil(outside[near] * 254 / border), 254)
+        clamped = np.maximum(bary, 0)
+        barys[k] = clamped / clamped.sum(1, keepdims=True)
+        inside[k] = bary.min(1) > 1e-6
+        decided[k] = inside[k] | (outside > 1e-3)
+    best = codes.min(0)
+    covered = np.isfinite(best)
+    winner = len(faces) - 1 - np.argmin(codes[::-1], 0)  # the last triangle with the lowest code
+    clear = covered & ((codes <= best + 1).sum(0) == 1)  # no other triangle within one code step
+    face = np.full(size * size, -1)
+    face[index] = np.concatenate([c.face for c in chunks])
+    bary = np.zeros((size * size, 3))
+    bary[index] = np.concatenate([c.bary for c in chunks])
+    assert np.array_equal(face[clear], winner[clear]) and clear.sum() > 0.15 * size * size
+    overlap = decided.all(0) & (inside.sum(0) > 1)  # inside several triangles: the last one wins
+    last_inside = len(faces) - 1 - np.argmax(inside[::-1], 0)
+    assert np.array_equal(face[overlap], last_inside[overlap]) and overlap.sum() > 0.1 * size * size
+    picked = barys[np.maximum(face, 0), np.arange(size * size)]
+    assert np.abs(bary[face >= 0] - picked[face >= 0]).max() < 1e-5
+    assert abs(int((face >= 0).sum()) - int(covered.sum())) <= 0.01 * size * size
