@@ -74,8 +74,8 @@ def default_backend() -> str:
     return _load_backend(None)[0]
 
 
-def _as_points(array, name: str) -> np.ndarray:
-    array = np.asarray(array, dtype=np.float64)
+def _as_points(array, name: str, dtype=np.float64) -> np.ndarray:
+    array = np.ascontiguousarray(array, dtype=dtype)
     if array.ndim != 2 or array.shape[1] != 3:
         raise ValueError(f"{name} must have shape (n, 3), got {array.shape}")
     return array
@@ -120,8 +120,8 @@ class RayCaster:
         Returns face_id (R,) int64 (-1 for a miss), bary (R, 3) float32 in the face's vertex
         order (zeros for a miss) and t (R,) float32 in units of |direction| (inf for a miss).
         """
-        origins = _as_points(origins, "origins").astype(np.float32)
-        directions = _as_points(directions, "directions").astype(np.float32)
+        origins = _as_points(origins, "origins", np.float32)  # float32 in: no copy
+        directions = _as_points(directions, "directions", np.float32)
         if origins.shape != directions.shape:
             raise ValueError(f"origins {origins.shape} and directions {directions.shape} differ")
         if len(origins) == 0:
