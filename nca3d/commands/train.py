@@ -53,14 +53,17 @@ def add_arguments(parser) -> None:
             ("seed_every", int, "re-inject the seed every this many iterations (default: states live ~2048 steps)"),
             ("overflow_weight", float, "weight keeping states in [-1, 1] (default 30)"),
             ("normal_height_weight", float, "PBR: weight tying the normal map to the height's slopes (default 10; 0: off)"),
-            ("autocorr_weight", float, "feature auto-correlation term for regular textures (default 0; knit 10)"),
+            ("autocorr_weight", float, "feature auto-correlation term (default: 10 when the exemplar repeats, "
+             "as bricks, knit and tiles do; else 0)"),
             ("grad_checkpoint", int, "recompute the rollout in segments of this many steps: less memory (default 0: off)"),
             ("moment_weight", float, "weight of the relaxed EMD's mean and covariance term (default 1)"),
             ("tap_balance", float, "weigh feature depths by the exemplar's own variation, to this power (default 0.5)"),
             ("zoom", float, "the lattice spans 1/ZOOM of the exemplar: features ZOOM x larger (default: from the feature size)"),
             ("select_every", int, "score a long rollout every this many iterations and keep the best (default 100; 0: off)"),
             ("select_after", int, "... from this iteration on (default 400)"),
-            ("select_steps", int, "... grown from the seed for this many steps (default 1024)")):
+            ("select_steps", int, "... grown from the seed for this many steps (default 1024)"),
+            ("limit_steps", int, "the model's state limit: 1.5x the largest state over 2 growths of this many steps "
+                                 "(default 2048)")):
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, help=text)
     parser.add_argument("--scales", type=_scale_list, metavar="S,S,...",
                         help="loss crop scales: scale s takes min(s, 4) crops of 1/s of the view (default 1,2,4; "

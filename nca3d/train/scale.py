@@ -33,7 +33,8 @@ MAX_ZOOM = 4.0
 DEFAULT_GRID = {"2d": 64, "volume": 32, "mesh": 64}  # 2d / volume: cells per side; mesh: icosphere frequency
 MIN_GRID = {"2d": 32, "volume": 16, "mesh": 32}
 KEEP_DEFAULT = 0.1  # a lattice within 10% of the default keeps the default
-PERIOD_PEAK = 0.3  # a repeat: the autocorrelation peaks this high again (regular 0.6-0.9, stochastic <= 0.15)
+PERIOD_PEAK = 0.4  # a repeat: the autocorrelation peaks this high again (measured: regular 0.46-0.88,
+# stochastic <= 0.31 (marble, a concrete height map); most stochastic <= 0.15)
 MIN_PERIODS = 4  # zoom keeps at least this many repeats of a regular pattern per view
 
 

@@ -41,6 +41,7 @@ from .scale import choose_scale, period, scale_measures
 from .tasks import DEFAULT_SCALES, Texture2DTask, VolumeTask
 
 PBR_MAPS = PBR_CHANNELS[1:]  # the maps beside the albedo, in output order
+REGULAR_AUTOCORR_WEIGHT = 10.0  # the auto-correlation term of an exemplar with a period (bricks, knit, tiles)
 
 
 @dataclass
@@ -73,7 +74,8 @@ class TrainConfig:
     lr_decay: float = 0.3  # the learning rate is multiplied by this ...
     lr_decay_at: float = 0.5  # ... once this fraction of the budget (iterations or minutes) is spent
     overflow_weight: float = 30.0
-    autocorr_weight: float = 0.0  # > 0: feature auto-correlation term for regular textures (bricks, knit)
+    autocorr_weight: float | None = None  # feature auto-correlation term (None: REGULAR_AUTOCORR_WEIGHT when
+    # the exemplar repeats, train.scale.period; else 0)
     grey_weight: float = 10.0
     normal_height_weight: float = 10.0  # models with normal and height: weight tying the normal to the height's slopes
     moment_weight: float = 1.0  # weight of the relaxed EMD's moment term (mean + covariance)
@@ -136,6 +138,9 @@ class TrainConfig:
                              f"for example 1,2,4 (the default) or 1,2,4,8 (adds pixel-scale crops)")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise NCA3DError(f"--precision {self.precision} is unknown; use auto, fp32 or bf16")
+        if self.autocorr_weight is not None and not self.autocorr_weight >= 0:
+            raise NCA3DError(f"--autocorr-weight {self.autocorr_weight:g} must be >= 0 (0: off; regular textures "
+                             f"get {REGULAR_AUTOCORR_WEIGHT:g} by themselves)")
         if self.select_every < 0 or self.select_steps < 1:
             raise NCA3DError("need select_every >= 0 and select_steps >= 1")
 
@@ -259,6 +264,10 @@ class Trainer:
         self.scale = choose_scale(config.domain, length, exemplar.shape[-1], grid=config.grid, zoom=config.zoom,
                                   period_px=max(filter(None, repeats), default=None))
         config.grid, config.zoom = self.scale.grid, self.scale.zoom
+        self.chosen = list(self.scale.chosen)  # the settings chosen here: a resume must find them unchanged
+        if config.autocorr_weight is None:
+            config.autocorr_weight = REGULAR_AUTOCORR_WEIGHT if self.scale.period_px else 0.0
+            self.chosen.append("autocorr_weight")
         if exemplar.shape[-1] / config.zoom < MIN_EXEMPLAR_SIZE:
             raise NCA3DError(f"--zoom {config.zoom:g} leaves {exemplar.shape[-1] / config.zoom:.0f} px of the "
                              f"{exemplar.shape[-1]} px exemplar per lattice view; use at most "
@@ -283,6 +292,9 @@ class Trainer:
         self.progress.update("features", 0.0, f"loading {config.features} features")
         extractor = make_feature_extractor(config.features, vgg_weights=config.vgg_weights, device=self.device)
         self.progress.update("scale", 0.0, self.scale.message(), force=True)  # once nothing can refuse the run
+        if "autocorr_weight" in self.chosen and config.autocorr_weight:
+            self.progress.update("scale", 0.0, f"a regular pattern: the auto-correlation term is on (weight "
+                                 f"{config.autocorr_weight:g}); --autocorr-weight 0 turns it off", force=True)
         self.loss_fn = TextureLoss(exemplar.to(self.device), extractor, distance=config.distance,
                                    patch=config.patch, samples=config.samples, map_slices=slices, seed=config.seed,
                                    autocorr_weight=config.autocorr_weight, moment_weight=config.moment_weight,
@@ -351,12 +363,14 @@ class Trainer:
         saved = {k: meta["config"].get(k, defaults.get(k)) for k in current}  # keys newer than the checkpoint
         if saved != current:
             changed = sorted(k for k in current if saved.get(k) != current[k])
-            chosen = [k for k in changed if k in self.scale.chosen]
+            chosen = [k for k in changed if k in self.chosen]
             if chosen:
-                given = " ".join(f"--{k} {saved[k]:g}" for k in ("grid", "zoom"))
-                raise NCA3DError(f"checkpoint '{path}' was made at {given}, but the automatic scale now chooses "
-                                 f"grid {self.config.grid}, zoom {self.config.zoom:g}; resume with {given}, "
-                                 f"or delete it to start over")
+                keys = (["grid", "zoom"] if {"grid", "zoom"} & set(chosen) else []) + \
+                    (["autocorr_weight"] if "autocorr_weight" in chosen else [])
+                given = " ".join(f"--{k.replace('_', '-')} {saved[k]:g}" for k in keys)
+                now = ", ".join(f"{k.replace('_', ' ')} {getattr(self.config, k):g}" for k in keys)
+                raise NCA3DError(f"checkpoint '{path}' was made at {given}, but the automatic choice is now "
+                                 f"{now}; resume with {given}, or delete it to start over")
             raise NCA3DError(f"checkpoint '{path}' was made with different settings ({', '.join(changed)}); "
                              f"use the same options or delete it")
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})

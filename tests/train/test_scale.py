@@ -19,7 +19,8 @@ from nca3d.train.scale import (
     correlation_length,
     period,
 )
-from nca3d.train.trainer import TrainConfig, Trainer
+from nca3d.errors import NCA3DError
+from nca3d.train.trainer import REGULAR_AUTOCORR_WEIGHT, TrainConfig, Trainer
 
 
 def smooth_noise(size: int, sigma: float, seed: int = 0, channels: int = 3) -> np.ndarray:
@@ -115,7 +116,7 @@ def _exemplar(path, sigma: float, size: int = 256):
 def _config(tmp_path, exemplar, **overrides):
     options = dict(exemplar=exemplar, out=str(tmp_path / "m.nca3d"), iters=2, features="patches", channels=8,
                    hidden=32, pool=4, batch=2, min_steps=2, max_steps=4, patch=24, samples=64, device="cpu",
-                   select_every=0)
+                   select_every=0, limit_steps=16)
     return TrainConfig(**(options | overrides))
 
 
@@ -141,9 +142,45 @@ def test_resume_under_a_different_automatic_choice_says_what_to_pass(tmp_path, c
     out = str(tmp_path / "m.nca3d")
     common = ["train", exemplar, "--out", out, "--features", "patches", "--channels", "8", "--hidden", "32",
               "--pool", "4", "--batch", "2", "--min-steps", "2", "--max-steps", "4", "--patch", "24",
-              "--samples", "64", "--grid", "16", "--progress", "none", "--select-every", "0"]
+              "--samples", "64", "--grid", "16", "--progress", "none", "--select-every", "0", "--limit-steps", "16"]
     assert main(common + ["--iters", "1", "--zoom", "1"]) == 0
     assert main(common + ["--iters", "2", "--resume"]) == 2  # zoom chosen now: 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "resume with --grid 16 --zoom 1" in err[0], err
     assert main(common + ["--iters", "2", "--resume", "--zoom", "1"]) == 0
+
+
+def _tiled_exemplar(path, tile: int = 64, repeats: int = 4):
+    """A regular pattern: one smooth-noise tile repeated repeats x repeats times."""
+    image = np.tile(smooth_noise(tile, 2.0, seed=3), (repeats, repeats, 1))
+    Image.fromarray((image * 255).astype(np.uint8)).save(path)
+    return str(path)
+
+
+def test_a_regular_exemplar_turns_the_autocorrelation_term_on_by_itself(tmp_path, capsys):
+    regular = Trainer(_config(tmp_path, _tiled_exemplar(tmp_path / "tiles.png")), Progress("json"))
+    assert regular.scale.period_px % 64 == pytest.approx(0, abs=2)  # the tile, or a multiple of it
+    assert regular.config.autocorr_weight == REGULAR_AUTOCORR_WEIGHT == regular.loss_fn.autocorr_weight
+    stochastic = Trainer(_config(tmp_path, _exemplar(tmp_path / "noise.png", 2.0)), Progress("json"))
+    assert stochastic.config.autocorr_weight == 0.0 == stochastic.loss_fn.autocorr_weight
+    messages = [json.loads(line)["message"] for line in capsys.readouterr().out.splitlines()]
+    assert sum("auto-correlation term is on" in m for m in messages) == 1
+    given = Trainer(_config(tmp_path, _tiled_exemplar(tmp_path / "tiles.png"), autocorr_weight=0.0), Progress("none"))
+    assert given.config.autocorr_weight == 0.0 and "autocorr_weight" not in given.chosen
+    small = Trainer(_config(tmp_path, _tiled_exemplar(tmp_path / "tiles.png"), grid=8, zoom=1.0), Progress("none"))
+    provenance = read_header(small.run()[0])[0]["provenance"]
+    assert provenance["config"]["autocorr_weight"] == REGULAR_AUTOCORR_WEIGHT
+    with pytest.raises(NCA3DError, match="--autocorr-weight -1 must be >= 0"):
+        _config(tmp_path, _tiled_exemplar(tmp_path / "tiles.png"), autocorr_weight=-1.0)
+
+
+def test_resume_of_a_run_made_without_the_automatic_term_says_what_to_pass(tmp_path, capsys):
+    common = ["train", _tiled_exemplar(tmp_path / "tiles.png"), "--out", str(tmp_path / "m.nca3d"), "--features",
+              "patches", "--channels", "8", "--hidden", "32", "--pool", "4", "--batch", "2", "--min-steps", "2",
+              "--max-steps", "4", "--patch", "24", "--samples", "64", "--grid", "16", "--zoom", "1",
+              "--progress", "none", "--select-every", "0", "--limit-steps", "16"]
+    assert main(common + ["--iters", "1", "--autocorr-weight", "0"]) == 0  # as checkpoints made before it was automatic
+    assert main(common + ["--iters", "2", "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "resume with --autocorr-weight 0," in err[0], err
+    assert main(common + ["--iters", "2", "--resume", "--autocorr-weight", "0"]) == 0
