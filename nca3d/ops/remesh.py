@@ -15,6 +15,13 @@ from ..errors import NCA3DError, require
 from ..io.mesh import clean_faces, weld
 
 CELL_AREA = np.sqrt(3.0) / 2.0  # area per vertex of an equilateral lattice with edge 1
+# Before the remesher: edges touching the boundary are split to 4/3 of the spacing (the remesher keeps
+# boundary vertices fixed and leaves long edges at them); other edges only beyond INTERIOR_LONGEST
+# spacings (the remesher splits the rest itself, faster on the smaller mesh), unless the mesh is
+# coarse (median edge over COARSE_INPUT spacings): then all of it, whose subdivision is a more
+# regular start (valence 6) than the remesher's own splits.
+INTERIOR_LONGEST = 4.0
+COARSE_INPUT = 3.0
 
 
 @dataclass
@@ -36,7 +43,7 @@ def uniform_lattice(
     faces: np.ndarray,
     spacing: float | None = None,
     cells: int | None = None,
-    iterations: int = 10,
+    iterations: int = 6,
 ) -> LatticeMesh:
     """Remesh vertices (V, 3) / faces (F, 3) into near-equilateral triangles of edge `spacing`.
 
@@ -45,8 +52,9 @@ def uniform_lattice(
     Vertices are welded by position (UV seams are ignored) and faces are oriented consistently;
     non-manifold edges become boundaries and non-manifold vertices are split. The remesher keeps
     boundary vertices fixed, so boundaries get the target density first (long boundary edges are
-    split, runs of short ones collapsed). Each connected part is remeshed on its own with its
-    vertices projected onto the input surface; parts with less area than one cell are dropped.
+    split, runs of short ones collapsed; see INTERIOR_LONGEST). Each connected part is remeshed on
+    its own (`iterations` rounds) with its vertices projected onto the input surface; parts with
+    less area than one cell are dropped.
     """
     gpytoolbox = require("gpytoolbox", None, "Remeshing a mesh into a cell lattice")
     if (spacing is None) == (cells is None):
@@ -66,7 +74,10 @@ def uniform_lattice(
         raise NCA3DError(f"spacing must be a positive length, got {spacing}")
     spacing = float(spacing)
     vertices, faces = split_corners(vertices, orient_faces(vertices, faces))
-    vertices, faces = refine(vertices, faces, 4.0 / 3.0 * spacing)
+    tail, head, _ = half_edges(faces)
+    coarse = np.median(np.linalg.norm(vertices[head] - vertices[tail], axis=1)) > COARSE_INPUT * spacing
+    longest = 4.0 / 3.0 * spacing
+    vertices, faces = refine(vertices, faces, longest if coarse else INTERIOR_LONGEST * spacing, longest)
     faces = coarsen_boundary(vertices, faces, 4.0 / 3.0 * spacing, spacing / 4.0)
     parts, dropped = [], 0
     for part_vertices, part_faces in components(vertices, faces):
@@ -171,17 +182,23 @@ def split_corners(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, 
     return vertices[corner_vertex], label.reshape(-1, 3).astype(np.int64)
 
 
-def refine(vertices: np.ndarray, faces: np.ndarray, longest: float) -> tuple[np.ndarray, np.ndarray]:
-    """Split edges at their midpoints until none is longer than `longest` (conforming red-green splits).
+def refine(vertices: np.ndarray, faces: np.ndarray, longest: float, boundary_longest: float | None = None
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Split edges at their midpoints until none is longer than `longest`, and none with an end on
+    the boundary longer than `boundary_longest` (default `longest`): conforming red-green splits.
 
     The remesher keeps boundary vertices fixed and refines big triangles only slowly, so boundaries
     and big triangles get the target density here. Returns vertices (V', 3), faces (F', 3).
     """
+    boundary_longest = longest if boundary_longest is None else boundary_longest
     while True:
         tail, head, edge = half_edges(faces)
         length = np.linalg.norm(vertices[head] - vertices[tail], axis=1)
+        on_boundary = np.zeros(len(vertices), dtype=bool)
+        on_boundary[tail[np.bincount(edge)[edge] == 1]] = True
+        boundary = on_boundary[tail] | on_boundary[head]
         split_edge = np.zeros(edge.max() + 1, dtype=bool)
-        split_edge[edge[length > longest]] = True
+        split_edge[edge[(length > longest) | (boundary & (length > boundary_longest))]] = True
         if not split_edge.any():
             return vertices, faces
         midpoint = np.full(len(split_edge), -1, dtype=np.int64)

@@ -8,7 +8,15 @@ import pytest
 
 from nca3d.errors import NCA3DError
 from nca3d.ops.demo_meshes import torus_geometry
-from nca3d.ops.remesh import CELL_AREA, face_areas, half_edges, orient_faces, refine, split_corners, uniform_lattice
+from nca3d.ops.remesh import (
+    CELL_AREA,
+    face_areas,
+    half_edges,
+    orient_faces,
+    refine,
+    split_corners,
+    uniform_lattice,
+)
 
 
 def grid(nx: int, ny: int, width: float, height: float) -> tuple[np.ndarray, np.ndarray]:
@@ -119,6 +127,20 @@ def test_refine_splits_long_edges_without_cracks():
     boundary = np.bincount(edge)[edge] == 1
     assert lengths[boundary].sum() == pytest.approx(6.0)  # only the rectangle's outline is open
     assert face_areas(fine_vertices, fine_faces).sum() == pytest.approx(2.0)
+
+
+def test_refine_splits_edges_at_the_boundary_to_their_own_length():
+    vertices, faces = grid(4, 4, 4.0, 4.0)  # 9 interior vertices, unit squares
+    fine_vertices, fine_faces = refine(vertices, faces, np.inf, 0.3)
+    tail, head, edge = half_edges(fine_faces)
+    lengths = np.linalg.norm(fine_vertices[head] - fine_vertices[tail], axis=1)
+    on_boundary = np.zeros(len(fine_vertices), dtype=bool)
+    on_boundary[tail[np.bincount(edge)[edge] == 1]] = True
+    touching = on_boundary[tail] | on_boundary[head]
+    assert lengths[touching].max() <= 0.3  # every edge at the boundary, not only along it
+    assert lengths[~touching].max() == pytest.approx(np.sqrt(2))  # inside, the remesher splits
+    assert face_areas(fine_vertices, fine_faces).sum() == pytest.approx(16.0)
+    np.testing.assert_array_equal(fine_vertices[:len(vertices)], vertices)
 
 
 def test_parts_smaller_than_a_cell_are_dropped():
