@@ -119,11 +119,11 @@ def test_train_refuses_a_bomb_in_any_image(tmp_path, capsys, role):
 def test_the_real_command_line_exits_2_without_a_traceback(tmp_path):
     bomb = bomb_png(tmp_path / "bomb.png")
     result = subprocess.run([sys.executable, "-m", "nca3d", "train", str(bomb), "--out", str(tmp_path / "m.nca3d"),
-                             "--features", "patches"], capture_output=True, text=True, timeout=300)
+                             "--features", "patches"], check=False, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [
-        f"nca3d: error: image '{bomb}' claims 60000x60000 px, more than the 16384x16384 px nca3d reads (a damaged "
-        f"file or a decompression bomb); use an image of at most 16384x16384 px"]
+        (f"nca3d: error: image '{bomb}' claims 60000x60000 px, more than the 16384x16384 px nca3d reads (a damaged "
+         f"file or a decompression bomb); use an image of at most 16384x16384 px")]
     assert MAX_IMAGE_PIXELS == 16384 ** 2
 
 

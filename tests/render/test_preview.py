@@ -19,7 +19,6 @@ from nca3d.render.preview import (
 from tests.conftest import requires_raycaster
 from tests.io.test_export import uv_sphere
 
-
 pytestmark = requires_raycaster
 
 SIZE = 96

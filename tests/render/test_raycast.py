@@ -5,7 +5,6 @@ import pytest
 
 from nca3d.errors import NCA3DError
 from nca3d.lattices import icosphere
-from tests.conftest import requires_raycaster
 from nca3d.render.raycast import (
     BACKEND_ENV,
     RayCaster,
@@ -15,7 +14,7 @@ from nca3d.render.raycast import (
     default_backend,
     pinhole_rays,
 )
-
+from tests.conftest import requires_raycaster
 
 AVAILABLE = available_backends()
 pytestmark = requires_raycaster
@@ -153,7 +152,6 @@ class _BrokenImport:
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] == self.package:
             raise self.error
-        return None
 
 
 def _break(monkeypatch, package: str, error: Exception) -> None:
