@@ -140,3 +140,33 @@ def test_perception_gradient_matches_the_dense_operator():
     (torch.cat([reference_state, messages], -1) * weights).sum().backward()
     assert torch.allclose(perception, torch.cat([reference_state, messages], -1), atol=1e-5)
     assert torch.allclose(state.grad, reference_state.grad, atol=1e-4)
+
+
+def test_triangle_local_is_the_sorted_cdf_formula():
+    """The in-place formula against the definition: sort, then each value's triangular CDF (x <= mode:
+    x^2 / mode, else 1 - (1 - x)^2 / (1 - mode)), corners and edges of the triangle included."""
+    torch.manual_seed(3)
+    bary = torch.rand(500, 3)
+    bary = torch.cat([bary / bary.sum(1, keepdim=True),
+                      torch.tensor([[1.0, 0, 0], [0, 1, 0], [1 / 3, 1 / 3, 1 / 3], [0.5, 0.5, 0], [0.25, 0.25, 0.5]])])
+    ordered = bary.sort(dim=-1, descending=True).values
+    a, c = ordered[:, 0], ordered[:, 2]
+    expected = []
+    for x, mode in (((a - 1 / 3) * 1.5, 0.25), ((1 - a - c) * 2, 2 / 3), (c * 3, 0.0)):
+        x = x.clamp(0, 1)
+        rising = x * x / mode if mode > 0 else torch.zeros_like(x)
+        expected.append(torch.where(x <= mode, rising, 1 - (1 - x) ** 2 / (1 - mode)) * 2 - 1)
+    assert (triangle_local(bary) - torch.stack(expected, -1)).abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_inference_perception_equals_the_sparse_product(batch):
+    """The inference gather (embedding_bag) against the differentiable CSR product + cat."""
+    vertices, faces = icosphere(3)
+    lattice = MeshLattice(vertices, faces)
+    state = torch.randn(batch, len(vertices), 5)
+    with torch.inference_mode():
+        (_, fast), = lattice.perceive_blocks(state, None)
+    (_, exact), = lattice.perceive_blocks(state.clone().requires_grad_(True), None)
+    assert fast.shape == exact.shape == (batch, len(vertices), 25)
+    assert (fast - exact.detach()).abs().max() < 1e-5
