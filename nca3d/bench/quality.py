@@ -1,6 +1,7 @@
 """Quality, shown not claimed: `python -m nca3d.bench quality --data DIR`.
 
-For each exemplar it trains a model for a fixed budget (or takes one from --models), grows it
+For each exemplar it trains a model for a fixed budget (with --models: evaluates the models there,
+training none), grows it
 from the seed, and writes exemplar | after 256 | 1024 | 2048 | 4096 steps side by side (2048 and 4096
 show whether the texture holds long after training's rollouts and the 1024-step selection: no
 drift, overflow or stripes). It scores
@@ -90,8 +91,12 @@ def bench_quality(data: str, exemplars: list[str], out: str, domain: str = "2d",
     out_dir.mkdir(parents=True, exist_ok=True)
     files = sorted(p for p in Path(data).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     chosen = [p for p in files if not exemplars or any(key in p.stem for key in exemplars)]
+    if models:  # evaluate the models given; train none
+        chosen = [p for p in chosen if (Path(models) / f"{p.stem}_{domain}.nca3d").exists()]
     if not chosen:
-        raise NCA3DError(f"no exemplar in '{data}' matches {exemplars}; check --data and --exemplars")
+        where = f" with a model NAME_{domain}.nca3d in '{models}'" if models else ""
+        raise NCA3DError(f"no exemplar in '{data}'{where} matches {exemplars or 'any name'}; check --data, "
+                         f"--exemplars and --models")
     rows = []
     for path in chosen:
         name = f"{path.stem}_{domain}"

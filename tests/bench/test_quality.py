@@ -27,6 +27,7 @@ def test_quality_bench_trains_evaluates_and_writes_panels(tmp_path, capsys):
     data = tmp_path / "data"
     data.mkdir()
     make_exemplar(data / "blobs.png", size=64)
+    make_exemplar(data / "other.png", size=64)  # no model for it in --models: skipped, not trained
     models = tmp_path / "models"
     config = tiny_config(tmp_path, iters=3)
     config.exemplar, config.out = str(data / "blobs.png"), str(models / "blobs_2d.nca3d")
@@ -38,6 +39,7 @@ def test_quality_bench_trains_evaluates_and_writes_panels(tmp_path, capsys):
     assert bench_main(["quality", "--data", str(data), "--models", str(models), "--out", str(out), "--json",
                        "--device", "cpu"]) == 0
     results = json.loads(capsys.readouterr().out)
+    assert len(results["rows"]) == 1
     row = results["rows"][0]
     print_quality(results)
     table = capsys.readouterr().out.splitlines()
