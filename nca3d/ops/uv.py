@@ -166,7 +166,7 @@ def project_charts(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray,
     voting (facing the axis + SMOOTHING x the share of the face's perimeter shared with neighbours
     of that axis; a random half of the faces per round, seeded) shorten the seams. Charts are the regions of one axis joined across edges of two
     consistently wound faces; a chart that overlaps itself in projection is cut in two (by rank
-    along its longer side) until none does.
+    along its longer side) until none does (a zero-area face ends up alone, with zero UV area).
     """
     sparse = require("scipy.sparse", None, "Unwrapping a mesh into UV charts")
     normals = face_normals(vertices, faces)
@@ -195,7 +195,7 @@ def project_charts(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray,
     chart = label
     while True:
         chart = regions(chart, one, two, count)
-        bad = overlapping_charts(corner_uv, faces, chart)
+        bad = overlapping_charts(corner_uv, faces, chart) & (np.bincount(chart) > 1)  # a lone face: degenerate
         if not bad.any():
             return chart, corner_uv
         chart = 2 * chart + bisect(corner_uv, chart, bad)

@@ -77,6 +77,17 @@ def test_unwrap_welds_existing_seams_first():
     assert len(flat.vertices) < len(split.vertices)  # a triangle soup would give one chart per face
 
 
+def test_a_zero_area_face_does_not_stop_the_unwrap():
+    mesh = torus(12, 6)
+    n = len(mesh.vertices)
+    line = SurfaceMesh(np.concatenate([mesh.vertices, [[3, 0, 0], [4, 0, 0], [5, 0, 0]]]),
+                       np.concatenate([mesh.faces, [[n, n + 1, n + 2]]]))
+    flat = unwrap(line, resolution=128, padding=2)
+    areas = uv_areas(flat.uv, flat.faces)
+    assert np.all(np.abs(areas[:-1]) > 0) and areas[-1] == 0
+    texel_owners(flat.uv, flat.faces, chart_of_faces(flat.faces, len(flat.vertices)), 128)
+
+
 def test_has_usable_uv():
     mesh = torus(8, 4)
     count = len(mesh.vertices)
