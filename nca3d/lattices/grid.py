@@ -15,24 +15,24 @@ from torch import Tensor
 from .base import Lattice, Located, cartesian_local, rows_per_block
 
 
-def _wrap_pad(state: Tensor, dims: range) -> Tensor:
-    """Circularly pad every cell axis by one cell on both sides."""
-    for d in dims:
-        n = state.shape[d]
-        state = torch.cat([state.narrow(d, n - 1, 1), state, state.narrow(d, 0, 1)], dim=d)
-    return state
-
-
 def _taps(x: Tensor, dim: int) -> tuple[Tensor, Tensor, Tensor]:
     """The (previous, centre, next) neighbours along `dim` of a padded tensor ('valid' extent)."""
     n = x.shape[dim] - 2
     return x.narrow(dim, 0, n), x.narrow(dim, 1, n), x.narrow(dim, 2, n)
 
 
+# The filters below run on fresh tensors and in place where autograd allows it: each pass over a
+# cache-sized block is what the perception costs.
 def _smooth(x: Tensor, dim: int) -> Tensor:
     """[1, 2, 1] along dim."""
     prev, centre, nxt = _taps(x, dim)
-    return prev + 2.0 * centre + nxt
+    return torch.add(prev, nxt).add_(centre, alpha=2.0)
+
+
+def _half_smooth(x: Tensor, dim: int) -> Tensor:
+    """[1/2, 1, 1/2] along dim."""
+    prev, centre, nxt = _taps(x, dim)
+    return torch.lerp(prev, nxt, 0.5).add_(centre)
 
 
 def _diff(x: Tensor, dim: int) -> Tensor:
@@ -79,16 +79,20 @@ class GridLattice(Lattice):
         return self.cell_shape[::-1]
 
     def perceive_blocks(self, state: Tensor, max_cells: int | None) -> Iterator[tuple[slice, Tensor]]:
-        dims = len(self.cell_shape)
         rows = self.cell_shape[0]
         per_row = state.shape[0] * (self.num_cells // rows)
         step = rows_per_block(rows, per_row, max_cells)
+        # Flat cell indices of one padded cross-section (the later axes wrapped by one cell each side)
+        plane = torch.zeros((), dtype=torch.long, device=state.device)
+        for size, stride in zip(self.cell_shape[1:], self._strides_xyz[-2::-1]):
+            plane = plane.unsqueeze(-1) + (torch.arange(-1, size + 1, device=state.device) % size) * stride
+        flat = state.flatten(1, -2)  # (B, cells, C)
         for start in range(0, rows, step):
             stop = min(rows, start + step)
-            # The slab with one wrapped halo row on each side, then wrapped along the other axes:
-            # padding per slab keeps every copy in cache.
-            halo_rows = torch.arange(start - 1, stop + 1, device=state.device) % rows
-            slab = _wrap_pad(state.index_select(1, halo_rows), range(2, dims + 1))
+            # The slab with its wrapped halo, gathered at once: padding per slab keeps it in cache
+            halo_rows = torch.arange(start - 1, stop + 1, device=state.device) % rows * (self.num_cells // rows)
+            index = halo_rows.view(-1, *[1] * plane.dim()) + plane  # (rows + 2, *padded cross-section)
+            slab = flat.index_select(1, index.reshape(-1)).view(state.shape[0], *index.shape, -1)
             yield slice(start, stop), self._filters(slab)
 
     def _filters(self, padded: Tensor) -> Tensor:
@@ -151,7 +155,7 @@ class Grid2D(GridLattice):
         smooth_y = _smooth(padded, y)
         sobel_x = _diff(smooth_y, x)
         sobel_y = _smooth(_diff(padded, y), x)
-        laplacian = _smooth(smooth_y, x) - 16.0 * identity
+        laplacian = _smooth(smooth_y, x).add_(identity, alpha=-16.0)
         return torch.cat([identity, sobel_x, sobel_y, laplacian], dim=-1)
 
 
@@ -170,13 +174,14 @@ class Grid3D(GridLattice):
     def _filters(self, padded: Tensor) -> Tensor:
         z, y, x = 1, 2, 3
         identity = _centre(_centre(_centre(padded, z), y), x)
-        smooth_z = _smooth(padded, z)
-        smooth_zy = _smooth(smooth_z, y)
-        sobel_x = _diff(smooth_zy, x) * 0.5
-        sobel_y = _smooth(_diff(smooth_z, y), x) * 0.5
-        sobel_z = _smooth(_smooth(_diff(padded, z), y), x) * 0.5
+        # The Sobel filters' 1/2 rides on one half-weight [1/2, 1, 1/2] smoothing each
+        half_z = _half_smooth(padded, z)
+        half_zy = _smooth(half_z, y)  # [1,2,1]_y [1/2,1,1/2]_z
+        sobel_x = _diff(half_zy, x)
+        sobel_y = _smooth(_diff(half_z, y), x)
+        sobel_z = _smooth(_half_smooth(_diff(padded, z), y), x)
         # 27-point Laplacian (corners 2, edges 3, faces 6, centre -88) / 8, written separably as
-        # 1.5 [1,2,1]^3 + 0.5 [1,0,1]^3 - 100 delta.
-        laplacian = (1.5 * _smooth(smooth_zy, x) + 0.5 * _pair(_pair(_pair(padded, z), y), x)
-                     - 100.0 * identity) * 0.125
+        # (1.5 [1,2,1]^3 + 0.5 [1,0,1]^3 - 100 delta) / 8.
+        laplacian = (_smooth(half_zy, x).mul_(0.375).add_(_pair(_pair(_pair(padded, z), y), x), alpha=0.0625)
+                     .add_(identity, alpha=-12.5))
         return torch.cat([identity, sobel_x, sobel_y, sobel_z, laplacian], dim=-1)
