@@ -294,17 +294,29 @@ def up_frames(normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def dilate(maps: list[np.ndarray], covered: np.ndarray, margin: int, band: int = 1024) -> None:
     """Copy the nearest covered texel into every uncovered texel within `margin` px, in place.
+    maps: arrays (S, S, ...) sharing `covered` (S, S) bool."""
+    copy_moves(maps, dilation_moves(covered, margin, band))
 
-    maps: arrays (S, S, ...) sharing `covered` (S, S) bool. Per row band (with a `margin` halo,
-    so memory stays bounded at 8K) one feature transform (the nearest covered texel, without
-    scipy's float64 distances) gives flat (target, source) indices that every map copies along.
-    """
+
+def copy_moves(maps: list[np.ndarray], moves: tuple[np.ndarray, np.ndarray]) -> None:
+    """Copy texels along flat (target, source) indices (D,) in each map (S, S, ...), in place."""
+    target, source = moves
+    for image in maps:
+        flat = image.reshape(image.shape[0] * image.shape[1], -1)
+        flat[target] = flat[source]
+
+
+def dilation_moves(covered: np.ndarray, margin: int, band: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Flat (target, source) indices (D,) int64 of the dilation: each uncovered texel within `margin`
+    px of `covered` (S, S) bool and its nearest covered texel. They depend on the coverage only, so
+    bakers keep them across frames. Per row band (with a `margin` halo, so memory stays bounded at
+    8K) one feature transform (the nearest covered texel, without scipy's float64 distances)."""
     from scipy import ndimage
 
     size = covered.shape[0]
+    targets, sources = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     if margin <= 0 or covered.all() or not covered.any():
-        return
-    flats = [image.reshape(size * size, -1) for image in maps]
+        return targets[0], sources[0]
     for top in range(0, size, band):
         bottom = min(size, top + band)
         lo, hi = max(0, top - margin), min(size, bottom + margin)
@@ -317,6 +329,6 @@ def dilate(maps: list[np.ndarray], covered: np.ndarray, margin: int, band: int =
         source_rows, source_cols = rows[inner].reshape(-1)[target], cols[inner].reshape(-1)[target]
         target_rows, target_cols = np.divmod(target, size)
         near = (source_rows - target_rows - (top - lo)) ** 2 + (source_cols - target_cols) ** 2 <= margin * margin
-        target, source = target[near] + top * size, (source_rows[near] + lo) * size + source_cols[near]
-        for flat in flats:
-            flat[target] = flat[source]
+        targets.append(target[near] + top * size)
+        sources.append((source_rows[near] + lo) * size + source_cols[near])
+    return np.concatenate(targets), np.concatenate(sources)

@@ -242,6 +242,7 @@ class MeshBaker:
         self.keep_geometry = keep_geometry or config.frames > 1
         self._located: list | None = None  # the located texel chunks, kept across bakes
         self.covered: np.ndarray | None = None  # (S, S) bool: texels inside the UV layout
+        self._dilation: tuple | None = None  # (covered, margin, moves of ops.bake.dilation_moves)
         if model.config.domain == "mesh":
             from ..ops.remesh import uniform_lattice
             from .raycast import RayCaster
@@ -334,7 +335,7 @@ class MeshBaker:
     def bake(self, state: torch.Tensor, label: str = "") -> tuple[MapSet, np.ndarray]:
         """Bake one frame -> (maps, covered (S, S) bool), seams dilated. Adds each part's
         seconds to `self.timings` (rasterise, locate, query, decode, normals, store, dilate)."""
-        from ..ops.bake import dilate
+        from ..ops.bake import copy_moves, dilation_moves
 
         cfg, clock = self.config, self._clock
         names = model_maps(self.model, object_space=True)
@@ -357,8 +358,10 @@ class MeshBaker:
                               cfg.normal_convention)
             self.texels += len(index)
             self.progress.update("bake", done, f"{label}{cfg.size}x{cfg.size} texels")
-        with clock("dilate"):
-            dilate(list(maps.arrays.values()), self.covered, cfg.margin)
+        with clock("dilate"):  # the moves kept while the coverage is (cached geometry: later frames)
+            if self._dilation is None or self._dilation[0] is not self.covered or self._dilation[1] != cfg.margin:
+                self._dilation = (self.covered, cfg.margin, dilation_moves(self.covered, cfg.margin))
+            copy_moves(list(maps.arrays.values()), self._dilation[2])
         return maps, self.covered
 
     @contextlib.contextmanager

@@ -3,6 +3,8 @@ baker (MeshBaker) against plain per-texel formulas."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -119,3 +121,34 @@ def test_mesh_bake_equals_a_per_texel_float64_reference(tmp_path):
             assert step.max() <= 8 and step.mean() < 0.5, (name, step.max())
         else:
             assert step.max() <= 1 and (step == 0).mean() > 0.97, (name, step.max())
+
+
+@requires_raycaster
+def test_animated_bakes_reuse_the_geometry_and_dilation_with_the_same_maps(tmp_path):
+    """A baker that keeps its geometry (animation frames) bakes a later frame as a fresh baker does,
+    seams dilated with the moves of its first frame; a new coverage (another map size) gets its own."""
+    from nca3d.io.mesh import load_mesh
+    from nca3d.ops.bake import dilate
+    from tests.commands.test_texture import island_sphere
+
+    model = random_model("mesh", outputs="pbr", icosphere_frequency=4)
+    mesh = load_mesh(island_sphere(tmp_path / "ball.obj"))
+    config = TextureConfig(mesh=str(tmp_path / "ball.obj"), model="", out=".", size=64, cells=300, margin=6)
+    kept = MeshBaker(model, mesh, config, Progress("none"), keep_geometry=True)
+    first = model.rollout(model.seed(kept.lattice), kept.lattice, 4, torch.Generator().manual_seed(0))
+    later = model.rollout(first, kept.lattice, 4, torch.Generator().manual_seed(1))
+    kept.bake(first)
+    moves = kept._dilation
+    maps, covered = kept.bake(later)
+    assert kept._dilation is moves and kept._located is not None
+    fresh = MeshBaker(model, mesh, dataclasses.replace(config), Progress("none"))
+    want, want_covered = fresh.bake(later)
+    assert np.array_equal(covered, want_covered) and 0.2 < covered.mean() < 0.9
+    for name, array in want.arrays.items():
+        assert np.array_equal(maps.arrays[name], array), name
+    undilated = np.where(covered, want.arrays["roughness"], 0)
+    dilate([undilated], covered, 6)
+    assert np.array_equal(undilated, want.arrays["roughness"])  # the seams are dilated
+    kept._located, kept.config = None, dataclasses.replace(config, size=32)
+    kept.bake(later)
+    assert kept._dilation is not moves and kept._dilation[0].shape == (32, 32)
