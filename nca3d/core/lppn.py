@@ -58,10 +58,10 @@ class SIREN(nn.Module):
         """(Q, inputs) float32 CPU -> (Q, outputs), no autograd: blocks of `block` rows, each layer an
         addmm into a preallocated buffer and numpy's sine in place on it (block: BLOCK_ROWS if None)."""
         block = block or BLOCK_ROWS
-        # W^T stays the transposed view of the (out, in) weight: MKL runs the narrow last layer
-        # (32 -> K) about 2x faster from it than from a contiguous (in, out) copy
         *hidden, (weight, bias) = self.folded()
-        out = torch.empty((x.shape[0], weight.shape[1]), dtype=x.dtype)
+        # The narrow last layer (32 -> K) runs feature-major, (K, 32) @ h^T into columns of a (K, Q)
+        # output transposed once at the end: 3-4x faster in MKL than h @ W^T
+        out_t = torch.empty((weight.shape[1], x.shape[0]), dtype=x.dtype)
         buffers = [torch.empty((min(block, x.shape[0]), w.shape[1]), dtype=x.dtype) for w, _ in hidden]
         for start in range(0, x.shape[0], block):
             h = x[start:start + block]
@@ -69,5 +69,5 @@ class SIREN(nn.Module):
                 h = torch.addmm(b, h, w, out=buffer[:h.shape[0]])
                 values = h.numpy()
                 np.sin(values, out=values)
-            torch.addmm(bias, h, weight, out=out[start:start + h.shape[0]])
-        return out
+            torch.addmm(bias.unsqueeze(1), weight.t(), h.t(), out=out_t[:, start:start + h.shape[0]])
+        return out_t.t().contiguous()

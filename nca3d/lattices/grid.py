@@ -107,23 +107,23 @@ class GridLattice(Lattice):
         """Explicit primitive: lower corner cell (Q, d) long and position inside it frac (Q, d) in [0, 1].
 
         Corner k of the 2^d is the k-th of itertools.product((0, 1), repeat=d) (x first): per axis,
-        the low or high cell index (wrapped) and weight 1 - frac or frac, built from (Q,) columns."""
+        the low or high cell index (wrapped) and weight 1 - frac or frac, built from (Q,) columns
+        into rows of (2^d, Q) arrays, returned transposed (stacking columns costs more than the rest)."""
         low_high, weight_pairs = [], []
         for axis, (size, stride) in enumerate(zip(self.sizes_xyz, self._strides_xyz)):
             low = torch.remainder(cell[:, axis], size)
             high = torch.where(low == size - 1, 0, low + 1)
-            low_high.append((low * stride, high * stride))
+            low_high.append((low.mul_(stride), high.mul_(stride)))
             weight_pairs.append((1.0 - frac[:, axis], frac[:, axis]))
-        corners, weights = [], []
-        for bits in self._corner_bits:
-            index, weight = low_high[0][bits[0]], weight_pairs[0][bits[0]]
+        corners = torch.empty((len(self._corner_bits), len(cell)), dtype=torch.long, device=cell.device)
+        weights = torch.empty((len(self._corner_bits), len(cell)), dtype=frac.dtype, device=frac.device)
+        for bits, index, weight in zip(self._corner_bits, corners, weights):
+            index.copy_(low_high[0][bits[0]])
+            weight.copy_(weight_pairs[0][bits[0]])
             for axis in range(1, len(bits)):
-                index = index + low_high[axis][bits[axis]]
-                weight = weight * weight_pairs[axis][bits[axis]]
-            corners.append(index)
-            weights.append(weight)
-        return Located(corners=torch.stack(corners, dim=1), weights=torch.stack(weights, dim=1),
-                       local=cartesian_local(frac, self.harmonics))
+                index.add_(low_high[axis][bits[axis]])
+                weight.mul_(weight_pairs[axis][bits[axis]])
+        return Located(corners=corners.t(), weights=weights.t(), local=cartesian_local(frac, self.harmonics))
 
     def sample_points(self, scale: float, device=None) -> Tensor:
         """Pixel/voxel centres of an output `scale` times the lattice resolution: (prod(n*scale), d).
