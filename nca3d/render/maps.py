@@ -271,8 +271,8 @@ class MeshBaker:
             return torch.from_numpy((positions / self.spacing).astype(np.float32))
         from ..lattices.mesh import SurfacePoints
 
-        face, bary, t = self.caster.cast(positions + normals * self.spacing, -normals)
-        stray = (face < 0) | (np.abs(t - self.spacing) > 0.5 * self.spacing)
+        face, bary, t = self.caster.cast(positions + normals * self.spacing, -normals, far=1.5 * self.spacing)
+        stray = (face < 0) | (t < 0.5 * self.spacing)
         if stray.any():
             face[stray], bary[stray], _ = self.caster.closest_points(positions[stray])
         return SurfacePoints(torch.from_numpy(face), torch.from_numpy(bary))

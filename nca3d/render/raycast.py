@@ -114,8 +114,9 @@ class RayCaster:
         return f"RayCaster({len(self.vertices)} vertices, {len(self.faces)} faces, backend={self.backend})"
 
     # --- rays --------------------------------------------------------------------------------
-    def cast(self, origins, directions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """First hits of rays origin + t * direction (t > 0; directions need not be unit).
+    def cast(self, origins, directions, far: float = math.inf) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """First hits of rays origin + t * direction (0 < t <= far; directions need not be unit).
+        A finite `far` (hits beyond it are misses) lets embreex stop early (a few % faster).
 
         Returns face_id (R,) int64 (-1 for a miss), bary (R, 3) float32 in the face's vertex
         order (zeros for a miss) and t (R,) float32 in units of |direction| (inf for a miss).
@@ -132,9 +133,10 @@ class RayCaster:
             t = hits["t_hit"].numpy().astype(np.float32)
             face = hits["primitive_ids"].numpy().astype(np.int64)
             uv = hits["primitive_uvs"].numpy()
-            miss = ~np.isfinite(t)
+            miss = ~(t <= far)
         else:
-            hits = self._scene.run(origins, directions, output=1)
+            dists = None if math.isinf(far) else np.full(len(origins), far, np.float32)
+            hits = self._scene.run(origins, directions, dists=dists, output=1)
             face = hits["primID"].astype(np.int64)
             t = hits["tfar"].astype(np.float32)
             uv = np.stack([hits["u"], hits["v"]], axis=1)

@@ -54,6 +54,20 @@ def test_rays_from_outside_hit_the_sphere(backend, sphere):
     assert np.all(bary >= 0) and np.allclose(bary.sum(1), 1.0, atol=1e-6)
 
 
+def test_hits_beyond_far_are_misses(backend, sphere):
+    """cast(far=...): the first hit when it lies within `far`, else a miss (not a farther face)."""
+    vertices, faces = sphere
+    caster = RayCaster(vertices, faces, backend=backend)
+    d = _unit(np.random.default_rng(1), 200)
+    origins = 3.0 * d
+    origins[100:] *= 2.0  # 6 out: the surface at t ~ 5
+    want = caster.cast(origins, -d)
+    face, bary, t = caster.cast(origins, -d, far=3.0)
+    assert np.array_equal(face[:100], want[0][:100]) and np.array_equal(t[:100], want[2][:100])
+    assert np.array_equal(bary[:100], want[1][:100])
+    assert (face[100:] == -1).all() and np.isinf(t[100:]).all() and (bary[100:] == 0).all()
+
+
 def test_barycentric_order_follows_the_face(backend):
     vertices = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [5.0, 5.0, 0.0]])
     for faces in (np.array([[0, 1, 2]]), np.array([[3, 3, 3], [2, 0, 1]])):
