@@ -299,11 +299,13 @@ def dilate(maps: list[np.ndarray], covered: np.ndarray, margin: int, band: int =
 
 
 def copy_moves(maps: list[np.ndarray], moves: tuple[np.ndarray, np.ndarray]) -> None:
-    """Copy texels along flat (target, source) indices (D,) in each map (S, S, ...), in place."""
+    """Copy texels along flat (target, source) indices (D,) in each map (S, S, ...), in place, one
+    channel at a time (1D copies: 2x faster than rows of 3 bytes)."""
     target, source = moves
     for image in maps:
         flat = image.reshape(image.shape[0] * image.shape[1], -1)
-        flat[target] = flat[source]
+        for channel in flat.T:
+            channel[target] = channel[source]
 
 
 def dilation_moves(covered: np.ndarray, margin: int, band: int = 1024) -> tuple[np.ndarray, np.ndarray]:

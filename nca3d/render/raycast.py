@@ -132,20 +132,20 @@ class RayCaster:
             hits = self._scene.cast_rays(rays)
             t = hits["t_hit"].numpy().astype(np.float32)
             face = hits["primitive_ids"].numpy().astype(np.int64)
-            uv = hits["primitive_uvs"].numpy()
+            uv = hits["primitive_uvs"].numpy().T
             miss = ~(t <= far)
         else:
             dists = None if math.isinf(far) else np.full(len(origins), far, np.float32)
             hits = self._scene.run(origins, directions, dists=dists, output=1)
             face = hits["primID"].astype(np.int64)
             t = hits["tfar"].astype(np.float32)
-            uv = np.stack([hits["u"], hits["v"]], axis=1)
+            uv = (hits["u"], hits["v"])
             miss = face < 0
         face[miss] = -1
         t[miss] = np.inf
         bary = np.empty((len(face), 3), np.float32)
-        bary[:, 1:] = uv
-        bary[:, 0] = 1.0 - uv[:, 0] - uv[:, 1]
+        bary[:, 1], bary[:, 2] = uv
+        bary[:, 0] = 1.0 - bary[:, 1] - bary[:, 2]
         bary[miss] = 0.0
         return face, normalise_bary(bary), t
 
@@ -210,10 +210,13 @@ class RayCaster:
 
 
 def normalise_bary(bary: np.ndarray) -> np.ndarray:
-    """Clip float noise below 0 and rescale rows to sum 1 (rows of zeros stay zero)."""
-    bary = np.clip(bary, 0.0, None)
-    total = bary.sum(axis=1, keepdims=True)
-    return np.divide(bary, total, out=np.zeros_like(bary), where=total > 0)
+    """Clip float noise below 0 and rescale rows to sum 1 (rows of zeros stay zero); in place, on
+    (R, 3) columns (np.clip and a row sum are 3x slower)."""
+    np.maximum(bary, 0.0, out=bary)
+    total = bary[:, 0] + bary[:, 1] + bary[:, 2]
+    total[total == 0] = 1.0
+    bary /= total[:, None]
+    return bary
 
 
 def closest_on_triangles(p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
