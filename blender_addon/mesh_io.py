@@ -6,11 +6,11 @@ scale.
 
 A mesh without a UV map gets a new one on its own data (its vertices, vertex groups, shape keys
 and modifiers untouched). Blender stores UVs per face corner, one UV island per polygon:
-* a mesh of triangles only is unwrapped by the backend (xatlas) and its output triangles are
+* a mesh of triangles only is unwrapped by the backend (nca3d.ops.uv) and its output triangles are
   matched back to the exported ones by their corner positions (the backend drops degenerate and
   repeated triangles and splits vertices at seams, so indices alone do not match);
 * a mesh with quads or n-gons is unwrapped here with Smart UV Project (on a temporary copy):
-  xatlas charts triangles, and it splits a quad's two triangles into different charts, which a
+  the backend charts triangles, and it splits a quad's two triangles into different charts, which a
   polygon's single set of corner UVs cannot hold.
 The geometry exported is the evaluated mesh (modifiers applied) when its topology is the base
 mesh's; when modifiers change the topology (Subdivision, Mirror...), the base mesh is unwrapped and

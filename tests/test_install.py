@@ -95,7 +95,7 @@ def test_extras_are_told_apart_from_the_core():
         except KeyError:
             continue  # not installed here: nothing to block
         assert module in blocked, (module, extra)
-    for core in ("torch", "numpy", "PIL", "trimesh", "scipy", "xatlas", "gpytoolbox", "safetensors"):
+    for core in ("torch", "numpy", "PIL", "trimesh", "scipy", "gpytoolbox", "safetensors"):
         assert core not in blocked
 
 

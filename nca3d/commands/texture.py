@@ -105,7 +105,7 @@ def texture_mesh(config: TextureConfig, progress: Progress | None = None) -> lis
     folder = prepare_out(config.out)
     unwrapped = not has_usable_uv(mesh)
     if unwrapped:
-        progress.update("unwrap", 0.0, "no usable UVs: unwrapping with xatlas", force=True)
+        progress.update("unwrap", 0.0, "no usable UVs: unwrapping", force=True)
         mesh = unwrap(mesh, resolution=config.size, padding=max(2, config.margin // 2))
         progress.update("unwrap", 1.0, "unwrapped", force=True)
     baker = MeshBaker(model, mesh, config, progress)

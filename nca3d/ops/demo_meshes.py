@@ -1,7 +1,8 @@
 """Demo meshes the project makes itself: a procedural rock, a torus and a capsule, with UVs.
 
 They are small (a few thousand triangles), about 2 units across, centred at the origin, Y up,
-counter-clockwise seen from outside, and unwrapped with xatlas (charts packed for 1024 px maps).
+counter-clockwise seen from outside, and unwrapped by ops.uv (charts packed for 1024 px maps; the
+shipped copies keep the xatlas UVs they were first made with).
 The shipped copies live in assets/meshes/NAME.obj; regenerate them with
 
     python -m nca3d.ops.demo_meshes assets/meshes
@@ -108,7 +109,8 @@ GEOMETRY = {"rock": rock_geometry, "torus": torus_geometry, "capsule": capsule_g
 
 
 def make_demo_mesh(name: str) -> SurfaceMesh:
-    """Build a demo mesh from scratch (geometry + xatlas UVs); the shipped OBJ files are these."""
+    """Build a demo mesh from scratch (geometry + ops.uv UVs); the shipped OBJ files are these
+    geometries with the xatlas UVs of the unwrap used before ops.uv charted by itself."""
     from .uv import unwrap
 
     if name not in GEOMETRY:

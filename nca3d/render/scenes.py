@@ -160,7 +160,7 @@ def _polydata(vertices, faces, uv, normals, tangents):
 
 def display_tangents(frames, faces: np.ndarray) -> np.ndarray:
     """Per-vertex tangents for VTK's normal mapping, which takes the bitangent as N x T with no
-    handedness: on mirrored UV islands (xatlas makes many) the tangent is negated so that N x T
+    handedness: on mirrored UV islands (xatlas, which made the shipped demo meshes' UVs, makes many) the tangent is negated so that N x T
     is the bake's bitangent; the normal map's red channel is flipped there to match (see
     mirrored_texels)."""
     sign = np.ones(len(frames.tangent))
@@ -253,7 +253,7 @@ class MeshScene(Scene):
         if model.config.domain == "2d":
             raise NCA3DError("a 2D model makes tileable maps, not mesh textures; render it without --mesh")
         if not has_usable_uv(mesh):
-            self.progress.update("unwrap", 0.0, "no usable UVs: unwrapping with xatlas", force=True)
+            self.progress.update("unwrap", 0.0, "no usable UVs: unwrapping", force=True)
             mesh = unwrap(mesh, resolution=map_size, padding=max(2, map_size // 256))
         self.mesh = mesh
         config = TextureConfig(mesh=mesh.name, model="", out=".", size=map_size, cells=cells,
