@@ -2,7 +2,8 @@
 
 Two forwards give the same values: `exact`, plain PyTorch (autograd, any device; the reference),
 and `fast`, for CPU inference: rows in cache-sized blocks through preallocated buffers, with
-numpy's SIMD float32 sine (about 4x torch.sin's speed here, within 1e-7 of it: tested).
+numpy's SIMD float32 sine (about 4x torch.sin's speed here, within 1e-7 of it: tested), the blocks
+shared among torch.get_num_threads() Python threads (core.threads).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import math
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from .threads import run_threads, threads_for
 
 BLOCK_ROWS = 4096  # rows per block of the fast forward: a block's activations (32 wide) stay in L2
 
@@ -62,12 +65,18 @@ class SIREN(nn.Module):
         # The narrow last layer (32 -> K) runs feature-major, (K, 32) @ h^T into columns of a (K, Q)
         # output transposed once at the end: 3-4x faster in MKL than h @ W^T
         out_t = torch.empty((weight.shape[1], x.shape[0]), dtype=x.dtype)
-        buffers = [torch.empty((min(block, x.shape[0]), w.shape[1]), dtype=x.dtype) for w, _ in hidden]
-        for start in range(0, x.shape[0], block):
-            h = x[start:start + block]
-            for (w, b), buffer in zip(hidden, buffers):
-                h = torch.addmm(b, h, w, out=buffer[:h.shape[0]])
-                values = h.numpy()
-                np.sin(values, out=values)
-            torch.addmm(bias.unsqueeze(1), weight.t(), h.t(), out=out_t[:, start:start + h.shape[0]])
+        starts = range(0, x.shape[0], block)
+        streams = threads_for(len(starts))
+
+        def stream(index: int) -> None:  # every streams-th block, through its own buffers
+            buffers = [torch.empty((min(block, x.shape[0]), w.shape[1]), dtype=x.dtype) for w, _ in hidden]
+            for start in starts[index::streams]:
+                h = x[start:start + block]
+                for (w, b), buffer in zip(hidden, buffers):
+                    h = torch.addmm(b, h, w, out=buffer[:h.shape[0]])
+                    values = h.numpy()
+                    np.sin(values, out=values)
+                torch.addmm(bias.unsqueeze(1), weight.t(), h.t(), out=out_t[:, start:start + h.shape[0]])
+
+        run_threads(stream, streams)
         return out_t.t().contiguous()

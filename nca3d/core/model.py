@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from ..lattices import Grid2D, Grid3D, Lattice, MeshLattice, icosphere
 from .lppn import SIREN
 from .nca import NCA
+from .threads import run_threads, threads_for
 
 DECODE_CHUNK = 65536  # query points per decoder call: bounds peak memory at any resolution
 
@@ -255,13 +256,32 @@ class Model(nn.Module):
                       ) -> Iterator[tuple[slice, Tensor]]:
         """Yield (query slice, outputs (B, q, K)) over chunks of `chunk // B` query points."""
         self.check_lattice(lattice)
-        step = max(1, chunk // max(state.shape[0], 1))
-        total = len(query)
-        for start in range(0, total, step):
-            rows = slice(start, min(total, start + step))
-            yield rows, self.decode_located(state, lattice.locate(query[rows].to(self.device)))
+        for rows in _spans(len(query), max(1, chunk // max(state.shape[0], 1))):
+            yield rows, self._decode_rows(state, lattice, query, rows)
 
     def decode(self, state: Tensor, lattice: Lattice, query, chunk: int = DECODE_CHUNK) -> Tensor:
-        """Decode all query points (grid points (Q, d) or SurfacePoints) -> (B, Q, K)."""
-        parts = [values for _, values in self.decode_chunks(state, lattice, query, chunk)]
+        """Decode all query points (grid points (Q, d) or SurfacePoints) -> (B, Q, K). CPU inference
+        shares the chunks (at least one per thread) among torch.get_num_threads() Python threads."""
+        self.check_lattice(lattice)
+        step = max(1, chunk // max(state.shape[0], 1))
+        threaded = state.device.type == "cpu" and not torch.is_grad_enabled()
+        if threaded:
+            step = max(1, min(step, math.ceil(len(query) / torch.get_num_threads())))
+        spans = _spans(len(query), step)
+        streams = threads_for(len(spans)) if threaded else 1
+        parts = [None] * len(spans)
+
+        def stream(index: int) -> None:
+            for number in range(index, len(spans), streams):
+                parts[number] = self._decode_rows(state, lattice, query, spans[number])
+
+        run_threads(stream, streams)
         return torch.cat(parts, dim=1)
+
+    def _decode_rows(self, state: Tensor, lattice: Lattice, query, rows: slice) -> Tensor:
+        return self.decode_located(state, lattice.locate(query[rows].to(self.device)))
+
+
+def _spans(total: int, step: int) -> list[slice]:
+    """Consecutive slices of at most `step` of range(total)."""
+    return [slice(start, min(total, start + step)) for start in range(0, total, step)]

@@ -1,0 +1,68 @@
+"""CPU inference on Python threads (core.threads) gives the single-thread results: the same blocks
+through the same ops, within float rounding (MKL may round a last bit apart in another thread)."""
+
+import pytest
+import torch
+
+from nca3d.core import lppn, nca
+from nca3d.core.nca import make_generator
+from nca3d.core.threads import run_threads, threads_for
+from nca3d.lattices import Grid2D, Grid3D, MeshLattice, SurfacePoints, icosphere
+from tests.conftest import random_model
+
+
+@pytest.fixture
+def threads():
+    """Run a test body at torch thread count n: threads(n); the count is restored afterwards."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+def test_run_threads_keeps_order_modes_and_restores_the_thread_count(threads):
+    threads(3)
+    with torch.inference_mode():
+        seen = run_threads(lambda i: (i, torch.get_num_threads(), torch.is_inference_mode_enabled()), 3)
+    assert seen == [(0, 1, True), (1, 1, True), (2, 1, True)]
+    assert torch.get_num_threads() == 3
+    assert threads_for(2) == 2 and threads_for(10) == 3 and threads_for(0) == 1
+
+
+LATTICES = {"2d": lambda: Grid2D(12), "volume": lambda: Grid3D(6), "mesh": lambda: MeshLattice(*icosphere(3))}
+
+
+@pytest.mark.parametrize("domain", list(LATTICES))
+def test_threaded_inference_step_equals_the_single_thread_one(domain, threads, monkeypatch):
+    monkeypatch.setattr(nca, "BLOCK_CELLS", 50)  # several blocks per step
+    torch.manual_seed(0)
+    model = random_model(domain)
+    lattice = LATTICES[domain]()
+    seed = torch.randn(2, *lattice.cell_shape, 16) * 0.1
+    results = []
+    for count in (1, 2):
+        threads(count)
+        with torch.inference_mode():
+            results.append(model.rollout(seed, lattice, 3, make_generator(1)))
+    assert (results[0] - results[1]).abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("domain", list(LATTICES))
+def test_threaded_decode_equals_the_single_thread_one(domain, threads, monkeypatch):
+    monkeypatch.setattr(lppn, "BLOCK_ROWS", 100)  # several SIREN blocks per chunk
+    torch.manual_seed(1)
+    model = random_model(domain)
+    lattice = LATTICES[domain]()
+    state = torch.randn(2, *lattice.cell_shape, 16)
+    if domain == "mesh":
+        bary = torch.rand(1000, 3)
+        query = SurfacePoints(torch.randint(0, lattice.faces.shape[0], (1000,)), bary / bary.sum(1, keepdim=True))
+    else:
+        query = torch.rand(1000, len(lattice.cell_shape)) * 20
+    results = []
+    for count in (1, 2):
+        threads(count)
+        with torch.inference_mode():
+            results.append(model.decode(state, lattice, query, chunk=600))
+            results.append(model.lppn.fast(torch.randn(999, model.lppn.layers[0].in_features,
+                                                       generator=torch.Generator().manual_seed(2))))
+    assert (results[0] - results[2]).abs().max() < 1e-6 and (results[1] - results[3]).abs().max() < 1e-6
