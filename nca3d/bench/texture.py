@@ -66,7 +66,7 @@ def bench_texture(mesh_path: str, sizes=(2048, 4096), cells: int = DEFAULT_CELLS
     from ..core.model import Model, ModelConfig
     from ..io.mesh import load_mesh
     from ..lattices.mesh import SurfacePoints
-    from ..ops.uv import has_usable_uv, unwrap
+    from ..ops.uv import has_usable_uv, seam_stats, unwrap
 
     if not Path(mesh_path).is_file():
         raise NCA3DError(f"benchmark mesh '{mesh_path}' not found; pass --mesh PATH (a 75k-face mesh, "
@@ -87,7 +87,9 @@ def bench_texture(mesh_path: str, sizes=(2048, 4096), cells: int = DEFAULT_CELLS
                "stages": stages}
     mesh = measure("load", lambda: load_mesh(mesh_path))
     results["faces"] = len(mesh.faces)
-    mesh = measure("unwrap", lambda: mesh if has_usable_uv(mesh) else unwrap(mesh, resolution=max(sizes)))
+    had_uv = has_usable_uv(mesh)
+    mesh = measure("unwrap", lambda: mesh if had_uv else unwrap(mesh, resolution=max(sizes)))
+    stages["unwrap"].update(own_uv=had_uv, **{k: round(v, 3) for k, v in seam_stats(mesh).items()})
     config = TextureConfig(mesh=mesh_path, model="bench", out=".", cells=cells, steps=steps, device=str(device))
     baker = measure("lattice", lambda: MeshBaker(model, mesh, config, Progress("none")))
     stages["lattice"].update(cells=baker.lattice.num_cells,

@@ -27,6 +27,8 @@ def test_texture_bench_times_every_stage(tmp_path):
     trimesh.creation.torus(1.0, 0.3).export(tmp_path / "torus.ply")  # no UVs: the unwrap is timed too
     results = bench_texture(str(tmp_path / "torus.ply"), sizes=(64, 128), cells=400, steps=2)
     assert set(results["stages"]) == {"load", "unwrap", "lattice", "grow"}
+    unwrap = results["stages"]["unwrap"]
+    assert unwrap["own_uv"] is False and 0 < unwrap["texel_use"] < 1 and unwrap["seam_length"] > 0
     assert [row["size"] for row in results["sizes"]] == [64, 128]
     assert results["raycast_backend"] == default_backend()
     for row in results["sizes"]:
