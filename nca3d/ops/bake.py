@@ -284,12 +284,21 @@ def texel_frames(frames: TangentFrames, faces: np.ndarray, face: np.ndarray, bar
 def up_frames(normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The mesh models' tangent frame (right, up) (N, 3) at unit normals: up is world +Y
     projected onto the tangent plane (+Z where the normal is vertical), right = up x normal.
-    This is the frame the icosphere training views use, so model normals live in it."""
-    world_up = np.zeros_like(normals)
-    world_up[:, 1] = 1.0
-    world_up[np.abs(normals[:, 1]) > 1.0 - 1e-6] = (0.0, 0.0, 1.0)
-    up = orthonormal_to(world_up, normals)
-    return cross(up, normals), up
+    This is the frame the icosphere training views use, so model normals live in it.
+
+    In closed form: with L = |Y - n_y n| = sqrt(n_x^2 + n_z^2), up = (-n_y n_x, L^2, -n_y n_z) / L
+    and right = Y x n / L = (n_z, 0, -n_x) / L."""
+    x, y, z = normals.T
+    length = np.sqrt(x * x + z * z)
+    pole = np.abs(y) > 1.0 - 1e-6
+    length[pole] = 1.0
+    right, up = np.empty_like(normals), np.empty_like(normals)
+    right[:, 0], right[:, 1], right[:, 2] = z / length, 0.0, -x / length
+    up[:, 0], up[:, 1], up[:, 2] = -y * x / length, length, -y * z / length
+    if pole.any():  # world +Z projected
+        up[pole] = orthonormal_to(np.broadcast_to([0.0, 0.0, 1.0], (int(pole.sum()), 3)), normals[pole])
+        right[pole] = cross(up[pole], normals[pole])
+    return right, up
 
 
 def dilate(maps: list[np.ndarray], covered: np.ndarray, margin: int, band: int = 1024) -> None:

@@ -94,13 +94,17 @@ def test_vertex_normals_agree_across_uv_seam_copies():
 
 
 def test_up_frames_are_right_handed_with_up_towards_world_y():
+    """Up: world +Y projected onto the tangent plane and normalised (+Z projected at the poles)."""
     rng = np.random.default_rng(1)
     normals = rng.normal(size=(100, 3))
     normals /= np.linalg.norm(normals, axis=1, keepdims=True)
-    normals[0] = [0, 1, 0]  # the pole
+    normals[0], normals[1] = [0, 1, 0], [0, -1, 0]  # the poles
     right, up = up_frames(normals)
     assert np.allclose(np.cross(right, up), normals, atol=1e-9)
-    assert (up[1:, 1] >= -1e-9).all()
+    want = np.tile([0.0, 1.0, 0.0], (100, 1))
+    want[:2] = [0.0, 0.0, 1.0]
+    want -= np.sum(want * normals, 1, keepdims=True) * normals
+    assert np.allclose(up, want / np.linalg.norm(want, axis=1, keepdims=True), atol=1e-12)
 
 
 @pytest.mark.parametrize("band", [1024, 7])
