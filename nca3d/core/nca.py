@@ -68,11 +68,10 @@ class NCA(nn.Module):
 
     def _update_fired(self, state: Tensor, lattice: Lattice, fire: Tensor) -> Tensor:
         """CPU inference: only the cells that fire (B, *cells) go through the MLP. Their perception
-        rows are gathered and their new states written into a copy of the state by flat index
-        (index_select / index_copy_: an order of magnitude faster here than boolean masks). Blocks
+        rows are gathered and their updates added into a copy of the state by flat index
+        (index_select / index_add_: an order of magnitude faster here than boolean masks). Blocks
         go to torch.get_num_threads() Python threads (core.threads), taken one at a time."""
         batch, channels = state.shape[0], state.shape[-1]
-        flat_state = state.reshape(-1, channels)
         new_state = state.clone()
         cells = fire[0].numel()
         per_row = cells // fire.shape[1]  # cells per index of the first cell axis
@@ -88,8 +87,8 @@ class NCA(nn.Module):
                 block_cells = (rows.stop - rows.start) * per_row
                 update = self.update(perception.reshape(batch * block_cells, -1)
                                      .index_select(0, fired[:, 0] * block_cells + fired[:, 1]))
-                at = fired[:, 0] * cells + rows.start * per_row + fired[:, 1]  # rows of flat_state
-                new_state.view(-1, channels).index_copy_(0, at, flat_state.index_select(0, at) + update)
+                at = fired[:, 0] * cells + rows.start * per_row + fired[:, 1]  # rows of the flat state
+                new_state.view(-1, channels).index_add_(0, at, update)
 
         run_threads(stream, threads_for(math.ceil(batch * cells / BLOCK_CELLS)))
         return new_state
