@@ -59,7 +59,8 @@ class SIREN(nn.Module):
     @torch.no_grad()
     def fast(self, x: Tensor, block: int | None = None) -> Tensor:
         """(Q, inputs) float32 CPU -> (Q, outputs), no autograd: blocks of `block` rows, each layer an
-        addmm into a preallocated buffer and numpy's sine in place on it (block: BLOCK_ROWS if None)."""
+        addmm into a preallocated buffer and numpy's sine in place on it (block: BLOCK_ROWS if None),
+        the blocks shared among torch.get_num_threads() Python threads."""
         block = block or BLOCK_ROWS
         *hidden, (weight, bias) = self.folded()
         # The narrow last layer (32 -> K) runs feature-major, (K, 32) @ h^T into columns of a (K, Q)

@@ -8,8 +8,9 @@ torch ops and numpy's ufuncs release the GIL, so the streams run side by side.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import torch
 
