@@ -24,7 +24,8 @@ def threads_for(work_items: int) -> int:
 
 def run_threads(worker: Callable[[int], T], count: int) -> list[T]:
     """worker(0), ..., worker(count - 1) on `count` threads with torch on one thread meanwhile
-    (restored after); count 1 runs in the caller's thread without touching torch's setting."""
+    (restored after); count 1 runs in the caller's thread without touching torch's setting.
+    Call it from one thread at a time: torch's thread count is shared (and partly per thread)."""
     if count <= 1:
         return [worker(0)]
     inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
