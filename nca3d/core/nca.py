@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import math
-import threading
-
 import torch
 from torch import Tensor, nn
 
 from ..lattices.base import Lattice
-from .threads import run_threads, threads_for
 
 BLOCK_CELLS = 8192  # cells per update block: keeps the MLP hidden layer in cache (measured best for 64^3)
 # On a GPU, blocks only bound memory (each costs kernel launches): a 64^3 volume and every training
@@ -69,28 +65,20 @@ class NCA(nn.Module):
     def _update_fired(self, state: Tensor, lattice: Lattice, fire: Tensor) -> Tensor:
         """CPU inference: only the cells that fire (B, *cells) go through the MLP. Their perception
         rows are gathered and their updates added into a copy of the state by flat index
-        (index_select / index_add_: an order of magnitude faster here than boolean masks). Blocks
-        go to torch.get_num_threads() Python threads (core.threads), taken one at a time."""
+        (index_select / index_add_: an order of magnitude faster here than boolean masks). Blocks run
+        one after another on torch's own threads: on a quiet 2-core machine that is 2x faster than
+        core.threads' streams for 2D and mesh steps (6.1 / 4.7 against 12.1 / 9.8 ms) and 1.1x for 64^3."""
         batch, channels = state.shape[0], state.shape[-1]
         new_state = state.clone()
         cells = fire[0].numel()
         per_row = cells // fire.shape[1]  # cells per index of the first cell axis
-        blocks, taking = lattice.perceive_blocks(state, BLOCK_CELLS), threading.Lock()
-
-        def stream(_: int) -> None:  # takes the next block (its perception) until none is left
-            while True:
-                with taking:
-                    rows, perception = next(blocks, (None, None))
-                if rows is None:
-                    return
-                fired = fire[:, rows].reshape(batch, -1).nonzero()  # (F, 2): batch element, cell of the block
-                block_cells = (rows.stop - rows.start) * per_row
-                update = self.update(perception.reshape(batch * block_cells, -1)
-                                     .index_select(0, fired[:, 0] * block_cells + fired[:, 1]))
-                at = fired[:, 0] * cells + rows.start * per_row + fired[:, 1]  # rows of the flat state
-                new_state.view(-1, channels).index_add_(0, at, update)
-
-        run_threads(stream, threads_for(math.ceil(batch * cells / BLOCK_CELLS)))
+        for rows, perception in lattice.perceive_blocks(state, BLOCK_CELLS):
+            fired = fire[:, rows].reshape(batch, -1).nonzero()  # (F, 2): batch element, cell of the block
+            block_cells = (rows.stop - rows.start) * per_row
+            update = self.update(perception.reshape(batch * block_cells, -1)
+                                 .index_select(0, fired[:, 0] * block_cells + fired[:, 1]))
+            at = fired[:, 0] * cells + rows.start * per_row + fired[:, 1]  # rows of the flat state
+            new_state.view(-1, channels).index_add_(0, at, update)
         return new_state
 
     def rollout(self, state: Tensor, lattice: Lattice, steps: int, generator: torch.Generator | None = None,
