@@ -25,7 +25,7 @@ import torch
 from ..core.nca import make_generator
 from ..lattices import Grid3D, SurfacePoints, icosphere
 from ..models import load_named_model
-from .measure import matmul_gflops, sync
+from .measure import matmul_gflops, sync, timed
 
 SCREEN = (1920, 1080)  # width, height of the 2D and mesh views
 VOLUME_SIZE, VOLUME_SAMPLES, VOLUME_CELLS = 512, 64, 64
@@ -59,15 +59,6 @@ def sphere_gbuffer(vertices: np.ndarray, faces: np.ndarray, width: int, height: 
     face, bary, _ = RayCaster(vertices, faces).cast(origins, directions)
     hit = np.flatnonzero(face >= 0)
     return hit, SurfacePoints(torch.from_numpy(face[hit]), torch.from_numpy(bary[hit]))
-
-
-def _median_seconds(fn, repeats: int) -> float:
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return sorted(samples)[len(samples) // 2]
 
 
 def domain_view(domain: str, model, quick: bool = False) -> tuple:
@@ -114,8 +105,8 @@ def time_loop(model, lattice, decode, steps_per_frame: int, repeats: int, device
             show()
 
         frame()  # warm up
-        return {"step_s": _median_seconds(steps, repeats) / steps_per_frame,
-                "decode_s": _median_seconds(show, repeats), "frame_s": _median_seconds(frame, repeats)}
+        return {"step_s": timed(steps, repeats, warmup=0) / steps_per_frame,
+                "decode_s": timed(show, repeats, warmup=0), "frame_s": timed(frame, repeats, warmup=0)}
 
 
 def bench_realtime(device="cpu", quick: bool = False, steps_per_frame: int = 1) -> dict:
