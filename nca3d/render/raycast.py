@@ -133,7 +133,7 @@ class RayCaster:
             t = hits["t_hit"].numpy().astype(np.float32)
             face = hits["primitive_ids"].numpy().astype(np.int64)
             uv = hits["primitive_uvs"].numpy().T
-            miss = ~(t <= far)
+            miss = ~np.isfinite(t) | (t > far)  # open3d's misses: t inf (and an invalid id)
         else:
             dists = None if math.isinf(far) else np.full(len(origins), far, np.float32)
             hits = self._scene.run(origins, directions, dists=dists, output=1)
