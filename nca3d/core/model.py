@@ -256,14 +256,14 @@ class Model(nn.Module):
                       ) -> Iterator[tuple[slice, Tensor]]:
         """Yield (query slice, outputs (B, q, K)) over chunks of `chunk // B` query points."""
         self.check_lattice(lattice)
-        for rows in _spans(len(query), max(1, chunk // max(state.shape[0], 1))):
+        for rows in _spans(len(query), _points_per_chunk(state, chunk)):
             yield rows, self._decode_rows(state, lattice, query, rows)
 
     def decode(self, state: Tensor, lattice: Lattice, query, chunk: int = DECODE_CHUNK) -> Tensor:
         """Decode all query points (grid points (Q, d) or SurfacePoints) -> (B, Q, K). CPU inference
         shares the chunks (at least one per thread) among torch.get_num_threads() Python threads."""
         self.check_lattice(lattice)
-        step = max(1, chunk // max(state.shape[0], 1))
+        step = _points_per_chunk(state, chunk)
         threaded = state.device.type == "cpu" and not torch.is_grad_enabled()
         if threaded:
             step = max(1, min(step, math.ceil(len(query) / torch.get_num_threads())))
@@ -280,6 +280,11 @@ class Model(nn.Module):
 
     def _decode_rows(self, state: Tensor, lattice: Lattice, query, rows: slice) -> Tensor:
         return self.decode_located(state, lattice.locate(query[rows].to(self.device)))
+
+
+def _points_per_chunk(state: Tensor, chunk: int) -> int:
+    """Query points per decoder call for a batch state (B, ...): `chunk` points over all B."""
+    return max(1, chunk // max(state.shape[0], 1))
 
 
 def _spans(total: int, step: int) -> list[slice]:

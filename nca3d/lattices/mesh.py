@@ -79,14 +79,15 @@ def perception_bags(operator: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     5i is i itself (weight 1) and bag 5i+1+k row k*N+i of the (4N, N) operator, so the (5N, X)
     sums read as (N, 5X) perception rows. Returns indices (nnz,), offsets (5N,), weights (nnz,)."""
     n = operator.shape[1]
-    coo = operator.to_sparse_coo().coalesce()
+    coo = operator.to_sparse_coo()  # from CSR: already coalesced
     rows, cols = coo.indices()
     cells = torch.arange(n)
     bag = torch.cat([cells * 5, rows % n * 5 + 1 + rows // n])
     order = torch.sort(bag, stable=True).indices
     indices = torch.cat([cells, cols])[order]
     weights = torch.cat([torch.ones(n), coo.values()])[order]
-    offsets = torch.cumsum(torch.bincount(bag, minlength=5 * n), 0) - torch.bincount(bag, minlength=5 * n)
+    sizes = torch.bincount(bag, minlength=5 * n)
+    offsets = torch.cumsum(sizes, 0) - sizes
     return indices, offsets, weights
 
 
