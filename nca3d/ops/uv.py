@@ -258,8 +258,8 @@ def overlapping_charts(corner_uv: np.ndarray, faces: np.ndarray, chart: np.ndarr
     face = np.arange(len(tail)) // 3
     tail_uv = corner_uv.reshape(-1, 2)
     head_uv = corner_uv[:, [1, 2, 0]].reshape(-1, 2)
-    _, twin_count = np.unique(edge * (chart.max() + 1) + chart[face], return_counts=True)
-    per_key = np.unique(edge * (chart.max() + 1) + chart[face], return_inverse=True)[1]
+    _, per_key, twin_count = np.unique(edge * (chart.max() + 1) + chart[face], return_inverse=True,
+                                       return_counts=True)
     boundary = np.flatnonzero(twin_count[per_key] == 1)
     a, b = segment_pairs(tail_uv[boundary], head_uv[boundary], chart[face[boundary]])
     a, b = boundary[a], boundary[b]
