@@ -27,7 +27,7 @@ from ..io.images import read_exemplar, write_png
 from ..io.model_file import load_model
 from ..progress import Progress
 from ..train.losses import crop_count
-from ..train.quality import TextureStatistics, _resize, band_score, reference_scores
+from ..train.quality import TextureStatistics, resize_square, band_score, reference_scores
 from ..train.trainer import TrainConfig, Trainer, make_task
 
 STEPS = (256, 1024, 2048, 4096)  # 4096: a shipped model must hold its texture that long
@@ -62,7 +62,7 @@ def evaluate_model(model, exemplar: torch.Tensor, stats: TextureStatistics, out_
     full view)."""
     config = model.provenance.get("config") or {}
     scores = reference_scores(exemplar, stats, zoom=config.get("zoom", 1.0))
-    panels = [_resize(scores["region"], stats.size)]
+    panels = [resize_square(scores["region"], stats.size)]
     results = {}
     for steps, state, crops, scored in grow(model, stats.size, scores["scale"], seed, batch):
         full, scored = crops[0][0, :3], [c[:3] for c in scored]

@@ -35,7 +35,7 @@ from ..render.preview import shade_flat
 from ..train.quality import (
     STATS_SIZE,
     TextureStatistics,
-    _resize,
+    resize_square,
     band_score,
     degradations,
     reference_band,
@@ -141,7 +141,7 @@ def pbr_reference(maps: dict[str, torch.Tensor], stats: TextureStatistics, zoom:
     crops = reference_crops(torch.cat([maps[kind].float() for kind in kinds]), zoom)
 
     def split(image: torch.Tensor) -> dict[str, torch.Tensor]:
-        return dict(zip(kinds, _resize(image, stats.size).split(widths)))
+        return dict(zip(kinds, resize_square(image, stats.size).split(widths)))
 
     reference = split(crops["reference"])
     others = [split(c) for c in crops["others"]]

@@ -61,7 +61,7 @@ def add_arguments(parser) -> None:
             ("zoom", float, "the lattice spans 1/ZOOM of the exemplar: features ZOOM x larger (default: from the feature size)"),
             ("select_every", int, "score a long rollout every this many iterations and keep the best (default 100; 0: off)"),
             ("select_after", int, "... from this iteration on (default 400)"),
-            ("select_steps", int, "... grown from the seed for this many steps (default 1024)"),
+            ("select_steps", int, "... grown from the seed for this many steps (default 2048)"),
             ("limit_steps", int, "the model's state limit: 1.5x the largest state over 2 growths of this many steps "
                                  "(default 2048)")):
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, help=text)

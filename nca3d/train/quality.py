@@ -27,7 +27,7 @@ from ..errors import require
 STATS_SIZE = 128  # images are compared at this size (a power of two for the pyramid)
 
 
-def _resize(image: torch.Tensor, size: int) -> torch.Tensor:
+def resize_square(image: torch.Tensor, size: int) -> torch.Tensor:
     """(3, H, W) -> (3, size, size), antialiased."""
     return F.interpolate(image[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
 
@@ -74,7 +74,7 @@ class TextureStatistics:
     @torch.no_grad()
     def __call__(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """(3, H, W) in [0, 1] -> {"ps": (3, S) statistics, "orientation": orientation_histogram}."""
-        image = _resize(image.float().clamp(0, 1), self.size)
+        image = resize_square(image.float().clamp(0, 1), self.size)
         stats = self.model(image[:, None].double()).reshape(3, -1).float()
         # a flat image has undefined higher moments: count them as 0
         return {"ps": torch.nan_to_num(stats), "orientation": orientation_histogram(image)}
@@ -140,7 +140,7 @@ def phase_randomised(image: torch.Tensor, seed: int = 0) -> torch.Tensor:
 def degradations(image: torch.Tensor, size: int) -> list[torch.Tensor]:
     """The floor's candidates for (K, H, W): brought to `size`, then blurred (sigma size/32) and
     phase-randomised."""
-    image = _resize(image, size)
+    image = resize_square(image, size)
     return [_blur(image, sigma=size / 32), phase_randomised(image)]
 
 
@@ -189,6 +189,12 @@ def reference_band(reference_stats: dict, spread: dict, others: list, degraded: 
             "floor_phase": float(means[1]), "spread": spread}
 
 
+def zoomed_region(exemplar: torch.Tensor, zoom: float) -> torch.Tensor:
+    """What one full view of a model trained at `zoom` spans of an exemplar (C, H, W): its top-left 1/zoom."""
+    h, w = exemplar.shape[-2:]
+    return exemplar[:, : max(2, int(h / zoom)), : max(2, int(w / zoom))]
+
+
 def reference_crops(exemplar: torch.Tensor, zoom: float = 1.0) -> dict:
     """The crops reference_scores measures, of (K, H, W) with any K: the region, the reference
     quarter, the other quarters (those not repeating it), SPREAD_CROPS random quarter-size crops
@@ -199,7 +205,7 @@ def reference_crops(exemplar: torch.Tensor, zoom: float = 1.0) -> dict:
     if tiled:
         exemplar = exemplar[:, : h // 2, : w // 2]
         _, h, w = exemplar.shape
-    exemplar = exemplar[:, : max(2, int(h / zoom)), : max(2, int(w / zoom))]
+    exemplar = zoomed_region(exemplar, zoom)
     _, h, w = exemplar.shape
     reference = exemplar[:, : h // 2, : w // 2]
     candidates = (exemplar[:, h - h // 2:, w - w // 2:], exemplar[:, : h // 2, w - w // 2:], exemplar[:, h - h // 2:, : w // 2])

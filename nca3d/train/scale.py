@@ -17,6 +17,12 @@ the lattice a render spans (lattice cells x zoom / exemplar px):
   trained twice as long), a weathered rock at grid 64 (a crack network 5-10x too small; right at
   grid 32).
 So features land at about one cell (`TARGET_CELLS`); 0.4-0.6 is too small.
+
+The lattice also bounds how much exemplar one cell holds (`MAX_PX_PER_CELL`): the decoder draws
+within-cell detail well to ~13 exemplar px per cell and the cells show as a grid from ~30 (lava
+flow, coral and rust with no flags on a 32-cell lattice over 1024 px: 32 px per cell, a faint cell
+grid and washed-out colours; rust at grid 48, 21 px per cell, right by eye). So large soft
+features on a large exemplar get more cells (features above one cell) rather than bigger cells.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ TARGET_CELLS = 1.0  # the correlation length, in lattice cells, the NCA grows be
 MEASURE_SIDE = 1024  # larger exemplars are box-averaged down to about this before measuring
 MIN_VIEW_PX = 128  # zoom keeps at least this many exemplar px per lattice view
 MAX_ZOOM = 4.0
+MAX_PX_PER_CELL = 22.0  # a chosen lattice gives no cell more than this many exemplar px (see above)
 DEFAULT_GRID = {"2d": 64, "volume": 32, "mesh": 64}  # 2d / volume: cells per side; mesh: icosphere frequency
 MIN_GRID = {"2d": 32, "volume": 16, "mesh": 32}
 KEEP_DEFAULT = 0.1  # a lattice within 10% of the default keeps the default
@@ -146,7 +153,8 @@ def choose_scale(domain: str, feature_px: float | None, side_px: int, grid: int 
 
     Small features: the default lattice, and zoom (at most MAX_ZOOM, keeping MIN_VIEW_PX of the
     exemplar per view and, for a regular pattern repeating every `period_px`, MIN_PERIODS repeats).
-    Large ones: zoom 1 and a smaller lattice (at least MIN_GRID, a multiple of 8)."""
+    Large ones: zoom 1 and a smaller lattice (at least MIN_GRID, a multiple of 8), yet large enough
+    that no cell spans more than MAX_PX_PER_CELL exemplar px."""
     chosen = [name for name, value in (("grid", grid), ("zoom", zoom)) if not value]
     default = DEFAULT_GRID[domain]
     if feature_px is None:
@@ -159,7 +167,8 @@ def choose_scale(domain: str, feature_px: float | None, side_px: int, grid: int 
         if span >= view_cells(domain, default) * (1 - KEEP_DEFAULT):
             grid = default
         else:
-            grid = max(MIN_GRID[domain], min(default, 8 * round(span / 8)))
+            finest = side_px / (MAX_PX_PER_CELL * (zoom or 1))  # fewer cells would hold too much exemplar each
+            grid = max(MIN_GRID[domain], min(default, max(8 * round(span / 8), 8 * int(np.ceil(finest / 8)))))
     if not zoom:
         zoom = wanted / view_cells(domain, grid)
         zoom = 1.0 if zoom < 1 + KEEP_DEFAULT else round(min(zoom, max_zoom), 2)

@@ -63,7 +63,7 @@ def test_flat_shading_lights_a_tangent_normal_map():
 
 
 def test_lit_scores_rank_the_exemplar_above_a_flat_grey_model(tmp_path):
-    from nca3d.train.quality import _resize
+    from nca3d.train.quality import resize_square
     from nca3d.bench.quality_pbr import pbr_reference, read_material, score_pbr, shade
 
     maps, notes = read_material(make_material(tmp_path / "bumps"))
@@ -75,7 +75,7 @@ def test_lit_scores_rank_the_exemplar_above_a_flat_grey_model(tmp_path):
     assert shade(reference["region"]).shape == (3, 64, 64)
     # the exemplar's own maps, other crops of it (it tiles: shifted by a third), score near 1 ...
     shifted = {kind: torch.roll(image, (42, 26), (1, 2)) for kind, image in maps.items()}
-    own = [{kind: _resize(image[:, r:r + 64, c:c + 64], 64) for kind, image in shifted.items()}
+    own = [{kind: resize_square(image[:, r:r + 64, c:c + 64], 64) for kind, image in shifted.items()}
            for r, c in ((0, 0), (64, 0), (0, 64))]
     own_scores = score_pbr(reference, own, stats)
     assert set(own_scores["maps"]) == {"albedo", "normal", "height"}

@@ -11,6 +11,7 @@ from nca3d.io.model_file import read_header
 from nca3d.progress import Progress
 from nca3d.train.scale import (
     DEFAULT_GRID,
+    MAX_PX_PER_CELL,
     MAX_ZOOM,
     MIN_GRID,
     MIN_PERIODS,
@@ -89,11 +90,20 @@ def test_choose_scale_small_features_zoom_large_ones_shrink_the_lattice():
     assert choose_scale("2d", 2.0, 256).zoom == 2.0  # at most 128 px of exemplar per view
     coarse = choose_scale("2d", 20.0, 1024)  # wants 51 cells: a 48-cell lattice, zoom 1
     assert (coarse.grid, coarse.zoom) == (48, 1.0) and coarse.grid % 8 == 0
-    huge = choose_scale("volume", 200.0, 512)
+    huge = choose_scale("volume", 200.0, 256)
     assert (huge.grid, huge.zoom) == (MIN_GRID["volume"], 1.0)
     near = choose_scale("2d", 8.4, 512)  # wants 61 cells: within 10% of the default keeps it
     assert (near.grid, near.zoom) == (DEFAULT_GRID["2d"], 1.0)
     assert choose_scale("mesh", 4.0, 512).grid == DEFAULT_GRID["mesh"]
+
+
+def test_a_chosen_lattice_gives_no_cell_more_than_max_px():
+    # lava flow: 1024 px with features ~35 px wants ~29 cells, but 32 cells would hold 32 px each
+    lava = choose_scale("2d", 35.0, 1024)
+    assert lava.grid == 48 and 1024 / lava.grid <= MAX_PX_PER_CELL and lava.feature_cells > TARGET_CELLS
+    assert choose_scale("2d", 35.0, 256).grid == MIN_GRID["2d"]  # a small exemplar: 8 px per cell is fine
+    assert choose_scale("volume", 200.0, 512).grid == 24  # 512 / 24 = 21 px per cell
+    assert choose_scale("2d", 35.0, 1024, grid=32).grid == 32  # a given lattice is kept
 
 
 def test_choose_scale_keeps_what_is_given_and_chooses_the_rest():
