@@ -189,6 +189,12 @@ def reference_band(reference_stats: dict, spread: dict, others: list, degraded: 
             "floor_phase": float(means[1]), "spread": spread}
 
 
+def orientation_distance(images: torch.Tensor, reference: torch.Tensor) -> float:
+    """Mean L1 distance of the orientation histograms of images (B, 3, H, W) from a `reference`
+    histogram: ~0.35 between crops of one isotropic exemplar, 1-3 for stripes."""
+    return float(np.mean([float((orientation_histogram(image) - reference).abs().sum()) for image in images.float()]))
+
+
 def zoomed_region(exemplar: torch.Tensor, zoom: float) -> torch.Tensor:
     """What one full view of a model trained at `zoom` spans of an exemplar (C, H, W): its top-left 1/zoom."""
     h, w = exemplar.shape[-2:]

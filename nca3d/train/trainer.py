@@ -37,7 +37,7 @@ from .losses import (
     overflow_loss,
     relief_strength,
 )
-from .quality import orientation_histogram, resize_square, zoomed_region
+from .quality import orientation_distance, orientation_histogram, resize_square, zoomed_region
 from .scale import choose_scale, period, scale_measures
 from .tasks import DEFAULT_SCALES, Texture2DTask, VolumeTask
 
@@ -441,7 +441,7 @@ class Trainer:
         Training only sees rollouts of up to `max_steps` from the pool; this is how the run learns
         whether the texture still holds (no drift, collapse or stripes) long after that. The texture
         loss barely sees a texture turning into diagonal streaks after 1000-2000 steps; the
-        orientation histogram does (L1 ~0.35 between crops of an exemplar, 1-3 for stripes)."""
+        orientation histogram does (train.quality.orientation_distance)."""
         cfg = self.config
         generator = torch.Generator(device=self.device).manual_seed(cfg.seed + 7919)  # the same test each time
         state, done, scores = self.model.seed(self.task.lattice, batch), 0, []
@@ -451,8 +451,7 @@ class Trainer:
             crops = self.task.render(self.model, state, generator)
             texture, extra = self._losses(state, generator, crops)
             full_views = crops[0][:, :3]  # scale 1 comes first, albedo (or rgb) first: (B, 3, p, p)
-            stripes = np.mean([float((orientation_histogram(view) - self.view_orientation).abs().sum())
-                               for view in full_views.float()])
+            stripes = orientation_distance(full_views, self.view_orientation)
             scores.append(float(texture + extra) + STRIPE_WEIGHT * stripes)
         return float(np.mean(scores))
 

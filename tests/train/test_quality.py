@@ -8,6 +8,7 @@ optional_import("plenoptic", "the texture statistics need plenoptic (pip install
 from nca3d.train.quality import (  # noqa: E402
     TextureStatistics,
     band_score,
+    orientation_distance,
     orientation_histogram,
     phase_randomised,
     reference_scores,
@@ -83,6 +84,10 @@ def test_stripes_and_streaks_lower_the_score():
     histogram = orientation_histogram(striped)
     assert histogram.argmax() % 12 == 0  # the gradient points along x: vertical stripes
     assert histogram.max() > 2 * orientation_histogram(crop).max()
+    # the training selection's stripe term: stripes and streaks far from the exemplar's directions
+    own = orientation_histogram(texture[:, :128, :128])
+    natural = orientation_distance(crop[None], own)
+    assert orientation_distance(torch.stack([striped, streaked]), own) > 2 * natural
 
 
 def test_phase_randomising_keeps_the_spectrum_and_the_mean_colour():
