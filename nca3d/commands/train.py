@@ -61,7 +61,9 @@ def add_arguments(parser) -> None:
             ("zoom", float, "the lattice spans 1/ZOOM of the exemplar: features ZOOM x larger (default: from the feature size)"),
             ("select_every", int, "score a long rollout every this many iterations and keep the best (default 100; 0: off)"),
             ("select_after", int, "... from this iteration on (default 400)"),
-            ("select_steps", int, "... grown from the seed for this many steps (default 2048)"),
+            ("select_steps", int, "... grown from the seed for this many steps (default 4096)"),
+            ("pool_age_steps", int, "once 40%% of the budget is spent, an eighth of the pool grows up to this many "
+                                    "steps more, so the model learns to hold its texture that long (default 2048; 0: off)"),
             ("limit_steps", int, "the model's state limit: 1.5x the largest state over 2 growths of this many steps "
                                  "(default 2048)")):
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, help=text)

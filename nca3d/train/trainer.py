@@ -44,6 +44,22 @@ from .tasks import DEFAULT_SCALES, Texture2DTask, VolumeTask
 PBR_MAPS = PBR_CHANNELS[1:]  # the maps beside the albedo, in output order
 REGULAR_AUTOCORR_WEIGHT = 10.0  # the auto-correlation term of an exemplar with a period (bricks, knit, tiles)
 
+# How many steps a pool state lives on average before it is reset to the seed: each reseed
+# replaces one state, and meanwhile the pool advances batch x mean-steps steps per iteration
+# spread over all states, so a state's expected age is seed_every x batch x mean steps whatever
+# the pool size. States as old as the long rollouts users run keep the model stable there
+# (2D and mesh defaults: 8 x 4 x 64; volumes, batch 2 at 16-48 steps: 32 x 2 x 32).
+POOL_AGE_STEPS = 2048
+# But a slot is picked once every pool / batch iterations, so no state is older (in steps) than the
+# iterations run: a run of 800 iterations never trains on a state past ~800 steps, and its model
+# may drift, streak or overflow by 2048-4096 (shipped granite_2d at 4096). So once AGE_POOL_AT of
+# the budget is spent an eighth of the pool grows pool_age_steps more without gradients (in chunks
+# of at most AGE_CHUNK_CELLS cells), capped at AGE_COST x the state-steps trained so far (a
+# gradient-free step costs ~1/4 of a trained one, so at most ~20% of the run; 2-5% at 1800 its).
+AGE_POOL_AT = 0.4
+AGE_COST = 2.0
+AGE_CHUNK_CELLS = 1 << 18
+
 
 @dataclass
 class TrainConfig:
@@ -90,7 +106,9 @@ class TrainConfig:
     init: str | None = None  # start from this model's weights (fine-tuning; fresh optimiser and pool)
     select_every: int = 100  # > 0: every this many iterations, score a long rollout and keep the best weights
     select_after: int = 400  # ... from this iteration on
-    select_steps: int = 2048  # ... grown from the seed for this many steps (scored at 256 and here)
+    select_steps: int = 4096  # ... grown from the seed for this many steps (scored at 256 and here)
+    pool_age_steps: int = POOL_AGE_STEPS  # once AGE_POOL_AT of the budget is spent, an eighth of the pool grows
+    # up to this many steps without gradients, so a short run trains on states as old as long growths (0: never)
     limit_steps: int = 2048  # the state limit is measured over 2 growths of this many steps (core.grow.state_limit)
     grad_checkpoint: int = 0  # > 0: gradient checkpointing every this many rollout steps (less memory)
     precision: str = "auto"  # the training rollout's MLP: fp32, bf16 (autocast; states stay fp32), auto: bf16 where it pays
@@ -142,20 +160,14 @@ class TrainConfig:
         if self.autocorr_weight is not None and not self.autocorr_weight >= 0:
             raise NCA3DError(f"--autocorr-weight {self.autocorr_weight:g} must be >= 0 (0: off; regular textures "
                              f"get {REGULAR_AUTOCORR_WEIGHT:g} by themselves)")
-        if self.select_every < 0 or self.select_steps < 1:
-            raise NCA3DError("need select_every >= 0 and select_steps >= 1")
+        if self.select_every < 0 or self.select_steps < 1 or self.pool_age_steps < 0:
+            raise NCA3DError("need select_every >= 0, select_steps >= 1 and pool_age_steps >= 0")
 
 
-# How many steps a pool state lives on average before it is reset to the seed: each reseed
-# replaces one state, and meanwhile the pool advances batch x mean-steps steps per iteration
-# spread over all states, so a state's expected age is seed_every x batch x mean steps whatever
-# the pool size. States as old as the long rollouts users run keep the model stable there
-# (2D and mesh defaults: 8 x 4 x 64; volumes, batch 2 at 16-48 steps: 32 x 2 x 32).
-POOL_AGE_STEPS = 2048
 STRIPE_WEIGHT = 1.0  # the selection score's orientation term (Trainer.long_rollout_score)
 
 # Settings newer than some checkpoints, with the value a checkpoint without them was trained with.
-SETTINGS_BEFORE_THEY_EXISTED = {"derive_pbr": False, "dark_is_high": False, "normal_height_weight": 0.0, "tap_balance": 0.0, "moment_weight": 1.0, "zoom": 1.0, "scales": list(DEFAULT_SCALES)}
+SETTINGS_BEFORE_THEY_EXISTED = {"pool_age_steps": 0, "derive_pbr": False, "dark_is_high": False, "normal_height_weight": 0.0, "tap_balance": 0.0, "moment_weight": 1.0, "zoom": 1.0, "scales": list(DEFAULT_SCALES)}
 
 # Settings that may differ when a run is resumed: the budget, where it runs, and bookkeeping.
 RESUMABLE_CHANGES = ("iters", "minutes", "device", "checkpoint_every", "grad_checkpoint", "precision", "limit_steps",
@@ -309,6 +321,7 @@ class Trainer:
         self.pool = self.model.seed(self.task.lattice, config.pool)
         self.iteration, self.elapsed, self.losses = 0, 0.0, []
         self.lr_decayed_at: int | None = None  # the iteration where the learning rate was decayed
+        self.pool_aged: list | None = None  # [iteration, states, steps] of the pool's ageing (age_pool)
         self.selection: list[tuple[int, float]] = []  # (iteration, long-rollout score) of each candidate
         self.best: dict[str, torch.Tensor] | None = None  # weights of the best-scoring candidate
 
@@ -343,7 +356,7 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         meta = {"iteration": self.iteration, "elapsed": self.elapsed, "losses": self.losses,
-                "lr_decayed_at": self.lr_decayed_at, "rng_device": self.device.type,
+                "lr_decayed_at": self.lr_decayed_at, "pool_aged": self.pool_aged, "rng_device": self.device.type,
                 "selection": self.selection, "config": dataclasses.asdict(self.config), "exemplar_sha256": self.exemplar_sha256}
         write_bytes_atomic(checkpoint_path(self.config.out),
                            save(self._checkpoint_tensors(), metadata={"nca3d_checkpoint": json.dumps(meta)}))
@@ -392,6 +405,7 @@ class Trainer:
             self.progress.update("train", self.budget_fraction(), f"the checkpoint's random stream is from "
                                  f"{meta['rng_device']}: continuing on {self.device.type} with a fresh one", force=True)
         self.lr_decayed_at = meta.get("lr_decayed_at")
+        self.pool_aged = meta.get("pool_aged")
         self.selection = [tuple(pair) for pair in meta.get("selection", [])]
         best = {k[5:]: v.to(self.device) for k, v in tensors.items() if k.startswith("best.")}
         self.best = best or None
@@ -484,6 +498,22 @@ class Trainer:
         self.iteration += 1
         return float(texture.detach())
 
+    @torch.no_grad()
+    def age_pool(self) -> None:
+        """Grow an eighth of the pool's states `pool_age_steps` steps without gradients, fewer when
+        that would cost over AGE_COST x the state-steps trained so far (see AGE_POOL_AT)."""
+        cfg, lattice = self.config, self.task.lattice
+        count = max(cfg.batch, cfg.pool // 8)
+        trained = self.iteration * cfg.batch * (cfg.min_steps + cfg.max_steps) / 2
+        steps = int(min(cfg.pool_age_steps, AGE_COST * trained / count))
+        slots = torch.randperm(cfg.pool, generator=self.generator, device=self.device)[:count]
+        chunks = slots.split(max(1, AGE_CHUNK_CELLS // lattice.num_cells)) if steps else ()
+        for number, chunk in enumerate(chunks):
+            self.progress.update("train", self.budget_fraction(), f"it {self.iteration}: ageing {count} of the pool's "
+                                 f"states {steps} steps, to train on long growths ({number + 1}/{len(chunks)})", force=True)
+            self.pool[chunk] = self.model.rollout(self.pool[chunk], lattice, steps, self.generator)
+        self.pool_aged = [self.iteration, count, steps]
+
     # --- the run ---------------------------------------------------------------------------
     def run(self, resume: bool = False) -> list[str]:
         cfg = self.config
@@ -497,6 +527,8 @@ class Trainer:
             fraction = self.budget_fraction()
             lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used (_lr decides it once per step)
             self.progress.update("train", fraction, f"it {self.iteration} loss {loss:.4f} lr {lr:.1e}")
+            if cfg.pool_age_steps and self.pool_aged is None and fraction >= AGE_POOL_AT:
+                self.age_pool()
             if cfg.select_every and self.iteration >= cfg.select_after and self.iteration % cfg.select_every == 0:
                 self.progress.update("train", fraction, f"it {self.iteration}: scoring a "
                                      f"{cfg.select_steps}-step rollout", force=True)
@@ -521,7 +553,7 @@ class Trainer:
         self.progress.update("finish", 1.0, "measuring the state range of long growths (the state limit)", force=True)
         self.model.set_state_limit(state_limit(self.model, self.task.lattice, steps=self.config.limit_steps))
         self.model.provenance.update(
-            selected_iteration=selected, lr_decayed_at=self.lr_decayed_at, selection=[[i, round(s, 5)] for i, s in self.selection],
+            selected_iteration=selected, lr_decayed_at=self.lr_decayed_at, pool_aged=self.pool_aged, selection=[[i, round(s, 5)] for i, s in self.selection],
             exemplar=Path(cfg.exemplar).name, exemplar_sha256=self.exemplar_sha256, license=cfg.license,
             credit=cfg.credit, iterations=self.iteration,
             final_loss=float(np.mean(self.losses[-50:])) if self.losses else None,

@@ -36,7 +36,7 @@ def tiny_config(tmp_path, domain="2d", **overrides):
     options = dict(exemplar=str(make_exemplar(tmp_path / "ex.png")), out=str(tmp_path / "m.nca3d"), domain=domain,
                    iters=20, features="patches", channels=8, hidden=32, grid=8 if domain == "2d" else 6,
                    pool=8, batch=2, min_steps=4, max_steps=8, patch=24, samples=128, ray_samples=8,
-                   lr=3e-3, checkpoint_every=5, device="cpu", limit_steps=64)
+                   lr=3e-3, checkpoint_every=5, device="cpu", limit_steps=64, pool_age_steps=16)
     options.update(overrides)
     return TrainConfig(**options)
 
@@ -70,12 +70,13 @@ SELECT = dict(select_every=3, select_after=3, select_steps=12)
 def test_resume_continues_the_same_run(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    # no decay: it comes at a fraction of each run's own budget, which differs here
-    straight = Trainer(tiny_config(tmp_path / "a", iters=10, lr_decay=1.0, **SELECT), Progress("none"))
+    # no decay or pool ageing: they come at a fraction of each run's own budget, which differs here
+    steady = dict(lr_decay=1.0, pool_age_steps=0, **SELECT)
+    straight = Trainer(tiny_config(tmp_path / "a", iters=10, **steady), Progress("none"))
     straight.run()
-    first = Trainer(tiny_config(tmp_path / "b", iters=6, lr_decay=1.0, **SELECT), Progress("none"))
+    first = Trainer(tiny_config(tmp_path / "b", iters=6, **steady), Progress("none"))
     first.run()
-    second = Trainer(tiny_config(tmp_path / "b", iters=10, lr_decay=1.0, **SELECT), Progress("none"))
+    second = Trainer(tiny_config(tmp_path / "b", iters=10, **steady), Progress("none"))
     second.run(resume=True)
     assert second.losses[:6] == first.losses
     # the long-rollout candidates (and the best weights) survive the checkpoint
@@ -120,6 +121,26 @@ def test_learning_rate_decays_once_at_a_fraction_of_the_budget(tmp_path):
     resumed = Trainer(tiny_config(tmp_path, iters=100, lr=1e-3, lr_decay=0.3, lr_decay_at=0.5), Progress("none"))
     assert resumed.run(resume=True) and resumed.lr_decayed_at == 4
     assert load_model(resumed.config.out).provenance["lr_decayed_at"] == 4
+
+
+def test_an_eighth_of_the_pool_ages_once_at_a_fraction_of_the_budget(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, iters=10, pool=24, batch=2, pool_age_steps=40), Progress("none"))
+    for _ in range(3):
+        trainer.step()
+    before = trainer.pool.clone()
+    trainer.age_pool()
+    moved = (trainer.pool - before).flatten(1).abs().amax(1) > 0
+    assert int(moved.sum()) == 3 and trainer.pool_aged == [3, 3, 24]  # 3 of 24 slots, the rest untouched
+    # capped at AGE_COST x the state-steps trained: 3 iterations x 2 states x 6 steps x 2 over 3 states
+    assert trainer.config.pool_age_steps == 40 and (trainer.config.min_steps, trainer.config.max_steps) == (4, 8)
+    # a run ages once, when 40% of its budget is spent; the checkpoint and the model record it
+    (tmp_path / "run").mkdir()
+    run = Trainer(tiny_config(tmp_path / "run", iters=10), Progress("none"))
+    run.run()
+    assert run.pool_aged == [4, 2, 16] and load_model(run.config.out).provenance["pool_aged"] == [4, 2, 16]
+    resumed = Trainer(tiny_config(tmp_path / "run", iters=12), Progress("none"))
+    resumed.run(resume=True)
+    assert resumed.pool_aged == [4, 2, 16]  # not again
 
 
 def test_resume_refuses_other_settings(tmp_path):
