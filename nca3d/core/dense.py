@@ -169,12 +169,12 @@ def _separable_chunks(model, state: torch.Tensor, lattice, shape: tuple[int, ...
 
 def _generic_chunks(model, state: torch.Tensor, lattice, shape: tuple[int, ...], axes: tuple[int, ...],
                     chunk: int) -> Iterator[tuple[int, int, torch.Tensor]]:
-    """The reference: (start, stop, outputs (q, K)) from the lattice's locate + the model's decode_located."""
+    """The reference: (start, stop, outputs (q, K)) from the lattice's locate + the model's decode_plain."""
     total = math.prod(shape)
     for start in range(0, total, chunk):
         stop = min(total, start + chunk)
         located = lattice.locate(grid_points(start, stop, shape, axes, lattice, state.device))
-        yield start, stop, model.decode_located(state, located)[0]
+        yield start, stop, model.decode_plain(state, located)[0]
 
 
 def _grid_shape(shape: int | tuple[int, ...], lattice) -> tuple[int, ...]:
@@ -194,7 +194,7 @@ def decode_grid_chunks(model, state: torch.Tensor, lattice, shape: int | tuple[i
     so an image is rows of y. Returns an iterator of (start, stop, activated outputs
     (stop - start, K)) over the flat grid, each computed in inference mode (the arguments are
     checked at the call). method: "separable" (fast, see _SeparableDecoder) or "generic" (the
-    lattice's locate + the model's decode_located, the reference).
+    lattice's locate + the model's decode_plain, the reference).
     """
     if method not in METHODS:
         raise ValueError(f"method must be {' or '.join(METHODS)}")

@@ -1,7 +1,8 @@
 """The LPPN decoder: a SIREN fed [local coordinate, interpolated cell state].
 
 Two forwards give the same values: `exact`, plain PyTorch (autograd, any device; the reference),
-and `fast`, for CPU inference: rows in cache-sized blocks through preallocated buffers, with
+and the fast ones for CPU inference (`fast` on given rows, `fast_interpolated` on the rows of a
+decode, gathered block by block): rows in cache-sized blocks through preallocated buffers, with
 numpy's SIMD float32 sine (about 4x torch.sin's speed here, within 1e-7 of it: tested), the blocks
 shared among torch.get_num_threads() Python threads (core.threads).
 """
@@ -10,11 +11,14 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..lattices.base import transpose_into
 from .threads import run_threads, threads_for
 
 BLOCK_ROWS = 4096  # rows per block of the fast forward: a block's activations (32 wide) stay in L2
@@ -58,26 +62,69 @@ class SIREN(nn.Module):
 
     @torch.no_grad()
     def fast(self, x: Tensor, block: int | None = None) -> Tensor:
-        """(Q, inputs) float32 CPU -> (Q, outputs), no autograd: blocks of `block` rows, each layer an
-        addmm into a preallocated buffer and numpy's sine in place on it (block: BLOCK_ROWS if None),
-        the blocks shared among torch.get_num_threads() Python threads."""
+        """(Q, inputs) float32 CPU -> (Q, outputs), no autograd: `_blocks` with the first layer an
+        addmm on the block's rows of x (block: BLOCK_ROWS if None)."""
+        (weight, bias), *rest = self.folded()
+        out_t = self._blocks(x.shape[0], lambda rows, out: torch.addmm(bias, x[rows], weight, out=out), rest, block)
+        return transpose_into(out_t, torch.empty(out_t.shape[::-1], dtype=out_t.dtype))
+
+    @torch.no_grad()
+    def first_layer_table(self, cells: Tensor) -> Tensor:
+        """Cell states (..., C) -> (..., width): each one's part of the first layer's pre-activation
+        with the bias (w0 folded in). The first layer is linear, so weights that sum to 1 interpolate
+        these rows into the state part of an interpolated state's pre-activation plus the bias."""
+        weight, bias = self.folded()[0]
+        flat = cells.reshape(-1, cells.shape[-1])
+        return torch.addmm(bias, flat, weight[weight.shape[0] - flat.shape[1]:]).view(*cells.shape[:-1], -1)
+
+    @torch.no_grad()
+    def fast_interpolated(self, source: Tensor, corners: Tensor, weights: Tensor, local: Tensor,
+                          tabled: bool = False, block: int | None = None) -> Tensor:
+        """The fast forward of the decoder rows [local, sum_k weights[:, k] cells[corners[:, k]]]
+        (weights summing to 1), gathered block by block with a fused weighted gather (F.embedding_bag)
+        -> feature-major outputs (outputs, Q). corners (Q, K) long and weights (Q, K) contiguous,
+        local (Q, D); source: the cells (M, C), or with `tabled` their first_layer_table (M, width),
+        whose gather leaves only local's part of the first layer (an addmm onto it). All float32 CPU."""
+        (weight, bias), *rest = self.folded()
+        dims = local.shape[1]
+
+        def first(rows: slice, out: Tensor) -> Tensor:
+            gathered = F.embedding_bag(corners[rows], source, mode="sum", per_sample_weights=weights[rows])
+            if tabled:
+                return torch.addmm(gathered, local[rows], weight[:dims], out=out)
+            return torch.addmm(bias, torch.cat([local[rows], gathered], dim=1), weight, out=out)
+
+        return self._blocks(corners.shape[0], first, rest, block)
+
+    def _blocks(self, count: int, first: Callable[[slice, Tensor], Tensor], rest: list[tuple[Tensor, Tensor]],
+                block: int | None) -> Tensor:
+        """Feature-major outputs (outputs, count) of `count` rows in blocks of `block` rows (BLOCK_ROWS
+        if None), shared among torch.get_num_threads() Python threads: per block first(rows, out)
+        writes the first layer's pre-activation (rows, width) into out; numpy's sine in place, then
+        per later layer (folded `rest`) an addmm into one of two preallocated buffers and the sine."""
         block = block or BLOCK_ROWS
-        *hidden, (weight, bias) = self.folded()
+        *hidden, (weight, bias) = rest
         # The narrow last layer (32 -> K) runs feature-major, (K, 32) @ h^T into columns of a (K, Q)
-        # output transposed once at the end: 3-4x faster in MKL than h @ W^T
-        out_t = torch.empty((weight.shape[1], x.shape[0]), dtype=x.dtype)
-        starts = range(0, x.shape[0], block)
+        # output: 3-4x faster in MKL than h @ W^T
+        out_t = torch.empty((weight.shape[1], count), dtype=weight.dtype)
+        starts = range(0, count, block)
         streams = threads_for(len(starts))
 
-        def stream(index: int) -> None:  # every streams-th block, through its own buffers
-            buffers = [torch.empty((min(block, x.shape[0]), w.shape[1]), dtype=x.dtype) for w, _ in hidden]
+        def stream(index: int) -> None:  # every streams-th block, through its own two buffers
+            buffers = [torch.empty((min(block, count), weight.shape[0]), dtype=weight.dtype) for _ in range(2)]
             for start in starts[index::streams]:
-                h = x[start:start + block]
-                for (w, b), buffer in zip(hidden, buffers):
-                    h = torch.addmm(b, h, w, out=buffer[:h.shape[0]])
-                    values = h.numpy()
-                    np.sin(values, out=values)
-                torch.addmm(bias.unsqueeze(1), weight.t(), h.t(), out=out_t[:, start:start + h.shape[0]])
+                rows = slice(start, min(count, start + block))
+                h = _sine(first(rows, buffers[0][:rows.stop - start]))
+                for layer, (w, b) in enumerate(hidden, 1):
+                    h = _sine(torch.addmm(b, h, w, out=buffers[layer % 2][:h.shape[0]]))
+                torch.addmm(bias.unsqueeze(1), weight.t(), h.t(), out=out_t[:, rows])
 
         run_threads(stream, streams)
-        return out_t.t().contiguous()
+        return out_t
+
+
+def _sine(h: Tensor) -> Tensor:
+    """sin in place on a contiguous float32 CPU tensor with numpy's SIMD sine; returns h."""
+    values = h.numpy()
+    np.sin(values, out=values)
+    return h

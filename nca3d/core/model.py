@@ -12,11 +12,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..lattices import Grid2D, Grid3D, Lattice, MeshLattice, icosphere
+from ..lattices.base import transpose_into
 from .lppn import SIREN
 from .nca import NCA
 from .threads import run_threads, threads_for
 
 DECODE_CHUNK = 65536  # query points per decoder call: bounds peak memory at any resolution
+TABLE_POINTS_PER_CELL = 4  # fast decodes of at least this many points per cell gather first-layer tables
 
 CHANNEL_NAMES = ("albedo", "height", "roughness", "ao", "normal", "rgb", "density")
 COLOUR_SPACES = ("srgb", "non-color")
@@ -225,12 +227,13 @@ class Model(nn.Module):
         return self.nca.rollout(state, lattice, steps, generator, callback, checkpoint_segment)
 
     # --- decoding --------------------------------------------------------------------------
-    def activate(self, raw: Tensor) -> Tensor:
-        """Apply each output channel's activation to raw LPPN outputs (..., K). Without autograd in
-        place on raw (returned): a cat of narrow columns, and softplus on strided ones, cost 10x more."""
-        parts = raw.split([c.size for c in self.outputs], dim=-1)
+    def activate(self, raw: Tensor, dim: int = -1) -> Tensor:
+        """Apply each output channel's activation to raw LPPN outputs with the K channels along `dim`
+        (last: (..., K)). Without autograd in place on raw (returned): a cat of narrow columns, and
+        softplus on strided ones, cost 10x more."""
+        parts = raw.split([c.size for c in self.outputs], dim=dim)
         if raw.requires_grad:
-            return torch.cat([ACTIVATIONS[c.activation](part) for c, part in zip(self.outputs, parts)], dim=-1)
+            return torch.cat([ACTIVATIONS[c.activation](part) for c, part in zip(self.outputs, parts)], dim=dim)
         if all(c.activation == "offset" for c in self.outputs):
             return raw.add_(0.5)
         for channel, part in zip(self.outputs, parts):
@@ -238,7 +241,18 @@ class Model(nn.Module):
         return raw
 
     def decode_located(self, state: Tensor, located) -> Tensor:
-        """state (B, *cells, C), Located with Q points -> decoded outputs (B, Q, K)."""
+        """state (B, *cells, C), Located with Q points -> decoded outputs (B, Q, K): _decode_fast for
+        float32 CPU inference, else decode_plain."""
+        if not _fast_decode(state):
+            return self.decode_plain(state, located)
+        count = located.corners.shape[0]
+        out = state.new_empty((state.shape[0], count, self.num_outputs))
+        return self._decode_fast(self._decode_sources(state, count), located, out)
+
+    def decode_plain(self, state: Tensor, located) -> Tensor:
+        """decode_located with every point's LPPN input [local, interpolated state] gathered at once,
+        then the LPPN on them (SIREN.forward: exact with autograd or off the CPU, else SIREN.fast):
+        the path of training and of other devices and dtypes, and dense.py's generic reference."""
         batch, channels = state.shape[0], state.shape[-1]
         flat = state.reshape(-1, channels)  # (B*M, C)
         cells = flat.shape[0] // batch
@@ -252,16 +266,39 @@ class Model(nn.Module):
         raw = self.lppn(torch.cat([local, interpolated], dim=-1).reshape(batch * count, -1))
         return self.activate(raw.reshape(batch, count, -1))
 
+    def _decode_sources(self, state: Tensor, count: int) -> tuple[Tensor, bool]:
+        """What the fast decode of `count` points gathers from: the cells (B, M, C), or where the
+        points are at least TABLE_POINTS_PER_CELL per cell, each element's first_layer_table
+        (B, M, width) (computing it costs less than the first layer it saves); and which one."""
+        cells = state.reshape(state.shape[0], -1, state.shape[-1])
+        if count < TABLE_POINTS_PER_CELL * cells.shape[1]:
+            return cells, False
+        return self.lppn.first_layer_table(cells), True
+
+    def _decode_fast(self, sources: tuple[Tensor, bool], located, out: Tensor) -> Tensor:
+        """decode_located for float32 CPU inference into out (B, Q, K) (returned), gathering from
+        `sources` (_decode_sources): per batch element the SIREN's fast_interpolated (gather and
+        layers block by block), its feature-major outputs (K, Q) activated channel by channel
+        (contiguous rows) and transposed into out."""
+        source, tabled = sources
+        corners, weights = located.corners.contiguous(), located.weights.float().contiguous()
+        local = located.local.float()
+        for element, values in zip(source, out):
+            raw = self.lppn.fast_interpolated(element, corners, weights, local, tabled)
+            transpose_into(self.activate(raw, dim=0), values)
+        return out
+
     def decode_chunks(self, state: Tensor, lattice: Lattice, query, chunk: int = DECODE_CHUNK
                       ) -> Iterator[tuple[slice, Tensor]]:
         """Yield (query slice, outputs (B, q, K)) over chunks of `chunk // B` query points."""
         self.check_lattice(lattice)
         for rows in _spans(len(query), _points_per_chunk(state, chunk)):
-            yield rows, self._decode_rows(state, lattice, query, rows)
+            yield rows, self.decode_located(state, self._locate(lattice, query, rows))
 
     def decode(self, state: Tensor, lattice: Lattice, query, chunk: int = DECODE_CHUNK) -> Tensor:
         """Decode all query points (grid points (Q, d) or SurfacePoints) -> (B, Q, K). CPU inference
-        shares the chunks (at least one per thread) among torch.get_num_threads() Python threads."""
+        shares the chunks (at least one per thread) among torch.get_num_threads() Python threads;
+        float32 ones write into one output (_decode_fast)."""
         self.check_lattice(lattice)
         step = _points_per_chunk(state, chunk)
         threaded = state.device.type == "cpu" and not torch.is_grad_enabled()
@@ -269,17 +306,30 @@ class Model(nn.Module):
             step = max(1, min(step, math.ceil(len(query) / torch.get_num_threads())))
         spans = _spans(len(query), step)
         streams = threads_for(len(spans)) if threaded else 1
+        out = sources = None
+        if _fast_decode(state):
+            out = state.new_empty((state.shape[0], len(query), self.num_outputs))
+            sources = self._decode_sources(state, len(query))
         parts = [None] * len(spans)
 
         def stream(index: int) -> None:
             for number in range(index, len(spans), streams):
-                parts[number] = self._decode_rows(state, lattice, query, spans[number])
+                located = self._locate(lattice, query, spans[number])
+                if out is None:
+                    parts[number] = self.decode_located(state, located)
+                else:
+                    self._decode_fast(sources, located, out[:, spans[number]])
 
         run_threads(stream, streams)
-        return torch.cat(parts, dim=1)
+        return torch.cat(parts, dim=1) if out is None else out
 
-    def _decode_rows(self, state: Tensor, lattice: Lattice, query, rows: slice) -> Tensor:
-        return self.decode_located(state, lattice.locate(query[rows].to(self.device)))
+    def _locate(self, lattice: Lattice, query, rows: slice):
+        return lattice.locate(query[rows].to(self.device))
+
+
+def _fast_decode(state: Tensor) -> bool:
+    """Whether a decode of this state takes the fast path: float32 CPU inference (no autograd)."""
+    return state.device.type == "cpu" and state.dtype == torch.float32 and not torch.is_grad_enabled()
 
 
 def _points_per_chunk(state: Tensor, chunk: int) -> int:

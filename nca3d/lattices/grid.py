@@ -6,13 +6,12 @@ Cells sit at integer positions. A state is (B, H, W, C) or (B, D, H, W, C); quer
 
 from __future__ import annotations
 
-import itertools
 from typing import Iterator
 
 import torch
 from torch import Tensor
 
-from .base import Lattice, Located, cartesian_local, rows_per_block
+from .base import Lattice, Located, cartesian_local, rows_per_block, transpose_into
 
 
 def _taps(x: Tensor, dim: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -68,7 +67,6 @@ class GridLattice(Lattice):
         for axis in range(dims - 2, -1, -1):
             strides_arraywise[axis] = strides_arraywise[axis + 1] * self.cell_shape[axis + 1]
         self._strides_xyz = strides_arraywise[::-1]
-        self._corner_bits = list(itertools.product((0, 1), repeat=dims))  # (2^d, d), x first
 
     def to(self, device) -> "GridLattice":
         return self
@@ -100,30 +98,38 @@ class GridLattice(Lattice):
 
     def locate(self, points: Tensor) -> Located:
         """Points (Q, d) in cell units (x first, any real value, wrapped) -> Located."""
-        cell = torch.floor(points)
-        return self.locate_cells(cell.long(), points - cell)
+        rows = transpose_into(points, points.new_empty(points.shape[::-1]))  # (d, Q): one row per axis
+        cell = torch.floor(rows)
+        return self._locate_rows(cell, rows.sub_(cell))
 
     def locate_cells(self, cell: Tensor, frac: Tensor) -> Located:
-        """Explicit primitive: lower corner cell (Q, d) long and position inside it frac (Q, d) in [0, 1].
+        """Explicit primitive: lower corner cell (Q, d) long and position inside it frac (Q, d) in [0, 1]."""
+        return self._locate_rows(cell.t(), frac.t())
+
+    def _locate_rows(self, cell: Tensor, frac: Tensor) -> Located:
+        """Located from the lower corner cells (d, Q) (integer values, any dtype) and the positions
+        inside them frac (d, Q) in [0, 1], one row per axis (x first).
 
         Corner k of the 2^d is the k-th of itertools.product((0, 1), repeat=d) (x first): per axis,
-        the low or high cell index (wrapped) and weight 1 - frac or frac, built from (Q,) columns
-        into rows of (2^d, Q) arrays, returned transposed (stacking columns costs more than the rest)."""
-        low_high, weight_pairs = [], []
+        the low or high cell index (wrapped) and weight 1 - frac or frac as a (2, Q) pair, combined
+        by broadcasting into (2, ..., 2, Q) arrays (Q innermost: one pass per axis) and transposed
+        into rows once. local is a (Q, D) view of per-axis rows where harmonics is 0."""
+        dims, count = frac.shape
+        index = weight = None
         for axis, (size, stride) in enumerate(zip(self.sizes_xyz, self._strides_xyz)):
-            low = torch.remainder(cell[:, axis], size)
-            high = torch.where(low == size - 1, 0, low + 1)
-            low_high.append((low.mul_(stride), high.mul_(stride)))
-            weight_pairs.append((1.0 - frac[:, axis], frac[:, axis]))
-        corners = torch.empty((len(self._corner_bits), len(cell)), dtype=torch.long, device=cell.device)
-        weights = torch.empty((len(self._corner_bits), len(cell)), dtype=frac.dtype, device=frac.device)
-        for bits, index, weight in zip(self._corner_bits, corners, weights):
-            index.copy_(low_high[0][bits[0]])
-            weight.copy_(weight_pairs[0][bits[0]])
-            for axis in range(1, len(bits)):
-                index.add_(low_high[axis][bits[axis]])
-                weight.mul_(weight_pairs[axis][bits[axis]])
-        return Located(corners=corners.t(), weights=weights.t(), local=cartesian_local(frac, self.harmonics))
+            pair = torch.empty((2, count), dtype=cell.dtype, device=cell.device)
+            high = torch.add(torch.remainder(cell[axis], size, out=pair[0]), 1, out=pair[1])
+            high.masked_fill_(high == size, 0)
+            pair = pair.long().mul_(stride)
+            weights = frac[axis].expand(2, count).clone()
+            weights[0].neg_().add_(1.0)
+            shape = [1] * axis + [2] + [1] * (dims - 1 - axis) + [count]
+            index = pair.view(shape) if index is None else index + pair.view(shape)
+            weight = weights.view(shape) if weight is None else weight * weights.view(shape)
+        corners = 1 << dims
+        return Located(corners=transpose_into(index.view(corners, count), index.new_empty((count, corners))),
+                       weights=transpose_into(weight.view(corners, count), weight.new_empty((count, corners))),
+                       local=cartesian_local(frac.t(), self.harmonics))
 
     def sample_points(self, scale: float, device=None) -> Tensor:
         """Pixel/voxel centres of an output `scale` times the lattice resolution: (prod(n*scale), d).

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from nca3d.core import lppn
 from nca3d.core.lppn import SIREN
 from tests.conftest import random_model
 
@@ -54,26 +55,69 @@ def test_forward_is_fast_in_inference_and_exact_with_autograd():
     assert trained.requires_grad and torch.equal(trained, siren.exact(x))
 
 
-@pytest.mark.parametrize("domain", ["2d", "mesh", "volume"])
-def test_inference_decode_is_within_a_tiny_fraction_of_one_level_of_the_exact_decode(domain, monkeypatch):
-    """Decoded outputs (2000 points, several fast blocks) against the same decode through the exact
-    SIREN: the bound the fast path keeps is 1/255; it keeps 1e-5."""
-    from nca3d.core import lppn
+SMALL = {"2d": {"grid_size": [12, 10]}, "mesh": {"icosphere_frequency": 3}, "volume": {"grid_size": [6, 5, 7]}}
 
+
+def _decode_case(domain: str, points: int = 1500, batch: int = 2):
+    """A random model on a small lattice of its domain, a batch of random states and query points."""
     torch.manual_seed(2)
-    model = random_model(domain)
+    model = random_model(domain, **SMALL[domain])
     lattice = model.make_lattice()
-    state = torch.randn(1, *lattice.cell_shape, model.config.channels)
+    state = torch.randn(batch, *lattice.cell_shape, model.config.channels)
     if domain == "mesh":
         from nca3d.lattices import SurfacePoints
 
-        bary = torch.rand(2000, 3)
-        query = SurfacePoints(torch.randint(0, lattice.faces.shape[0], (2000,)), bary / bary.sum(1, keepdim=True))
+        bary = torch.rand(points, 3)
+        query = SurfacePoints(torch.randint(0, lattice.faces.shape[0], (points,)), bary / bary.sum(1, keepdim=True))
     else:
-        query = torch.rand(2000, len(lattice.cell_shape)) * 40
+        query = (torch.rand(points, len(lattice.cell_shape)) - 0.3) * 40  # negative and beyond one period
+    return model, lattice, state, query
+
+
+def _exact_decode(model, state, lattice, query):
+    with torch.enable_grad():  # autograd: the exact path (SIREN.exact, plain gather)
+        return model.decode(state, lattice, query).detach()
+
+
+@pytest.mark.parametrize("tabled", [True, False])
+@pytest.mark.parametrize("domain", ["2d", "mesh", "volume"])
+def test_inference_decode_is_within_a_tiny_fraction_of_one_level_of_the_exact_decode(domain, tabled, monkeypatch):
+    """Fast decodes (gathering the cells, or first-layer tables) of 2 states at 1500 points: over
+    several chunks, blocks and a partial last block, and through decode_located and decode_chunks,
+    against the exact decode. The bound the fast path keeps is 1/255; it keeps 1e-5."""
+    from nca3d.core import model as model_module
+
+    model, lattice, state, query = _decode_case(domain)
     monkeypatch.setattr(lppn, "BLOCK_ROWS", 300)
+    monkeypatch.setattr(model_module, "TABLE_POINTS_PER_CELL", 0 if tabled else math.inf)
+    exact = _exact_decode(model, state, lattice, query)
     with torch.inference_mode():
-        fast = model.decode(state, lattice, query)
-        monkeypatch.setattr(SIREN, "fast", lambda self, x: self.exact(x))
-        exact = model.decode(state, lattice, query)
-    assert (fast - exact).abs().max() < 1e-5
+        fast = [model.decode(state, lattice, query, chunk=1400),
+                torch.cat([part for _, part in model.decode_chunks(state, lattice, query, chunk=1400)], dim=1),
+                model.decode_located(state, lattice.locate(query))]
+    for values in fast:
+        assert values.shape == exact.shape == (2, 1500, model.num_outputs)
+        assert (values - exact).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("wrong", ["bias", "local", "corner"])
+def test_the_decode_comparison_catches_a_wrong_fast_path(wrong, monkeypatch):
+    """The comparison above fails for a fast path with a plausible slip: the table without its
+    bias, local coordinates of the wrong sign, a gather that takes a neighbour's corner."""
+    from nca3d.core import model as model_module
+
+    model, lattice, state, query = _decode_case("2d")
+    monkeypatch.setattr(model_module, "TABLE_POINTS_PER_CELL", 0)
+    exact = _exact_decode(model, state, lattice, query)
+    table, fast_interpolated = SIREN.first_layer_table, SIREN.fast_interpolated
+    if wrong == "bias":
+        monkeypatch.setattr(SIREN, "first_layer_table", lambda self, cells: table(self, cells) - self.folded()[0][1])
+    else:
+        def slipped(self, source, corners, weights, local, *args):
+            if wrong == "local":
+                return fast_interpolated(self, source, corners, weights, -local, *args)
+            return fast_interpolated(self, source, corners.roll(1, dims=1), weights, local, *args)
+
+        monkeypatch.setattr(SIREN, "fast_interpolated", slipped)
+    with torch.inference_mode():
+        assert (model.decode(state, lattice, query) - exact).abs().max() > 1 / 255

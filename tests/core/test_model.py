@@ -85,3 +85,5 @@ def test_activation_in_place_without_autograd_equals_the_differentiable_one(doma
     expected = model.activate(raw.clone().requires_grad_(True)).detach()
     with torch.inference_mode():
         assert (model.activate(raw.clone()) - expected).abs().max() < 1e-6  # vectorised softplus rounds apart
+        feature_major = model.activate(raw.t().contiguous(), dim=0)  # the fast decode's (K, Q) outputs
+        assert (feature_major.t() - expected).abs().max() < 1e-6

@@ -1,3 +1,6 @@
+import itertools
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -87,6 +90,29 @@ def test_perception_blocks_cover_the_grid_exactly(grid):
     blocks = list(grid.perceive_blocks(state, max_cells=2 * grid.num_cells // grid.cell_shape[0]))
     assert len(blocks) == grid.cell_shape[0]
     assert torch.equal(torch.cat([b for _, b in blocks], 1), whole)
+
+
+@pytest.mark.parametrize("grid", [Grid2D((5, 7)), Grid3D((4, 5, 6))])
+def test_locate_is_the_textbook_n_linear_location(grid):
+    """Corner k is the k-th of itertools.product((0, 1), repeat=d) (x first), each the wrapped
+    lower or upper cell along every axis with weight 1 - frac or frac; locate_cells agrees."""
+    dims = len(grid.cell_shape)
+    points = (torch.rand(300, dims) - 0.5) * 40
+    cell = torch.floor(points)
+    frac = points - cell
+    sizes, corners, weights = grid.cell_shape[::-1], [], []
+    for bits in itertools.product((0, 1), repeat=dims):
+        index, weight = torch.zeros(300, dtype=torch.long), torch.ones(300)
+        for axis in range(dims):
+            stride = math.prod(sizes[:axis])
+            index += (cell[:, axis].long() + bits[axis]) % sizes[axis] * stride
+            weight *= frac[:, axis] if bits[axis] else 1 - frac[:, axis]
+        corners.append(index)
+        weights.append(weight)
+    for located in (grid.locate(points), grid.locate_cells(cell.long(), frac)):
+        assert torch.equal(located.corners, torch.stack(corners, 1))
+        assert torch.allclose(located.weights, torch.stack(weights, 1), atol=1e-6)
+        assert torch.allclose(located.local, frac * 2 - 1, atol=1e-6)
 
 
 @pytest.mark.parametrize("grid", [Grid2D((5, 7)), Grid3D((4, 5, 6))])
