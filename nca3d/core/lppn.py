@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..lattices.base import transpose_into
+from ..lattices.base import cpu_empty, transpose_into
 from .threads import run_threads, threads_for
 
 BLOCK_ROWS = 4096  # rows per block of the fast forward: a block's activations (32 wide) stay in L2
@@ -75,7 +75,8 @@ class SIREN(nn.Module):
         these rows into the state part of an interpolated state's pre-activation plus the bias."""
         weight, bias = self.folded()[0]
         flat = cells.reshape(-1, cells.shape[-1])
-        return torch.addmm(bias, flat, weight[weight.shape[0] - flat.shape[1]:]).view(*cells.shape[:-1], -1)
+        table = cpu_empty((flat.shape[0], weight.shape[1])) if flat.device.type == "cpu" else None
+        return torch.addmm(bias, flat, weight[weight.shape[0] - flat.shape[1]:], out=table).view(*cells.shape[:-1], -1)
 
     @torch.no_grad()
     def fast_interpolated(self, source: Tensor, corners: Tensor, weights: Tensor, local: Tensor,

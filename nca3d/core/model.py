@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..lattices import Grid2D, Grid3D, Lattice, MeshLattice, icosphere
-from ..lattices.base import transpose_into
+from ..lattices.base import cpu_empty, transpose_into
 from .lppn import SIREN
 from .nca import NCA
 from .threads import run_threads, threads_for
@@ -246,7 +246,7 @@ class Model(nn.Module):
         if not _fast_decode(state):
             return self.decode_plain(state, located)
         count = located.corners.shape[0]
-        out = state.new_empty((state.shape[0], count, self.num_outputs))
+        out = cpu_empty((state.shape[0], count, self.num_outputs))
         return self._decode_fast(self._decode_sources(state, count), located, out)
 
     def decode_plain(self, state: Tensor, located) -> Tensor:
@@ -308,7 +308,7 @@ class Model(nn.Module):
         streams = threads_for(len(spans)) if threaded else 1
         out = sources = None
         if _fast_decode(state):
-            out = state.new_empty((state.shape[0], len(query), self.num_outputs))
+            out = cpu_empty((state.shape[0], len(query), self.num_outputs))
             sources = self._decode_sources(state, len(query))
         parts = [None] * len(spans)
 

@@ -18,7 +18,8 @@ from torch import Tensor
 class Located:
     """Where query points fall in a lattice.
 
-    corners: (Q, K) long, indices into the flattened cells of the primitive's corner cells.
+    corners: (Q, K) integer (int32 from grids: it halves what the decode's gathers move, else long),
+             indices into the flattened cells of the primitive's corner cells.
     weights: (Q, K) interpolation weights (bilinear, trilinear or barycentric), >= 0, sum 1.
     local:   (Q, D) local coordinate of the point inside its primitive, each value in [-1, 1].
     """
@@ -68,6 +69,13 @@ def rows_per_block(num_rows: int, cells_per_row: int, max_cells: int | None) -> 
     if max_cells is None:
         return num_rows
     return max(1, min(num_rows, max_cells // max(cells_per_row, 1)))
+
+
+def cpu_empty(shape: tuple[int, ...], dtype=np.float32) -> Tensor:
+    """An uninitialised CPU tensor on numpy's memory: numpy asks the kernel for transparent huge
+    pages on large arrays (madvise), so first writes to a large one fault ~20x fewer times (a 37 MiB
+    decode output: 3 ms instead of 12 here)."""
+    return torch.from_numpy(np.empty(shape, dtype))
 
 
 def transpose_into(source: Tensor, out: Tensor) -> Tensor:

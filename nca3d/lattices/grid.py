@@ -113,14 +113,14 @@ class GridLattice(Lattice):
         Corner k of the 2^d is the k-th of itertools.product((0, 1), repeat=d) (x first): per axis,
         the low or high cell index (wrapped) and weight 1 - frac or frac as a (2, Q) pair, combined
         by broadcasting into (2, ..., 2, Q) arrays (Q innermost: one pass per axis) and transposed
-        into rows once. local is a (Q, D) view of per-axis rows where harmonics is 0."""
+        into rows once; corners int32. local is a (Q, D) view of per-axis rows where harmonics is 0."""
         dims, count = frac.shape
         index = weight = None
         for axis, (size, stride) in enumerate(zip(self.sizes_xyz, self._strides_xyz)):
             pair = torch.empty((2, count), dtype=cell.dtype, device=cell.device)
             high = torch.add(torch.remainder(cell[axis], size, out=pair[0]), 1, out=pair[1])
             high.masked_fill_(high == size, 0)
-            pair = pair.long().mul_(stride)
+            pair = pair.int().mul_(stride)
             weights = frac[axis].expand(2, count).clone()
             weights[0].neg_().add_(1.0)
             shape = [1] * axis + [2] + [1] * (dims - 1 - axis) + [count]
