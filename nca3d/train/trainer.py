@@ -60,6 +60,11 @@ AGE_POOL_AT = 0.4
 AGE_COST = 2.0
 AGE_CHUNK_CELLS = 1 << 18
 
+# Above this many exemplar px per px of the finest loss crops, fine detail is invisible to the loss:
+# blurring a 1024 px rust (2.7 px per px at 1,2,4) by 1 px moved its loss 1.0 sd of the crop-to-crop
+# noise, and 6.7 sd with scale 8 added (granite, 512 px at 1.3 px per px: 4.0 sd). The trainer says so.
+FINE_TEXEL = 2.0
+
 
 @dataclass
 class TrainConfig:
@@ -286,10 +291,10 @@ class Trainer:
             raise NCA3DError(f"--zoom {config.zoom:g} leaves {exemplar.shape[-1] / config.zoom:.0f} px of the "
                              f"{exemplar.shape[-1]} px exemplar per lattice view; use at most "
                              f"--zoom {exemplar.shape[-1] / MIN_EXEMPLAR_SIZE:g}")
+        finest_texel = exemplar.shape[-1] / (config.zoom * max(config.scales) * config.patch)  # exemplar px per px
         # the exemplar's normal-height strength per texel of the finest loss crops
         self.relief_strength = None if not {"normal", "height"} <= channels.keys() else relief_strength(
-            exemplar[None, channels["normal"]], exemplar[None, channels["height"]],
-            texel=exemplar.shape[-1] / (config.zoom * max(config.scales) * config.patch))
+            exemplar[None, channels["normal"]], exemplar[None, channels["height"]], texel=finest_texel)
         outputs = pbr_subset(kinds) if len(kinds) > 1 else ("rgba" if config.domain == "volume" else "rgb")
         sizes = {"2d": dict(grid_size=[config.grid] * 2), "volume": dict(grid_size=[config.grid] * 3),
                  "mesh": dict(icosphere_frequency=config.grid)}[config.domain]
@@ -306,6 +311,11 @@ class Trainer:
         self.progress.update("features", 0.0, f"loading {config.features} features")
         extractor = make_feature_extractor(config.features, vgg_weights=config.vgg_weights, device=self.device)
         self.progress.update("scale", 0.0, self.scale.message(), force=True)  # once nothing can refuse the run
+        if finest_texel > FINE_TEXEL:
+            self.progress.update("scale", 0.0, f"the finest loss crops see {finest_texel:.1f} exemplar px per px, so "
+                                 f"detail under ~{2 * finest_texel:.0f} px barely counts; --scales "
+                                 f"{','.join(map(str, [*config.scales, 2 * max(config.scales)]))} sees it "
+                                 f"(about 1.4x the time per iteration)", force=True)
         if "autocorr_weight" in self.chosen and config.autocorr_weight:
             self.progress.update("scale", 0.0, f"a regular pattern: the auto-correlation term is on (weight "
                                  f"{config.autocorr_weight:g}); --autocorr-weight 0 turns it off", force=True)

@@ -138,7 +138,9 @@ def test_trainer_chooses_records_and_prints_the_scale(tmp_path, capsys):
     assert (fine.config.grid, fine.config.zoom) == (64, 2.0)  # ~1.5 px features: zoom, capped at 128 px per view
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     scale_lines = [line["message"] for line in lines if line.get("stage") == "scale"]
-    assert len(scale_lines) == 2 and "grid 32, zoom 1 (chosen)" in scale_lines[0] and "zoom 2" in scale_lines[1]
+    assert len(scale_lines) == 3 and "grid 32, zoom 1 (chosen)" in scale_lines[0] and "zoom 2" in scale_lines[2]
+    # 256 px at 24 px crops of a quarter view: 2.7 exemplar px per px, so the trainer says how to see finer
+    assert "see 2.7 exemplar px per px" in scale_lines[1] and "--scales 1,2,4,8 sees it" in scale_lines[1]
     given = Trainer(_config(tmp_path, _exemplar(tmp_path / "fine.png", 0.6), grid=8, zoom=1.0), Progress("none"))
     assert (given.config.grid, given.config.zoom) == (8, 1.0)
     files = given.run()
