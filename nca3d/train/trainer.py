@@ -37,7 +37,12 @@ from .losses import (
     overflow_loss,
     relief_strength,
 )
-from .quality import orientation_distance, orientation_histogram, resize_square, zoomed_region
+from .quality import (
+    orientation_distance,
+    orientation_histogram,
+    resize_square,
+    zoomed_region,
+)
 from .scale import choose_scale, period, scale_measures
 from .tasks import DEFAULT_SCALES, Texture2DTask, VolumeTask
 

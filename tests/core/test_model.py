@@ -1,11 +1,11 @@
 import pytest
 import torch
 
+from nca3d.core.model import ModelConfig
+from nca3d.core.nca import make_generator
 from nca3d.device import resolve_device
 from nca3d.errors import NCA3DError
 from nca3d.lattices import SurfacePoints
-from nca3d.core.model import ModelConfig
-from nca3d.core.nca import make_generator
 from tests.conftest import random_model
 
 

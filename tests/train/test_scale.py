@@ -7,6 +7,7 @@ from PIL import Image
 from scipy import ndimage
 
 from nca3d.cli import main
+from nca3d.errors import NCA3DError
 from nca3d.io.model_file import read_header
 from nca3d.progress import Progress
 from nca3d.train.scale import (
@@ -20,7 +21,6 @@ from nca3d.train.scale import (
     correlation_length,
     period,
 )
-from nca3d.errors import NCA3DError
 from nca3d.train.trainer import REGULAR_AUTOCORR_WEIGHT, TrainConfig, Trainer
 
 
