@@ -25,10 +25,30 @@ def timed(fn, repeats: int = 5, warmup: int = 1) -> float:
 
 def matmul_gflops(size: int = 2048, device="cpu") -> float:
     """Dense fp32 matmul rate in GFLOP/s: the yardstick for every ratio."""
+    return 2 * size ** 3 / timed(_matmul(size, device), repeats=5) / 1e9
+
+
+def _matmul(size: int, device) -> callable:
     a = torch.randn(size, size, device=device)
     b = torch.randn(size, size, device=device)
-    seconds = timed(lambda: sync(a @ b, device), repeats=5)
-    return 2 * size ** 3 / seconds / 1e9
+    return lambda: sync(a @ b, device)
+
+
+def rate_beside_matmul(fn, flops: float, repeats: int = 5, size: int = 2048, device="cpu") -> tuple[float, float]:
+    """(median seconds of fn(), median ratio of its FLOP rate to the matmul's): each run of fn()
+    follows one matmul and the ratio is taken per pair, so a noisy machine's swings cancel (one
+    matmul sample taken before a bench can read half the rate the bench then runs at)."""
+    matmul = _matmul(size, device)
+    matmul(), fn()
+    seconds, ratios = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matmul()
+        middle = time.perf_counter()
+        fn()
+        seconds.append(time.perf_counter() - middle)
+        ratios.append(flops / seconds[-1] / (2 * size ** 3 / (middle - start)))
+    return sorted(seconds)[repeats // 2], sorted(ratios)[repeats // 2]
 
 
 def sync(result, device):

@@ -27,7 +27,12 @@ from ..io.images import read_exemplar, write_png
 from ..io.model_file import load_model
 from ..progress import Progress
 from ..train.losses import crop_count
-from ..train.quality import TextureStatistics, resize_square, band_score, reference_scores
+from ..train.quality import (
+    TextureStatistics,
+    band_score,
+    reference_scores,
+    resize_square,
+)
 from ..train.trainer import TrainConfig, Trainer, make_task
 
 STEPS = (256, 1024, 2048, 4096)  # 4096: a shipped model must hold its texture that long

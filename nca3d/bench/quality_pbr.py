@@ -35,11 +35,11 @@ from ..render.preview import shade_flat
 from ..train.quality import (
     STATS_SIZE,
     TextureStatistics,
-    resize_square,
     band_score,
     degradations,
     reference_band,
     reference_crops,
+    resize_square,
 )
 from ..train.trainer import TrainConfig, Trainer, load_exemplar_stack, map_widths
 from .quality import STEPS, grow, score_text

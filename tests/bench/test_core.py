@@ -1,6 +1,9 @@
 import json
 
+import torch
+
 from nca3d.bench import main
+from nca3d.bench.measure import rate_beside_matmul
 
 
 def test_core_bench_prints_figures(capsys):
@@ -17,3 +20,11 @@ def test_core_bench_prints_figures(capsys):
     assert "grid x generic" in capsys.readouterr().out
 
 
+
+
+def test_a_rate_beside_the_matmul_is_a_ratio_of_flop_rates():
+    a, b = torch.randn(256, 256), torch.randn(256, 256)
+    seconds, same = rate_beside_matmul(lambda: a @ b, 2 * 256 ** 3, size=256)
+    assert seconds > 0 and 0.3 < same < 3  # the matmul itself: about 1
+    _, half = rate_beside_matmul(lambda: (a @ b, a @ b), 2 * 256 ** 3, size=256)
+    assert 0.15 < half < 0.8 * same  # twice the work for the same FLOP count: about half
