@@ -1,9 +1,9 @@
 """Lit quality of PBR models: `python -m nca3d.bench quality --pbr --data DIR` (DIR holds material folders).
 
-For each material folder it trains a PBR model from the folder (or takes one from --models), grows
-it from the seed, and scores it with train.quality's texture distance (in units of the exemplar's own
-crop-to-crop spread), ceiling (another crop of the exemplar) and floor (the nearer of a blurred and a
-phase-randomised crop):
+For each material folder it trains a PBR model from the folder (or, with --models, takes the sets'
+models from there and trains none), grows it from the seed, and scores it with train.quality's
+texture distance (in units of the exemplar's own crop-to-crop spread), ceiling (another crop of
+the exemplar) and floor (the nearer of a blurred and a phase-randomised crop):
 - each map that both the model and the exemplar have (albedo, normal, height, roughness, AO;
   one-channel maps as grey RGB, normals as their encoded RGB), and
 - the lit look: the maps shaded flat with the preview's GGX key and fill light
@@ -243,9 +243,12 @@ def bench_pbr_quality(data: str, sets: list[str], out: str, domain: str = "2d", 
     progress = progress or Progress("bar")
     folders = material_folders(data)
     chosen = [f for f in folders if not sets or any(key in f.name for key in sets)]
+    if models:  # evaluate the models given; train none
+        chosen = [f for f in chosen if find_set_model(models, f.name, domain)]
     if not chosen:
-        raise NCA3DError(f"no material folder in '{data}' matches {sets}; check --data and --exemplars "
-                         f"(found {', '.join(f.name for f in folders)})")
+        where = f" with a {domain} model in '{models}'" if models else ""
+        raise NCA3DError(f"no material folder in '{data}'{where} matches {sets or 'any name'}; check --data, "
+                         f"--exemplars and --models (found {', '.join(f.name for f in folders)})")
     for folder in chosen:  # refuse a bad set before hours of training
         find_material_maps(folder)
     stats = TextureStatistics(stats_size)
@@ -256,8 +259,7 @@ def bench_pbr_quality(data: str, sets: list[str], out: str, domain: str = "2d", 
         name = f"{folder.name}_{domain}"
         start = time.monotonic()
         maps, notes = read_material(folder)
-        model_path = find_set_model(models, folder.name, domain) if models else None
-        model_path = model_path or (Path(models) if models else out_dir) / f"{name}.nca3d"
+        model_path = find_set_model(models, folder.name, domain) if models else out_dir / f"{name}.nca3d"
         if not model_path.exists():
             config = TrainConfig(exemplar=str(folder), out=str(model_path), domain=domain, minutes=minutes,
                                  device=str(device), derive_pbr=False)

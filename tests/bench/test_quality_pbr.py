@@ -12,7 +12,6 @@ from nca3d.bench import main as bench_main  # noqa: E402
 from nca3d.train.quality import TextureStatistics  # noqa: E402
 from tests.train.test_trainer import make_exemplar, tiny_config  # noqa: E402
 
-
 # --- the lit PBR quality bench (python -m nca3d.bench quality --pbr) ------------------------------------
 
 
@@ -63,8 +62,8 @@ def test_flat_shading_lights_a_tangent_normal_map():
 
 
 def test_lit_scores_rank_the_exemplar_above_a_flat_grey_model(tmp_path):
-    from nca3d.train.quality import resize_square
     from nca3d.bench.quality_pbr import pbr_reference, read_material, score_pbr, shade
+    from nca3d.train.quality import resize_square
 
     maps, notes = read_material(make_material(tmp_path / "bumps"))
     assert sorted(maps) == ["albedo", "height", "normal"] and maps["height"].shape == (1, 128, 128) and not notes
@@ -91,8 +90,8 @@ def test_lit_scores_rank_the_exemplar_above_a_flat_grey_model(tmp_path):
 
 
 def test_pbr_quality_bench_scores_maps_and_lit_and_writes_panels(tmp_path, capsys):
-    from nca3d.progress import Progress
     from nca3d.bench.quality_pbr import bench_pbr_quality, print_pbr_quality
+    from nca3d.progress import Progress
     from nca3d.train.trainer import Trainer
 
     data = tmp_path / "data"
@@ -101,8 +100,11 @@ def test_pbr_quality_bench_scores_maps_and_lit_and_writes_panels(tmp_path, capsy
     # any name: the bench finds it by the material folder its header names
     config = tiny_config(tmp_path, exemplar=str(material), out=str(models / "some_run.nca3d"), iters=2, select_every=0)
     Trainer(config, Progress("none")).run()
-    results = bench_pbr_quality(str(data), ["bumps"], str(tmp_path / "out"), models=str(models), stats_size=64, batch=1,
+    make_material(data / "08_plain_test")  # no model: with --models it is skipped, not trained
+    before = sorted(models.iterdir())
+    results = bench_pbr_quality(str(data), [], str(tmp_path / "out"), models=str(models), stats_size=64, batch=1,
                                 progress=Progress("none"))
+    assert len(results["rows"]) == 1 and sorted(models.iterdir()) == before
     row = results["rows"][0]
     assert row["set"] == "07_bumps_test" and row["model"].endswith("some_run.nca3d")
     assert row["exemplar_maps"] == row["model_maps"] == ["albedo", "normal", "height"]
