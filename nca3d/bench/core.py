@@ -25,7 +25,8 @@ def _synced_grid(model, state, lattice, side: int, method: str, device):
 def bench_core(device="cpu", quick: bool = False) -> dict:
     """NCA step time per lattice and LPPN decode throughput (model.decode in inference mode: on the
     CPU the fast decode, gather and SIREN block by block), with ratios to the matmul rate (the
-    decode's to a matmul timed beside each run: measure.rate_beside_matmul); the fast SIREN forward's speed over the exact one (siren_fast_over_exact) on the same features; on grid
+    decode's to a matmul timed beside each run: measure.rate_beside_matmul); the fast SIREN
+    forward's speed over the exact one (siren_fast_over_exact) on the same features; on grid
     lattices also the separable dense-grid decode of one period at as many points (grid_points_per_s)
     and its speed over the generic locate + decode of the same grid (grid_speedup)."""
     torch.manual_seed(0)

@@ -69,6 +69,7 @@ AGE_CHUNK_CELLS = 1 << 18
 # blurring a 1024 px rust (2.7 px per px at 1,2,4) by 1 px moved its loss 1.0 sd of the crop-to-crop
 # noise, and 6.7 sd with scale 8 added (granite, 512 px at 1.3 px per px: 4.0 sd). The trainer says so.
 FINE_TEXEL = 2.0
+STRIPE_WEIGHT = 1.0  # the selection score's orientation term (Trainer.long_rollout_score)
 
 
 @dataclass
@@ -173,8 +174,6 @@ class TrainConfig:
         if self.select_every < 0 or self.select_steps < 1 or self.pool_age_steps < 0:
             raise NCA3DError("need select_every >= 0, select_steps >= 1 and pool_age_steps >= 0")
 
-
-STRIPE_WEIGHT = 1.0  # the selection score's orientation term (Trainer.long_rollout_score)
 
 # Settings newer than some checkpoints, with the value a checkpoint without them was trained with.
 SETTINGS_BEFORE_THEY_EXISTED = {"pool_age_steps": 0, "derive_pbr": False, "dark_is_high": False, "normal_height_weight": 0.0, "tap_balance": 0.0, "moment_weight": 1.0, "zoom": 1.0, "scales": list(DEFAULT_SCALES)}

@@ -20,8 +20,6 @@ def test_core_bench_prints_figures(capsys):
     assert "grid x generic" in capsys.readouterr().out
 
 
-
-
 def test_a_rate_beside_the_matmul_is_a_ratio_of_flop_rates():
     a, b = torch.randn(256, 256), torch.randn(256, 256)
     seconds, same = rate_beside_matmul(lambda: a @ b, 2 * 256 ** 3, size=256)
