@@ -50,6 +50,30 @@ def _pair(x: Tensor, dim: int) -> Tensor:
     return prev + nxt
 
 
+class _PeriodicFilters(torch.autograd.Function):
+    """A grid's perception in blocks: state (B, *n, C) -> one (B, rows, *n[1:], P*C) tensor per slab
+    of `_padded_slabs`, each contiguous so the update MLP runs on it in cache. Its backward applies
+    the filters' transpose (`GridLattice._adjoint`) to the gradient slab by slab. Autograd through
+    the filters instead records every slice and sum, and its backward allocates and fills a zero
+    tensor per slice."""
+
+    @staticmethod
+    def forward(ctx, state: Tensor, lattice: "GridLattice", max_cells: int | None) -> tuple[Tensor, ...]:
+        ctx.lattice, ctx.max_cells = lattice, max_cells
+        return tuple(lattice._filters(slab) for _, slab in lattice._padded_slabs(state, max_cells))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, *grads: Tensor) -> tuple[Tensor, None, None]:
+        lattice = ctx.lattice
+        grad = _cat_rows(list(grads))
+        return _cat_rows([lattice._adjoint(slab) for _, slab in lattice._padded_slabs(grad, ctx.max_cells)]), None, None
+
+
+def _cat_rows(blocks: list[Tensor]) -> Tensor:
+    return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
+
+
 class GridLattice(Lattice):
     """Shared n-linear location for periodic grids; subclasses define the perception filters."""
 
@@ -77,23 +101,44 @@ class GridLattice(Lattice):
         return self.cell_shape[::-1]
 
     def perceive_blocks(self, state: Tensor, max_cells: int | None) -> Iterator[tuple[slice, Tensor]]:
+        if state.requires_grad:
+            # Training: the backward is the filters' own adjoint (_PeriodicFilters), not autograd
+            # through every slice and sum of the filters
+            blocks = _PeriodicFilters.apply(state, self, max_cells)
+            yield from zip(self._row_blocks(state.shape[0], max_cells), blocks)
+            return
+        for rows, slab in self._padded_slabs(state, max_cells):
+            yield rows, self._filters(slab)
+
+    def _padded_slabs(self, state: Tensor, max_cells: int | None) -> Iterator[tuple[slice, Tensor]]:
+        """(rows, slab): consecutive slices of the first cell axis of state (B, *cells, K), each
+        with a one-cell wrapped halo on every cell axis: (B, rows + 2, *(n + 2), K)."""
         rows = self.cell_shape[0]
-        per_row = state.shape[0] * (self.num_cells // rows)
-        step = rows_per_block(rows, per_row, max_cells)
         # Flat cell indices of one padded cross-section (the later axes wrapped by one cell each side)
         plane = torch.zeros((), dtype=torch.long, device=state.device)
         for size, stride in zip(self.cell_shape[1:], self._strides_xyz[-2::-1]):
             plane = plane.unsqueeze(-1) + (torch.arange(-1, size + 1, device=state.device) % size) * stride
-        flat = state.flatten(1, -2)  # (B, cells, C)
-        for start in range(0, rows, step):
-            stop = min(rows, start + step)
+        flat = state.flatten(1, -2)  # (B, cells, K)
+        for block in self._row_blocks(state.shape[0], max_cells):
             # The slab with its wrapped halo, gathered at once: padding per slab keeps it in cache
-            halo_rows = torch.arange(start - 1, stop + 1, device=state.device) % rows * (self.num_cells // rows)
+            halo_rows = torch.arange(block.start - 1, block.stop + 1, device=state.device) % rows * (self.num_cells // rows)
             index = halo_rows.view(-1, *[1] * plane.dim()) + plane  # (rows + 2, *padded cross-section)
-            slab = flat.index_select(1, index.reshape(-1)).view(state.shape[0], *index.shape, -1)
-            yield slice(start, stop), self._filters(slab)
+            yield block, flat.index_select(1, index.reshape(-1)).view(state.shape[0], *index.shape, -1)
+
+    def _row_blocks(self, batch: int, max_cells: int | None) -> Iterator[slice]:
+        """Consecutive slices of the first cell axis, each about `max_cells` cells at most."""
+        rows = self.cell_shape[0]
+        step = rows_per_block(rows, batch * (self.num_cells // rows), max_cells)
+        for start in range(0, rows, step):
+            yield slice(start, min(rows, start + step))
 
     def _filters(self, padded: Tensor) -> Tensor:
+        """Padded (B, *(n + 2), C) -> perception (B, *n, P*C), filter-major."""
+        raise NotImplementedError
+
+    def _adjoint(self, padded: Tensor) -> Tensor:
+        """The transpose of `_filters`: padded perception gradients (B, *(n + 2), P*C) -> the state's
+        gradient (B, *n, C). Each filter is even or odd, so its transpose is itself or its negative."""
         raise NotImplementedError
 
     def locate(self, points: Tensor) -> Located:
@@ -164,6 +209,15 @@ class Grid2D(GridLattice):
         laplacian = _smooth(smooth_y, x).add_(identity, alpha=-16.0)
         return torch.cat([identity, sobel_x, sobel_y, laplacian], dim=-1)
 
+    def _adjoint(self, padded: Tensor) -> Tensor:
+        y, x = 1, 2
+        g_identity, g_sobel_x, g_sobel_y, g_laplacian = padded.chunk(4, dim=-1)
+        # centre(g0 - 16 g3) - Sx^T... with the odd Sobels negated: smooth_x(smooth_y(g3) - diff_y(g2))
+        # - diff_x(smooth_y(g1))
+        centre = _centre(_centre(g_identity, y), x) - 16.0 * _centre(_centre(g_laplacian, y), x)
+        even_x = _smooth(g_laplacian, y).sub_(_diff(g_sobel_y, y))
+        return centre.add_(_smooth(even_x, x)).sub_(_diff(_smooth(g_sobel_x, y), x))
+
 
 class Grid3D(GridLattice):
     """Periodic cubes. Perception: identity, Sobel x/y/z (/2), 27-point Laplacian (/8) (P = 5)."""
@@ -191,3 +245,15 @@ class Grid3D(GridLattice):
         laplacian = (_smooth(half_zy, x).mul_(0.375).add_(_pair(_pair(_pair(padded, z), y), x), alpha=0.0625)
                      .add_(identity, alpha=-12.5))
         return torch.cat([identity, sobel_x, sobel_y, sobel_z, laplacian], dim=-1)
+
+    def _adjoint(self, padded: Tensor) -> Tensor:
+        z, y, x = 1, 2, 3
+        g_identity, g_sobel_x, g_sobel_y, g_sobel_z, g_laplacian = padded.chunk(5, dim=-1)
+        centre = (_centre(_centre(_centre(g_identity, z), y), x)
+                  - 12.5 * _centre(_centre(_centre(g_laplacian, z), y), x))
+        # Everything smoothed along x at the end, the odd Sobels negated
+        even_x = (_smooth(_half_smooth(g_laplacian, z), y).mul_(0.375)
+                  .sub_(_diff(_half_smooth(g_sobel_y, z), y)).sub_(_half_smooth(_diff(g_sobel_z, z), y)))
+        odd_x = _diff(_smooth(_half_smooth(g_sobel_x, z), y), x)
+        pairs = _pair(_pair(_pair(g_laplacian, z), y), x)
+        return centre.add_(_smooth(even_x, x)).sub_(odd_x).add_(pairs, alpha=0.0625)

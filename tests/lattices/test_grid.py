@@ -59,17 +59,15 @@ def _conv_reference(state, kernels):
     return torch.cat(outs, -1)
 
 
-def test_grid2d_matches_explicit_kernels():
+def _kernels_2d():
     sobel_x = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]])
     identity = torch.zeros(3, 3)
     identity[1, 1] = 1
     laplacian = torch.tensor([[1.0, 2, 1], [2, -12, 2], [1, 2, 1]])
-    state = torch.randn(2, 9, 11, C)
-    expected = _conv_reference(state, [identity, sobel_x, sobel_x.t(), laplacian])
-    assert torch.allclose(Grid2D((9, 11)).perceive(state), expected, atol=1e-5)
+    return [identity, sobel_x, sobel_x.t(), laplacian]
 
 
-def test_grid3d_matches_explicit_kernels():
+def _kernels_3d():
     smooth = torch.tensor([1.0, 2, 1])
     diff = torch.tensor([-1.0, 0, 1])
     outer = lambda a, b, c: a[:, None, None] * b[None, :, None] * c[None, None, :]  # (z, y, x)
@@ -77,10 +75,38 @@ def test_grid3d_matches_explicit_kernels():
     identity[1, 1, 1] = 1
     offsets = torch.stack(torch.meshgrid(*[torch.tensor([-1, 0, 1])] * 3, indexing="ij")).abs().sum(0)
     laplacian = torch.tensor([-88.0, 6, 3, 2])[offsets] / 8  # centre, faces, edges, corners
-    kernels = [identity, outer(smooth, smooth, diff) / 2, outer(smooth, diff, smooth) / 2,
-               outer(diff, smooth, smooth) / 2, laplacian]
+    return [identity, outer(smooth, smooth, diff) / 2, outer(smooth, diff, smooth) / 2,
+            outer(diff, smooth, smooth) / 2, laplacian]
+
+
+def test_grid2d_matches_explicit_kernels():
+    state = torch.randn(2, 9, 11, C)
+    expected = _conv_reference(state, _kernels_2d())
+    assert torch.allclose(Grid2D((9, 11)).perceive(state), expected, atol=1e-5)
+
+
+def test_grid3d_matches_explicit_kernels():
     state = torch.randn(1, 6, 7, 5, C)
-    assert torch.allclose(Grid3D((6, 7, 5)).perceive(state), _conv_reference(state, kernels), atol=1e-4)
+    assert torch.allclose(Grid3D((6, 7, 5)).perceive(state), _conv_reference(state, _kernels_3d()), atol=1e-4)
+
+
+@pytest.mark.parametrize("grid, kernels", [(Grid2D((5, 7)), _kernels_2d), (Grid3D((4, 5, 6)), _kernels_3d)])
+@pytest.mark.parametrize("rows_per_block", [1, 3, None])
+def test_training_perception_backward_is_the_filters_transpose(grid, kernels, rows_per_block):
+    """With autograd on, the blocks come from one function whose backward is the filters' own
+    adjoint: its gradients must be autograd's through explicit convolutions (float64)."""
+    generator = torch.Generator().manual_seed(3)
+    state = torch.randn(2, *grid.cell_shape, C, generator=generator, dtype=torch.float64, requires_grad=True)
+    max_cells = None if rows_per_block is None else rows_per_block * 2 * grid.num_cells // grid.cell_shape[0]
+    blocks = list(grid.perceive_blocks(state, max_cells))
+    assert [b.is_contiguous() for _, b in blocks] == [True] * len(blocks)
+    perception = torch.cat([b for _, b in blocks], 1)
+    expected = _conv_reference(state, [k.double() for k in kernels()])
+    assert torch.allclose(perception, expected)
+    weights = torch.randn(expected.shape, generator=generator, dtype=torch.float64)
+    (got,) = torch.autograd.grad((perception * weights).sum(), state)
+    (want,) = torch.autograd.grad((expected * weights).sum(), state)
+    assert torch.allclose(got, want, atol=1e-10)
 
 
 @pytest.mark.parametrize("grid", [Grid2D((10, 6)), Grid3D((5, 4, 6))])
