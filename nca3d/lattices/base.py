@@ -45,9 +45,11 @@ class Lattice:
         """The seed state, all zeros: (batch, *cell_shape, channels)."""
         return torch.zeros((batch, *self.cell_shape, channels), device=device, dtype=dtype)
 
-    def perceive(self, state: Tensor) -> Tensor:
-        """(B, *cells, C) -> (B, *cells, P*C), blocks ordered filter-major."""
-        return torch.cat([block for _, block in self.perceive_blocks(state, max_cells=None)], dim=1)
+    def perceive(self, state: Tensor, max_cells: int | None = None) -> Tensor:
+        """(B, *cells, C) -> (B, *cells, P*C), filter-major, in one tensor (computed in blocks of
+        about `max_cells` cells where the lattice blocks its work)."""
+        blocks = [block for _, block in self.perceive_blocks(state, max_cells)]
+        return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
 
     def perceive_blocks(self, state: Tensor, max_cells: int | None) -> Iterator[tuple[slice, Tensor]]:
         """Yield (rows, perception) for consecutive slices of the first cell axis.

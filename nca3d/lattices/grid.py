@@ -51,22 +51,20 @@ def _pair(x: Tensor, dim: int) -> Tensor:
 
 
 class _PeriodicFilters(torch.autograd.Function):
-    """A grid's perception in blocks: state (B, *n, C) -> one (B, rows, *n[1:], P*C) tensor per slab
-    of `_padded_slabs`, each contiguous so the update MLP runs on it in cache. Its backward applies
-    the filters' transpose (`GridLattice._adjoint`) to the gradient slab by slab. Autograd through
-    the filters instead records every slice and sum, and its backward allocates and fills a zero
-    tensor per slice."""
+    """A grid's perception, state (B, *n, C) -> (B, *n, P*C), computed slab by slab of
+    `_padded_slabs`; its backward applies the filters' transpose (`GridLattice._adjoint`) to the
+    gradient slab by slab. Autograd through the filters instead records every slice and sum, and
+    its backward allocates and fills a zero tensor per slice."""
 
     @staticmethod
-    def forward(ctx, state: Tensor, lattice: "GridLattice", max_cells: int | None) -> tuple[Tensor, ...]:
+    def forward(ctx, state: Tensor, lattice: "GridLattice", max_cells: int | None) -> Tensor:
         ctx.lattice, ctx.max_cells = lattice, max_cells
-        return tuple(lattice._filters(slab) for _, slab in lattice._padded_slabs(state, max_cells))
+        return _cat_rows([lattice._filters(slab) for _, slab in lattice._padded_slabs(state, max_cells)])
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, *grads: Tensor) -> tuple[Tensor, None, None]:
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
         lattice = ctx.lattice
-        grad = _cat_rows(list(grads))
         return _cat_rows([lattice._adjoint(slab) for _, slab in lattice._padded_slabs(grad, ctx.max_cells)]), None, None
 
 
@@ -100,12 +98,18 @@ class GridLattice(Lattice):
         """Number of cells along x, y[, z]."""
         return self.cell_shape[::-1]
 
-    def perceive_blocks(self, state: Tensor, max_cells: int | None) -> Iterator[tuple[slice, Tensor]]:
+    def perceive(self, state: Tensor, max_cells: int | None = None) -> Tensor:
         if state.requires_grad:
             # Training: the backward is the filters' own adjoint (_PeriodicFilters), not autograd
             # through every slice and sum of the filters
-            blocks = _PeriodicFilters.apply(state, self, max_cells)
-            yield from zip(self._row_blocks(state.shape[0], max_cells), blocks)
+            return _PeriodicFilters.apply(state, self, max_cells)
+        return super().perceive(state, max_cells)
+
+    def perceive_blocks(self, state: Tensor, max_cells: int | None) -> Iterator[tuple[slice, Tensor]]:
+        if state.requires_grad:
+            perception = self.perceive(state, max_cells)
+            for rows in self._row_blocks(state.shape[0], max_cells):
+                yield rows, perception[:, rows]
             return
         for rows, slab in self._padded_slabs(state, max_cells):
             yield rows, self._filters(slab)

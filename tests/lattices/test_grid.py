@@ -93,14 +93,14 @@ def test_grid3d_matches_explicit_kernels():
 @pytest.mark.parametrize("grid, kernels", [(Grid2D((5, 7)), _kernels_2d), (Grid3D((4, 5, 6)), _kernels_3d)])
 @pytest.mark.parametrize("rows_per_block", [1, 3, None])
 def test_training_perception_backward_is_the_filters_transpose(grid, kernels, rows_per_block):
-    """With autograd on, the blocks come from one function whose backward is the filters' own
-    adjoint: its gradients must be autograd's through explicit convolutions (float64)."""
+    """With autograd on, the perception (computed slab by slab) comes from one function whose
+    backward is the filters' own adjoint: its gradients must be autograd's through explicit
+    convolutions (float64)."""
     generator = torch.Generator().manual_seed(3)
     state = torch.randn(2, *grid.cell_shape, C, generator=generator, dtype=torch.float64, requires_grad=True)
     max_cells = None if rows_per_block is None else rows_per_block * 2 * grid.num_cells // grid.cell_shape[0]
-    blocks = list(grid.perceive_blocks(state, max_cells))
-    assert [b.is_contiguous() for _, b in blocks] == [True] * len(blocks)
-    perception = torch.cat([b for _, b in blocks], 1)
+    perception = grid.perceive(state, max_cells)
+    assert torch.equal(torch.cat([b for _, b in grid.perceive_blocks(state, max_cells)], 1), perception)
     expected = _conv_reference(state, [k.double() for k in kernels()])
     assert torch.allclose(perception, expected)
     weights = torch.randn(expected.shape, generator=generator, dtype=torch.float64)
