@@ -20,12 +20,13 @@ def _taps(x: Tensor, dim: int) -> tuple[Tensor, Tensor, Tensor]:
     return x.narrow(dim, 0, n), x.narrow(dim, 1, n), x.narrow(dim, 2, n)
 
 
-# The filters below run on fresh tensors and in place where autograd allows it: each pass over a
-# cache-sized block is what the perception costs.
-def _smooth(x: Tensor, dim: int) -> Tensor:
+# The filters below write into `out` (a view of the perception) where given, else a fresh tensor,
+# and work in place after that: each pass over a cache-sized block is what the perception costs.
+# They never run under autograd (_PeriodicFilters' backward is the adjoint).
+def _smooth(x: Tensor, dim: int, out: Tensor | None = None) -> Tensor:
     """[1, 2, 1] along dim."""
     prev, centre, nxt = _taps(x, dim)
-    return torch.add(prev, nxt).add_(centre, alpha=2.0)
+    return torch.add(prev, nxt, out=out).add_(centre, alpha=2.0)
 
 
 def _half_smooth(x: Tensor, dim: int) -> Tensor:
@@ -34,10 +35,10 @@ def _half_smooth(x: Tensor, dim: int) -> Tensor:
     return torch.lerp(prev, nxt, 0.5).add_(centre)
 
 
-def _diff(x: Tensor, dim: int) -> Tensor:
+def _diff(x: Tensor, dim: int, out: Tensor | None = None) -> Tensor:
     """[-1, 0, 1] along dim."""
     prev, _, nxt = _taps(x, dim)
-    return nxt - prev
+    return torch.sub(nxt, prev, out=out)
 
 
 def _centre(x: Tensor, dim: int) -> Tensor:
@@ -59,17 +60,19 @@ class _PeriodicFilters(torch.autograd.Function):
     @staticmethod
     def forward(ctx, state: Tensor, lattice: "GridLattice", max_cells: int | None) -> Tensor:
         ctx.lattice, ctx.max_cells = lattice, max_cells
-        return _cat_rows([lattice._filters(slab) for _, slab in lattice._padded_slabs(state, max_cells)])
+        perception = state.new_empty((*state.shape[:-1], lattice.perception_size * state.shape[-1]))
+        for rows, slab in lattice._padded_slabs(state, max_cells):
+            lattice._filters(slab, perception[:, rows])
+        return perception
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
         lattice = ctx.lattice
-        return _cat_rows([lattice._adjoint(slab) for _, slab in lattice._padded_slabs(grad, ctx.max_cells)]), None, None
-
-
-def _cat_rows(blocks: list[Tensor]) -> Tensor:
-    return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
+        state_grad = grad.new_empty((*grad.shape[:-1], grad.shape[-1] // lattice.perception_size))
+        for rows, slab in lattice._padded_slabs(grad, ctx.max_cells):
+            lattice._adjoint(slab, state_grad[:, rows])
+        return state_grad, None, None
 
 
 class GridLattice(Lattice):
@@ -112,7 +115,7 @@ class GridLattice(Lattice):
                 yield rows, perception[:, rows]
             return
         for rows, slab in self._padded_slabs(state, max_cells):
-            yield rows, self._filters(slab)
+            yield rows, self._filters(slab, slab.new_empty(self._block_shape(slab, self.perception_size)))
 
     def _padded_slabs(self, state: Tensor, max_cells: int | None) -> Iterator[tuple[slice, Tensor]]:
         """(rows, slab): consecutive slices of the first cell axis of state (B, *cells, K), each
@@ -136,13 +139,19 @@ class GridLattice(Lattice):
         for start in range(0, rows, step):
             yield slice(start, min(rows, start + step))
 
-    def _filters(self, padded: Tensor) -> Tensor:
-        """Padded (B, *(n + 2), C) -> perception (B, *n, P*C), filter-major."""
+    @staticmethod
+    def _block_shape(padded: Tensor, filters: int) -> tuple[int, ...]:
+        """(B, *n, P*C) of a padded slab (B, *(n + 2), C)."""
+        return (padded.shape[0], *[size - 2 for size in padded.shape[1:-1]], filters * padded.shape[-1])
+
+    def _filters(self, padded: Tensor, out: Tensor) -> Tensor:
+        """Padded (B, *(n + 2), C) -> perception written into out (B, *n, P*C), filter-major."""
         raise NotImplementedError
 
-    def _adjoint(self, padded: Tensor) -> Tensor:
+    def _adjoint(self, padded: Tensor, out: Tensor) -> Tensor:
         """The transpose of `_filters`: padded perception gradients (B, *(n + 2), P*C) -> the state's
-        gradient (B, *n, C). Each filter is even or odd, so its transpose is itself or its negative."""
+        gradient written into out (B, *n, C). Each filter is even or odd, so its transpose is itself
+        or its negative."""
         raise NotImplementedError
 
     def locate(self, points: Tensor) -> Located:
@@ -204,23 +213,24 @@ class Grid2D(GridLattice):
             raise ValueError(f"Grid2D needs 2 sizes (H, W), got {shape}")
         super().__init__(shape, harmonics)
 
-    def _filters(self, padded: Tensor) -> Tensor:
+    def _filters(self, padded: Tensor, out: Tensor) -> Tensor:
         y, x = 1, 2
-        identity = _centre(_centre(padded, y), x)
+        identity, sobel_x, sobel_y, laplacian = out.chunk(4, dim=-1)
+        identity.copy_(_centre(_centre(padded, y), x))
         smooth_y = _smooth(padded, y)
-        sobel_x = _diff(smooth_y, x)
-        sobel_y = _smooth(_diff(padded, y), x)
-        laplacian = _smooth(smooth_y, x).add_(identity, alpha=-16.0)
-        return torch.cat([identity, sobel_x, sobel_y, laplacian], dim=-1)
+        _diff(smooth_y, x, out=sobel_x)
+        _smooth(_diff(padded, y), x, out=sobel_y)
+        _smooth(smooth_y, x, out=laplacian).add_(identity, alpha=-16.0)
+        return out
 
-    def _adjoint(self, padded: Tensor) -> Tensor:
+    def _adjoint(self, padded: Tensor, out: Tensor) -> Tensor:
         y, x = 1, 2
         g_identity, g_sobel_x, g_sobel_y, g_laplacian = padded.chunk(4, dim=-1)
-        # centre(g0 - 16 g3) - Sx^T... with the odd Sobels negated: smooth_x(smooth_y(g3) - diff_y(g2))
-        # - diff_x(smooth_y(g1))
-        centre = _centre(_centre(g_identity, y), x) - 16.0 * _centre(_centre(g_laplacian, y), x)
+        # centre(g0 - 16 g3) + smooth_x(smooth_y(g3) - diff_y(g2)) - diff_x(smooth_y(g1)): the odd
+        # Sobels negated
         even_x = _smooth(g_laplacian, y).sub_(_diff(g_sobel_y, y))
-        return centre.add_(_smooth(even_x, x)).sub_(_diff(_smooth(g_sobel_x, y), x))
+        _smooth(even_x, x, out=out).sub_(_diff(_smooth(g_sobel_x, y), x))
+        return out.add_(_centre(_centre(g_identity, y), x)).add_(_centre(_centre(g_laplacian, y), x), alpha=-16.0)
 
 
 class Grid3D(GridLattice):
@@ -235,29 +245,29 @@ class Grid3D(GridLattice):
             raise ValueError(f"Grid3D needs 3 sizes (D, H, W), got {shape}")
         super().__init__(shape, harmonics)
 
-    def _filters(self, padded: Tensor) -> Tensor:
+    def _filters(self, padded: Tensor, out: Tensor) -> Tensor:
         z, y, x = 1, 2, 3
-        identity = _centre(_centre(_centre(padded, z), y), x)
+        identity, sobel_x, sobel_y, sobel_z, laplacian = out.chunk(5, dim=-1)
+        identity.copy_(_centre(_centre(_centre(padded, z), y), x))
         # The Sobel filters' 1/2 rides on one half-weight [1/2, 1, 1/2] smoothing each
         half_z = _half_smooth(padded, z)
         half_zy = _smooth(half_z, y)  # [1,2,1]_y [1/2,1,1/2]_z
-        sobel_x = _diff(half_zy, x)
-        sobel_y = _smooth(_diff(half_z, y), x)
-        sobel_z = _smooth(_half_smooth(_diff(padded, z), y), x)
+        _diff(half_zy, x, out=sobel_x)
+        _smooth(_diff(half_z, y), x, out=sobel_y)
+        _smooth(_half_smooth(_diff(padded, z), y), x, out=sobel_z)
         # 27-point Laplacian (corners 2, edges 3, faces 6, centre -88) / 8, written separably as
         # (1.5 [1,2,1]^3 + 0.5 [1,0,1]^3 - 100 delta) / 8.
-        laplacian = (_smooth(half_zy, x).mul_(0.375).add_(_pair(_pair(_pair(padded, z), y), x), alpha=0.0625)
-                     .add_(identity, alpha=-12.5))
-        return torch.cat([identity, sobel_x, sobel_y, sobel_z, laplacian], dim=-1)
+        (_smooth(half_zy, x, out=laplacian).mul_(0.375).add_(_pair(_pair(_pair(padded, z), y), x), alpha=0.0625)
+         .add_(identity, alpha=-12.5))
+        return out
 
-    def _adjoint(self, padded: Tensor) -> Tensor:
+    def _adjoint(self, padded: Tensor, out: Tensor) -> Tensor:
         z, y, x = 1, 2, 3
         g_identity, g_sobel_x, g_sobel_y, g_sobel_z, g_laplacian = padded.chunk(5, dim=-1)
-        centre = (_centre(_centre(_centre(g_identity, z), y), x)
-                  - 12.5 * _centre(_centre(_centre(g_laplacian, z), y), x))
         # Everything smoothed along x at the end, the odd Sobels negated
         even_x = (_smooth(_half_smooth(g_laplacian, z), y).mul_(0.375)
                   .sub_(_diff(_half_smooth(g_sobel_y, z), y)).sub_(_half_smooth(_diff(g_sobel_z, z), y)))
-        odd_x = _diff(_smooth(_half_smooth(g_sobel_x, z), y), x)
-        pairs = _pair(_pair(_pair(g_laplacian, z), y), x)
-        return centre.add_(_smooth(even_x, x)).sub_(odd_x).add_(pairs, alpha=0.0625)
+        _smooth(even_x, x, out=out).sub_(_diff(_smooth(_half_smooth(g_sobel_x, z), y), x))
+        out.add_(_pair(_pair(_pair(g_laplacian, z), y), x), alpha=0.0625)
+        return (out.add_(_centre(_centre(_centre(g_identity, z), y), x))
+                .add_(_centre(_centre(_centre(g_laplacian, z), y), x), alpha=-12.5))
