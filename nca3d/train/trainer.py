@@ -371,7 +371,8 @@ class Trainer:
     def save_checkpoint(self) -> None:
         meta = {"iteration": self.iteration, "elapsed": self.elapsed, "losses": self.losses,
                 "lr_decayed_at": self.lr_decayed_at, "pool_aged": self.pool_aged, "rng_device": self.device.type,
-                "selection": self.selection, "config": dataclasses.asdict(self.config), "exemplar_sha256": self.exemplar_sha256}
+                "selection": self.selection, "config": dataclasses.asdict(self.config), "exemplar_sha256": self.exemplar_sha256,
+                "init": self.init_record}
         write_bytes_atomic(checkpoint_path(self.config.out),
                            save(self._checkpoint_tensors(), metadata={"nca3d_checkpoint": json.dumps(meta)}))
 
@@ -420,6 +421,9 @@ class Trainer:
                                  f"{meta['rng_device']}: continuing on {self.device.type} with a fresh one", force=True)
         self.lr_decayed_at = meta.get("lr_decayed_at")
         self.pool_aged = meta.get("pool_aged")
+        # The weights the run started from, as they were then: the --init file may since have changed
+        # (a fine-tuned model copied over the one it was tuned from)
+        self.init_record = meta.get("init", self.init_record)
         self.selection = [tuple(pair) for pair in meta.get("selection", [])]
         best = {k[5:]: v.to(self.device) for k, v in tensors.items() if k.startswith("best.")}
         self.best = best or None

@@ -1,3 +1,4 @@
+import shutil
 import signal
 import subprocess
 import sys
@@ -229,6 +230,11 @@ def test_init_fine_tunes_from_a_models_weights(tmp_path, capsys):
     assert tuned.provenance["init"]["model"] == "m.nca3d" and tuned.provenance["init"]["iterations"] == 3
     assert tuned.provenance["init"]["tensors_sha256"] == read_header(start_files[0])[0]["tensors_sha256"]
     assert tuned.provenance["iterations"] == 2
+    # resumed after the tuned model was copied over the one it started from: the record stays the start's
+    shutil.copyfile(trainer.config.out, start_files[0])
+    resumed = Trainer(tiny_config(second, iters=3, init=start_files[0], seed=5), Progress("none"))
+    assert resumed.run(resume=True)
+    assert load_model(resumed.config.out).provenance["init"] == tuned.provenance["init"]
     # another architecture: one clear line from the command
     code = main(["train", str(second / "ex.png"), "--out", str(tmp_path / "x.nca3d"), "--iters", "1",
                  "--features", "patches", "--hidden", "16", "--init", start_files[0], "--device", "cpu",
