@@ -24,8 +24,8 @@ def _synced_grid(model, state, lattice, side: int, method: str, device):
 
 def bench_core(device="cpu", quick: bool = False) -> dict:
     """NCA step time per lattice and LPPN decode throughput (model.decode in inference mode: on the
-    CPU the fast decode, gather and SIREN block by block), with ratios to the matmul rate (the
-    decode's to a matmul timed beside each run: measure.rate_beside_matmul); the fast SIREN
+    CPU the fast decode, gather and SIREN block by block), with ratios to the matmul rate (each to a
+    matmul timed beside each run: measure.rate_beside_matmul); the fast SIREN
     forward's speed over the exact one (siren_fast_over_exact) on the same features; on grid
     lattices also the separable dense-grid decode of one period at as many points (grid_points_per_s)
     and its speed over the generic locate + decode of the same grid (grid_speedup)."""
@@ -42,11 +42,12 @@ def bench_core(device="cpu", quick: bool = False) -> dict:
         generator = make_generator(0, device)
         with torch.inference_mode():
             state = model.rollout(state, lattice, 4, generator)
-            step_s = timed(lambda: sync(model.nca.step(state, lattice, generator), device),
-                           repeats=3 if quick else 7)
             cells = batch * lattice.num_cells
             nca = model.nca
             mlp_flops = 2 * (nca.perception * nca.channels * nca.hidden + nca.hidden * nca.channels)
+            step_s, mlp_ratio = rate_beside_matmul(lambda: sync(model.nca.step(state, lattice, generator), device),
+                                                   cells * nca.fire_rate * mlp_flops, repeats=3 if quick else 7,
+                                                   device=device)
             fired_gflops = cells * nca.fire_rate * mlp_flops / step_s / 1e9
             points = 1 << (16 if quick else 20)
             if domain == "mesh":
@@ -79,7 +80,7 @@ def bench_core(device="cpu", quick: bool = False) -> dict:
         results["lattices"].append({
             "lattice": label, "batch": batch, "step_ms": step_s * 1e3,
             "cells_per_s": cells / step_s,
-            "mlp_gflops": fired_gflops, "mlp_ratio_to_matmul": fired_gflops / reference,
+            "mlp_gflops": fired_gflops, "mlp_ratio_to_matmul": mlp_ratio,
             "decode_points_per_s": points_per_s, "decode_gflops": decode_gflops,
             "decode_ratio_to_matmul": decode_ratio,
             "siren_fast_over_exact": siren_s["exact"] / siren_s["fast"] if siren_s else None,
@@ -102,8 +103,8 @@ def print_core(results: dict) -> None:
         print(f"{row['lattice']:28s} {row['step_ms']:9.1f} {row['cells_per_s'] / 1e6:9.2f} "
               f"{row['mlp_ratio_to_matmul']:10.2f} {row['decode_points_per_s'] / 1e6:14.2f} "
               f"{row['decode_ratio_to_matmul']:13.2f} {fast} {grid}")
-    print("MLP ratio: useful update-MLP FLOP/s (firing cells only) / matmul; "
-          "decode ratio: SIREN matmul FLOP/s / a matmul timed beside each decode (median of the pairs); "
+    print("MLP ratio: useful update-MLP FLOP/s (firing cells only) / a matmul timed beside each step; "
+          "decode ratio: SIREN matmul FLOP/s / a matmul timed beside each decode (medians of the pairs); "
           "fast x exact: the CPU inference SIREN forward "
           "(blocked, numpy sine) over the exact one (torch.sin, autograd's); "
           "grid: the separable dense-grid decode of one period "
