@@ -70,6 +70,10 @@ AGE_CHUNK_CELLS = 1 << 18
 # noise, and 6.7 sd with scale 8 added (granite, 512 px at 1.3 px per px: 4.0 sd). The trainer says so.
 FINE_TEXEL = 2.0
 STRIPE_WEIGHT = 1.0  # the selection score's orientation term (Trainer.long_rollout_score)
+# The selection scores each candidate's growth at these step counts on its way to select_steps: the
+# counts the quality bench judges (a fine-tuned amethyst_volume scored at 256 and 4096 only grew
+# diagonal stripes at 2048 that had gone again by 4096)
+SELECT_AT = (256, 1024, 2048)
 
 
 @dataclass
@@ -117,7 +121,7 @@ class TrainConfig:
     init: str | None = None  # start from this model's weights (fine-tuning; fresh optimiser and pool)
     select_every: int = 100  # > 0: every this many iterations, score a long rollout and keep the best weights
     select_after: int = 400  # ... from this iteration on
-    select_steps: int = 4096  # ... grown from the seed for this many steps (scored at 256 and here)
+    select_steps: int = 4096  # ... grown from the seed for this many steps (scored at SELECT_AT and here)
     pool_age_steps: int = POOL_AGE_STEPS  # once AGE_POOL_AT of the budget is spent, an eighth of the pool grows
     # up to this many steps without gradients, so a short run trains on states as old as long growths (0: never)
     limit_steps: int = 2048  # the state limit is measured over 2 growths of this many steps (core.grow.state_limit)
@@ -467,8 +471,10 @@ class Trainer:
 
     @torch.no_grad()
     def long_rollout_score(self, batch: int = 2) -> float:
-        """Mean loss of `batch` textures grown from the seed, at 256 steps and at `select_steps`, plus
-        STRIPE_WEIGHT x how far their full views' orientation histograms are from the exemplar's.
+        """Mean loss of `batch` textures grown from the seed, at each of SELECT_AT (256, 1024 and 2048
+        steps) and at `select_steps`, plus STRIPE_WEIGHT x how far their full views' orientation
+        histograms are from the exemplar's. Scoring on the way costs a render each, next to the
+        growth: stripes that come and go between 256 and 4096 steps count too.
 
         Training only sees rollouts of up to `max_steps` from the pool; this is how the run learns
         whether the texture still holds (no drift, collapse or stripes) long after that. The texture
@@ -477,7 +483,7 @@ class Trainer:
         cfg = self.config
         generator = torch.Generator(device=self.device).manual_seed(cfg.seed + 7919)  # the same test each time
         state, done, scores = self.model.seed(self.task.lattice, batch), 0, []
-        for steps in sorted({min(256, cfg.select_steps), cfg.select_steps}):
+        for steps in sorted({min(at, cfg.select_steps) for at in SELECT_AT} | {cfg.select_steps}):
             state = self.model.rollout(state, self.task.lattice, steps - done, generator)
             done = steps
             crops = self.task.render(self.model, state, generator)

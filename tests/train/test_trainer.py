@@ -216,6 +216,21 @@ def test_seed_every_default_keeps_pool_states_alive_about_2048_steps():
     assert TrainConfig(exemplar="x.png", out="m.nca3d", seed_every=3).seed_every == 3
 
 
+def test_selection_scores_the_growth_on_its_way(tmp_path, monkeypatch):
+    """A candidate is scored at 256, 1024 and 2048 steps and at select_steps, in one growth."""
+    trainer = Trainer(tiny_config(tmp_path, select_steps=3000), Progress("none"))
+    grown, rendered = [0], []
+    monkeypatch.setattr(trainer.model, "rollout", lambda state, lattice, steps, generator: grown.append(grown[-1] + steps) or state)
+    render = trainer.task.render
+    monkeypatch.setattr(trainer.task, "render", lambda *args: rendered.append(grown[-1]) or render(*args))
+    assert np.isfinite(trainer.long_rollout_score())
+    assert rendered == [256, 1024, 2048, 3000]
+    trainer.config.select_steps = 512
+    rendered.clear(), grown.append(0)
+    trainer.long_rollout_score()
+    assert rendered == [256, 512]
+
+
 def test_init_fine_tunes_from_a_models_weights(tmp_path, capsys):
     first = tmp_path / "first"
     first.mkdir()
