@@ -8,6 +8,7 @@ torch ops and numpy's ufuncs release the GIL, so the streams run side by side.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -22,10 +23,12 @@ def threads_for(work_items: int) -> int:
     return max(1, min(torch.get_num_threads(), work_items))
 
 
-def run_threads(worker: Callable[[int], T], count: int) -> list[T]:
+def run_threads(worker: Callable[[int], T], count: int, stop: threading.Event | None = None) -> list[T]:
     """worker(0), ..., worker(count - 1) on `count` threads with torch on one thread meanwhile
     (restored after); count 1 runs in the caller's thread without touching torch's setting.
-    Call it from one thread at a time: torch's thread count is shared (and partly per thread)."""
+    Call it from one thread at a time: torch's thread count is shared (and partly per thread).
+    stop: set when a worker fails or the caller is interrupted (Ctrl-C), before waiting for the
+    others, so that workers which check it between pieces of work end early."""
     if count <= 1:
         return [worker(0)]
     inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
@@ -38,6 +41,12 @@ def run_threads(worker: Callable[[int], T], count: int) -> list[T]:
     torch.set_num_threads(1)
     try:
         with ThreadPoolExecutor(max_workers=count) as pool:
-            return list(pool.map(in_callers_mode, range(count)))
+            futures = [pool.submit(in_callers_mode, index) for index in range(count)]
+            try:
+                return [future.result() for future in futures]
+            except BaseException:
+                if stop is not None:
+                    stop.set()
+                raise
     finally:
         torch.set_num_threads(threads)

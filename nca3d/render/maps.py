@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import math
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,6 +240,7 @@ class MeshBaker:
         self.spacing = config.scale or _spacing_for_cells(area, config.cells)
         self.lattice_stats: dict = {"spacing": self.spacing}
         self.timings: dict[str, float] = {}
+        self._timings_lock = threading.Lock()
         self.texels = 0  # texels decoded (over all bakes)
         self.keep_geometry = keep_geometry or config.frames > 1
         self._located: list | None = None  # the located texel chunks, kept across bakes
@@ -294,90 +297,120 @@ class MeshBaker:
         right, up = up_frames(n)
         return point[:, :3], (n, right, up, np.stack([_dot(right, t), _dot(up, t), self._sign[face]], 1))
 
-    def _located_chunks(self, with_tangents: bool):
-        """Per chunk of covered texels, in raster order: (flat index (T,), query, frame of `locate`);
-        then `self.covered` is set.
-
-        All of it depends on the mesh only, so with `keep_geometry` it is kept for the next bakes
-        (animation frames, live views) while it fits in GEOMETRY_CACHE_BYTES (a 2K map does;
-        larger maps recompute)."""
+    def _texel_chunks(self):
+        """Per chunk of covered texels, in raster order: (number, progress, work), work being the
+        chunk's Texels to locate, or its located chunk (`_locate_chunk`) kept from an earlier bake;
+        then `self.covered` is set. Not thread-safe: one caller at a time."""
         from ..ops.bake import UVRasteriser
 
         if self._located is not None:
             for number, chunk in enumerate(self._located):
-                yield chunk, (number + 1) / len(self._located)
+                yield number, (number + 1) / len(self._located), chunk
             return
-        clock = self._clock
-        with clock("rasterise"):
-            rasteriser = UVRasteriser(self.mesh.uv, self.mesh.faces, self.config.size)
+        with self._clock("rasterise"):
+            rasteriser = UVRasteriser(self.mesh.uv, self.mesh.faces, self.config.size, chunk=UVRasteriser.CHUNK)
             chunks = iter(rasteriser)
-        cache, cached_bytes = ([] if self.keep_geometry else None), 0
-        while True:
-            with clock("rasterise"):
+        for number in itertools.count():
+            with self._clock("rasterise"):
                 texels = next(chunks, None)
             if texels is None:
                 break
-            with clock("locate"):
-                positions, frame = self.locate(texels.face, texels.bary, with_tangents)
-            with clock("query"):  # the ray cast onto a mesh lattice
-                chunk = (texels.index, self.query(positions, frame[0]), frame)
-            if cache is not None:
-                cached_bytes += texels.index.nbytes + sum(a.nbytes for a in frame) + _query_bytes(chunk[1])
-                if cached_bytes <= GEOMETRY_CACHE_BYTES:
-                    cache.append(chunk)
-                else:
-                    cache = None
-            yield chunk, rasteriser.progress
+            yield number, rasteriser.progress, texels
         self.covered = rasteriser.covered
-        self._located = cache
+
+    def _locate_chunk(self, texels, with_tangents: bool) -> tuple:
+        """Texels -> the located chunk (flat index (T,), query, frame of `locate`). It depends on the
+        mesh only, so with `keep_geometry` the chunks are kept for the next bakes (animation frames,
+        live views) while they fit in GEOMETRY_CACHE_BYTES (a 2K map does; larger maps recompute)."""
+        with self._clock("locate"):
+            positions, frame = self.locate(texels.face, texels.bary, with_tangents)
+        with self._clock("query"):  # the ray cast onto a mesh lattice
+            return texels.index, self.query(positions, frame[0]), frame
 
     @torch.no_grad()
     def bake(self, state: torch.Tensor, label: str = "") -> tuple[MapSet, np.ndarray]:
         """Bake one frame -> (maps, covered (S, S) bool), seams dilated. Adds each part's
-        seconds to `self.timings` (rasterise, locate, query, decode, normals, store, dilate)."""
-        from ..ops.bake import copy_moves, dilation_moves
+        thread-seconds to `self.timings` (rasterise, locate, query, decode, normals, store, dilate).
 
-        cfg, clock = self.config, self._clock
+        The chunks go through one stream per torch thread (core.threads), each taking the next
+        chunk and doing all of its work, the decode on one thread: the parts around the decode
+        (numpy, Embree) then use every core too. The rasteriser hands out chunks one at a time."""
+        from ..core.threads import run_threads, threads_for
+        from ..ops.bake import UVRasteriser, copy_moves, dilation_moves
+
+        cfg = self.config
         names = model_maps(self.model, object_space=True)
         maps = MapSet(names, cfg.size, cfg.exr)
-        for (index, query, frame), done in self._located_chunks("normal" in names):
-            with clock("decode"):
-                values = self.model.decode(state, self.lattice, query)[0].float().cpu().numpy()
-            tangent_normals = object_normals = None
-            if "normal" in names:
-                with clock("normals"):
-                    n, right, up, turn = frame
-                    local = decoded_normals(values[:, self.model.channel_slices()["normal"]])
-                    object_normals = local[:, :1] * right + local[:, 1:2] * up + local[:, 2:] * n
-                    cos, sin, sign = turn[:, :1], turn[:, 1:2], turn[:, 2:]
-                    tangent_normals = np.concatenate([cos * local[:, :1] + sin * local[:, 1:2],
-                                                      sign * (cos * local[:, 1:2] - sin * local[:, :1]),
-                                                      local[:, 2:]], 1)
-            with clock("store"):
-                store_outputs(maps, self.model, values, index, object_normals, tangent_normals,
-                              cfg.normal_convention)
-            self.texels += len(index)
-            self.progress.update("bake", done, f"{label}{cfg.size}x{cfg.size} texels")
-        with clock("dilate"):  # the moves kept while the coverage is (cached geometry: later frames)
+        with_tangents = "normal" in names
+        chunks, lock, stop = self._texel_chunks(), threading.Lock(), threading.Event()
+        cache = {} if self.keep_geometry and self._located is None else None
+        cached_bytes = 0
+
+        def stream(_: int) -> None:
+            nonlocal cache, cached_bytes
+            while not stop.is_set():
+                with lock:
+                    number, done, work = next(chunks, (None, None, None))
+                if work is None:
+                    return
+                chunk = work if isinstance(work, tuple) else self._locate_chunk(work, with_tangents)
+                if not isinstance(work, tuple):
+                    with lock:
+                        if cache is not None:
+                            cached_bytes += _chunk_bytes(chunk)
+                            cache = cache if cached_bytes <= GEOMETRY_CACHE_BYTES else None
+                        if cache is not None:
+                            cache[number] = chunk
+                self._bake_chunk(state, chunk, maps, names)
+                with lock:
+                    self.texels += len(chunk[0])
+                    self.progress.update("bake", done, f"{label}{cfg.size}x{cfg.size} texels")
+
+        bands = len(self._located) if self._located is not None else math.ceil(cfg.size ** 2 / UVRasteriser.CHUNK)
+        run_threads(stream, threads_for(bands), stop=stop)  # one chunk: one stream, its decode threaded
+        if cache is not None:
+            self._located = [cache[number] for number in sorted(cache)]
+        with self._clock("dilate"):  # the moves kept while the coverage is (cached geometry: later frames)
             if self._dilation is None or self._dilation[0] is not self.covered or self._dilation[1] != cfg.margin:
                 self._dilation = (self.covered, cfg.margin, dilation_moves(self.covered, cfg.margin))
             copy_moves(list(maps.arrays.values()), self._dilation[2])
         return maps, self.covered
 
+    def _bake_chunk(self, state: torch.Tensor, chunk: tuple, maps: MapSet, names: list[str]) -> None:
+        """Decode one located chunk, turn its normals and store its texels into `maps`."""
+        index, query, frame = chunk
+        with self._clock("decode"):
+            values = self.model.decode(state, self.lattice, query)[0].float().cpu().numpy()
+        tangent_normals = object_normals = None
+        if "normal" in names:
+            with self._clock("normals"):
+                n, right, up, turn = frame
+                local = decoded_normals(values[:, self.model.channel_slices()["normal"]])
+                object_normals = local[:, :1] * right + local[:, 1:2] * up + local[:, 2:] * n
+                cos, sin, sign = turn[:, :1], turn[:, 1:2], turn[:, 2:]
+                tangent_normals = np.concatenate([cos * local[:, :1] + sin * local[:, 1:2],
+                                                  sign * (cos * local[:, 1:2] - sin * local[:, :1]),
+                                                  local[:, 2:]], 1)
+        with self._clock("store"):
+            store_outputs(maps, self.model, values, index, object_normals, tangent_normals,
+                          self.config.normal_convention)
+
     @contextlib.contextmanager
     def _clock(self, part: str):
+        """Adds the block's seconds to self.timings[part] (from any thread)."""
         start = time.perf_counter()
         try:
             yield
         finally:
-            self.timings[part] = self.timings.get(part, 0.0) + time.perf_counter() - start
+            with self._timings_lock:
+                self.timings[part] = self.timings.get(part, 0.0) + time.perf_counter() - start
 
 
-def _query_bytes(query) -> int:
-    """Memory held by a located query: a tensor of cell coordinates or SurfacePoints."""
-    if isinstance(query, torch.Tensor):
-        return query.nbytes
-    return query.face.nbytes + query.bary.nbytes
+def _chunk_bytes(chunk: tuple) -> int:
+    """Memory held by a located chunk: its index, frame and query (cell coordinates or SurfacePoints)."""
+    index, query, frame = chunk
+    held = query.nbytes if isinstance(query, torch.Tensor) else query.face.nbytes + query.bary.nbytes
+    return index.nbytes + sum(a.nbytes for a in frame) + held
 
 
 class GridBaker:

@@ -28,6 +28,29 @@ def test_run_threads_keeps_order_modes_and_restores_the_thread_count(threads):
     assert threads_for(2) == 2 and threads_for(10) == 3 and threads_for(0) == 1
 
 
+def test_a_failing_worker_sets_stop_and_the_others_end_early(threads):
+    """Workers that pull pieces of work until `stop` is set end soon after one of them fails,
+    instead of finishing all the work first; the failure reaches the caller."""
+    import threading
+    import time
+
+    threads(2)
+    stop, done = threading.Event(), []
+
+    def worker(index: int) -> None:
+        if index == 0:
+            time.sleep(0.05)
+            raise ValueError("broken")
+        while not stop.is_set() and len(done) < 400:  # 400 pieces: 4 s without the stop
+            time.sleep(0.01)
+            done.append(1)
+
+    with pytest.raises(ValueError, match="broken"):
+        run_threads(worker, 2, stop=stop)
+    assert stop.is_set() and len(done) < 100
+    assert torch.get_num_threads() == 2
+
+
 LATTICES = {"2d": lambda: Grid2D(12), "volume": lambda: Grid3D(6), "mesh": lambda: MeshLattice(*icosphere(3))}
 
 

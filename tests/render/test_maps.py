@@ -152,3 +152,37 @@ def test_animated_bakes_reuse_the_geometry_and_dilation_with_the_same_maps(tmp_p
     kept._located, kept.config = None, dataclasses.replace(config, size=32)
     kept.bake(later)
     assert kept._dilation is not moves and kept._dilation[0].shape == (32, 32)
+
+
+@requires_raycaster
+def test_mesh_bakes_on_two_streams_equal_the_single_stream_bake(tmp_path, monkeypatch):
+    """Many small chunks shared by two streams (each its own chunks' locate, cast, decode and store)
+    fill the maps as one stream does, within float rounding (MKL may round a last bit apart in
+    another thread); the geometry kept for later frames stays in raster order."""
+    from nca3d.io.mesh import load_mesh
+    from nca3d.ops.bake import UVRasteriser
+    from tests.commands.test_texture import island_sphere
+
+    monkeypatch.setattr(UVRasteriser, "CHUNK", 64 * 3)  # 3 rows a chunk: about 20 chunks
+    model = random_model("mesh", outputs="pbr", icosphere_frequency=4)
+    mesh = load_mesh(island_sphere(tmp_path / "ball.obj"))
+    config = TextureConfig(mesh=str(tmp_path / "ball.obj"), model="", out=".", size=64, cells=300, margin=6)
+    before = torch.get_num_threads()
+    bakes = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            baker = MeshBaker(model, mesh, dataclasses.replace(config), Progress("none"), keep_geometry=True)
+            state = model.rollout(model.seed(baker.lattice), baker.lattice, 4, torch.Generator().manual_seed(0))
+            bakes.append((baker, *baker.bake(state)))
+    finally:
+        torch.set_num_threads(before)
+    (one, maps_one, covered_one), (two, maps_two, covered_two) = bakes
+    assert np.array_equal(covered_one, covered_two) and len(two._located) > 10
+    assert two.texels == one.texels == covered_one.sum()
+    for name, want in maps_one.arrays.items():
+        step = np.abs(maps_two.arrays[name].astype(np.int64) - want.astype(np.int64))
+        assert step.max() <= 1 and (step == 0).mean() > 0.999, name
+    first_index = [chunk[0][0] for chunk in two._located]
+    assert first_index == sorted(first_index) and [len(c[0]) for c in two._located] == [len(c[0]) for c in one._located]
+    assert {"rasterise", "locate", "query", "decode", "normals", "store", "dilate"} <= set(two.timings)
