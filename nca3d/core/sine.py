@@ -10,12 +10,12 @@ without its wheels), numpy's sine does the same in place.
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Callable
 
 import numpy as np
 from torch import Tensor
+
+from .jit import compiled
 
 MAX_ERROR = 5e-7  # absolute, against the float64 sine of the float32 input, for |x| <= ERROR_RANGE
 ERROR_RANGE = 1e4
@@ -34,19 +34,12 @@ def sine_(h: Tensor) -> Tensor:
     """sin in place on a contiguous float32 CPU tensor (numba's polynomial sine, else numpy's);
     returns h."""
     values = h.numpy().reshape(-1)
-    _kernel()(values)
+    kernel = compiled(_polynomial_sine, frozenset({"contract", "nsz", "arcp"}))
+    if kernel is None:
+        np.sin(values, out=values)
+    else:
+        kernel(values)
     return h
-
-
-@functools.cache
-def _kernel() -> Callable[[np.ndarray], None]:
-    """The compiled in-place sine of a 1-D float32 array (compiled on first use and cached on disk
-    by numba); numpy's sine where numba is missing."""
-    try:
-        import numba
-    except ImportError:
-        return lambda values: np.sin(values, out=values)
-    return numba.njit(_polynomial_sine, fastmath={"contract", "nsz", "arcp"}, nogil=True, cache=True)
 
 
 def _polynomial_sine(values: np.ndarray) -> None:

@@ -9,8 +9,9 @@ mipmaps.
 
 Work is chunked over a flat, virtual list of (triangle, texel-in-its-row-span) candidates, then
 over bands of texel rows, so memory stays bounded (one (S*S,) key buffer besides the chunks)
-whatever the map size and however large one triangle is in UV space. All of it is single-threaded
-numpy: on 2 busy cores torch's elementwise kernels ran up to 10x slower than numpy's.
+whatever the map size and however large one triangle is in UV space. It is numpy, single-threaded
+per band (on 2 busy cores torch's elementwise kernels ran up to 10x slower than numpy's), with the
+scoring loop compiled by numba where it imports (core.jit).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+
+from ..core.jit import compiled
 
 EMPTY = 255  # texel distance code of a texel no triangle covers
 
@@ -39,17 +42,18 @@ def _cross2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class UVRasteriser:
     """Streams the texels of an S x S map covered by the UV triangles of (uv (V, 2), faces (F, 3)).
 
-    Two passes. Pass 1 scores every candidate (triangle, texel-in-its-row-span) by its coverage
-    code (0: centre inside the triangle, up to 254: `border` px outside) and keeps per texel the
-    best one, the lowest code and among equal codes the last triangle (a painter's order), in
-    one (S*S,) key buffer. Pass 2 streams the covered texels in raster order, band by band, with
-    barycentrics from the winning triangle: each texel once, and downstream scatters write
-    memory in order.
+    The map is cut into bands of rows, each rasterised on its own (`band`), so bands can go to
+    different threads. Per band, pass 1 scores every candidate (triangle, texel-in-its-row-span)
+    of the band's rows by its coverage code (0: centre inside the triangle, up to 254: `border`
+    px outside) and keeps per texel the best one, the lowest code and among equal codes the last
+    triangle (a painter's order), in the (S*S,) key buffer's rows of the band. Pass 2 gives the
+    band's covered texels in raster order with barycentrics from the winning triangle: each
+    texel once, and downstream scatters write memory in order.
 
-    chunk: candidates per pass-1 step, and the texels of a pass-2 band (up to one row more). At
-    2^18 a chunk's largest downstream array (MeshBaker.locate's corners, 108 bytes a texel) stays
-    under glibc's 32 MB mmap threshold, so its memory is reused rather than page-faulted afresh:
-    3x faster than chunks of 2^21.
+    chunk: the texels of a band (whole rows: up to one row more), and candidates per pass-1 step.
+    At 2^18 a chunk's largest downstream array (MeshBaker.locate's corners, 108 bytes a texel)
+    stays under glibc's 32 MB mmap threshold, so its memory is reused rather than page-faulted
+    afresh: 3x faster than chunks of 2^21.
     """
 
     CHUNK = 1 << 18
@@ -103,7 +107,8 @@ class UVRasteriser:
         first = np.clip(np.ceil(np.clip(ax + lower, -1, size + 1) - 0.5).astype(np.int64) - 1, 0, size - 1)
         last = np.clip(np.floor(np.clip(ax + upper, -1, size + 1) - 0.5).astype(np.int64) + 1, 0, size - 1)
         width = np.where(flat_out, 0, np.maximum(last - first + 1, 0))
-        keep = width > 0
+        keep = np.flatnonzero(width > 0)
+        keep = keep[np.argsort(y[keep], kind="stable")]  # spans in row order: a band's are contiguous
         tri, first = tri[keep], first[keep]
         # signed px beyond edge k at the span's first centre, and its step per column
         outside = -(at_a[keep] + (first + 0.5 - ax[keep])[:, None] * slope[keep]) * heights[tri]
@@ -111,19 +116,40 @@ class UVRasteriser:
         self._span_outside = np.ascontiguousarray(outside.T, np.float32)  # (3, R)
         self._span_step = np.ascontiguousarray((-slope[keep] * heights[tri]).T, np.float32)  # (3, R)
         self._offsets = np.concatenate([[0], np.cumsum(width[keep])])
+        self._row_spans_from = np.searchsorted(y[keep], np.arange(size + 1))  # (S + 1,): row r's spans start
 
     @property
     def candidates(self) -> int:
         return int(self._offsets[-1])
 
-    def __iter__(self) -> Iterator[Texels]:
-        """Pass 1 over all candidates, then chunks of covered texels in raster order."""
-        for start in range(0, self.candidates, self.chunk):
-            self._score(start, min(self.candidates, start + self.chunk))
+    def bands(self) -> list[tuple[int, int]]:
+        """The bands' row ranges [top, bottom), top to bottom: chunk // S rows each (at least one)."""
         rows = max(1, self.chunk // self.size)
-        for top in range(0, self.size, rows):
-            self.progress = min(self.size, top + rows) / self.size
-            texels = self._texels(top, min(self.size, top + rows))
+        return [(top, min(self.size, top + rows)) for top in range(0, self.size, rows)]
+
+    def band(self, top: int, bottom: int) -> Texels:
+        """Rasterise rows [top, bottom): both passes; the covered texels in raster order (maybe none).
+        Bands write only their own rows of the key buffer, so different bands may run at once.
+        Pass 1 is one compiled loop over the band's spans (core.jit: about 15x the numpy passes
+        of `_score`, which stay as its reference and where numba is missing)."""
+        spans = self._row_spans_from[[top, bottom]]
+        kernel = compiled(_score_spans)
+        if kernel is not None:
+            kernel(self._keys, self._span_start, self._span_tri, self._span_outside, self._span_step,
+                   self._offsets, spans[0], spans[1], np.float32(self.border),
+                   np.float32(254.0 / max(self.border, 1e-9)), self._shift)
+        else:
+            first, last = self._offsets[spans]
+            for start in range(first, last, self.chunk):
+                self._score(start, min(last, start + self.chunk))
+        return self._texels(top, bottom)
+
+    def __iter__(self) -> Iterator[Texels]:
+        """The non-empty bands' texels in raster order (all of the map's covered texels)."""
+        bands = self.bands()
+        for number, (top, bottom) in enumerate(bands):
+            self.progress = (number + 1) / len(bands)
+            texels = self.band(top, bottom)
             if len(texels.index):
                 yield texels
 
@@ -170,6 +196,26 @@ class UVRasteriser:
     def covered(self) -> np.ndarray:
         """(S, S) bool: texels some triangle covers."""
         return (self._keys != 0).reshape(self.size, self.size)
+
+
+def _score_spans(keys, span_start, span_tri, outside, step, offsets, first, last, border, scale, shift):
+    """UVRasteriser._score over spans [first, last) as one loop (compiled by core.jit): per span
+    column the signed px beyond the farthest-violated edge, and where within `border` its key
+    (255 - code) << shift | triangle, code = ceil(px * scale) (at most 254), kept if larger. The
+    same float32 arithmetic as `_score`."""
+    zero = np.float32(0.0)
+    for span in range(first, last):
+        o0, o1, o2 = outside[0, span], outside[1, span], outside[2, span]
+        d0, d1, d2 = step[0, span], step[1, span], step[2, span]
+        base, triangle = span_start[span], np.uint64(span_tri[span])
+        for column in range(offsets[span + 1] - offsets[span]):
+            c = np.float32(column)
+            beyond = max(max(max(zero, o0 + c * d0), o1 + c * d1), o2 + c * d2)
+            if beyond <= border:
+                code = min(np.ceil(beyond * scale), np.float32(254.0))
+                key = (np.uint64(255 - code) << np.uint64(shift)) | triangle
+                if key > np.uint64(keys[base + column]):
+                    keys[base + column] = key
 
 
 def sample_bilinear(texture: np.ndarray, uv: np.ndarray) -> np.ndarray:

@@ -244,6 +244,7 @@ class MeshBaker:
         self.texels = 0  # texels decoded (over all bakes)
         self.keep_geometry = keep_geometry or config.frames > 1
         self._located: list | None = None  # the located texel chunks, kept across bakes
+        self._rasteriser = None  # the current bake's UV rasteriser (ops.bake.UVRasteriser)
         self.covered: np.ndarray | None = None  # (S, S) bool: texels inside the UV layout
         self._dilation: tuple | None = None  # (covered, margin, moves of ops.bake.dilation_moves)
         if model.config.domain == "mesh":
@@ -297,31 +298,23 @@ class MeshBaker:
         right, up = up_frames(n)
         return point[:, :3], (n, right, up, np.stack([_dot(right, t), _dot(up, t), self._sign[face]], 1))
 
-    def _texel_chunks(self):
-        """Per chunk of covered texels, in raster order: (number, progress, work), work being the
-        chunk's Texels to locate, or its located chunk (`_locate_chunk`) kept from an earlier bake;
-        then `self.covered` is set. Not thread-safe: one caller at a time."""
+    def _chunk_work(self) -> list[tuple]:
+        """The chunks of one bake in raster order, as (located chunk, None) kept from an earlier bake
+        (`_locate_chunk`), or else (None, rows [top, bottom)) of a band for `self._rasteriser`
+        (set here) to rasterise; the bands can run on different threads."""
         from ..ops.bake import UVRasteriser
 
         if self._located is not None:
-            for number, chunk in enumerate(self._located):
-                yield number, (number + 1) / len(self._located), chunk
-            return
+            return [(chunk, None) for chunk in self._located]
         with self._clock("rasterise"):
-            rasteriser = UVRasteriser(self.mesh.uv, self.mesh.faces, self.config.size, chunk=UVRasteriser.CHUNK)
-            chunks = iter(rasteriser)
-        for number in itertools.count():
-            with self._clock("rasterise"):
-                texels = next(chunks, None)
-            if texels is None:
-                break
-            yield number, rasteriser.progress, texels
-        self.covered = rasteriser.covered
+            self._rasteriser = UVRasteriser(self.mesh.uv, self.mesh.faces, self.config.size, chunk=UVRasteriser.CHUNK)
+        return [(None, rows) for rows in self._rasteriser.bands()]
 
     def _locate_chunk(self, texels, with_tangents: bool) -> tuple:
         """Texels -> the located chunk (flat index (T,), query, frame of `locate`). It depends on the
         mesh only, so with `keep_geometry` the chunks are kept for the next bakes (animation frames,
-        live views) while they fit in GEOMETRY_CACHE_BYTES (a 2K map does; larger maps recompute)."""
+        live views) while they fit in GEOMETRY_CACHE_BYTES (a 2K map does; larger maps recompute),
+        and the coverage with them."""
         with self._clock("locate"):
             positions, frame = self.locate(texels.face, texels.bary, with_tangents)
         with self._clock("query"):  # the ray cast onto a mesh lattice
@@ -332,42 +325,49 @@ class MeshBaker:
         """Bake one frame -> (maps, covered (S, S) bool), seams dilated. Adds each part's
         thread-seconds to `self.timings` (rasterise, locate, query, decode, normals, store, dilate).
 
-        The chunks go through one stream per torch thread (core.threads), each taking the next
-        chunk and doing all of its work, the decode on one thread: the parts around the decode
-        (numpy, Embree) then use every core too. The rasteriser hands out chunks one at a time."""
+        The chunks (bands of rows) go through one stream per torch thread (core.threads), each
+        taking the next chunk and doing all of its work, rasterising to storing, the decode on one
+        thread: the parts around the decode (numpy, Embree) then use every core too. A bake of one
+        chunk runs in one stream with the decode threaded."""
         from ..core.threads import run_threads, threads_for
-        from ..ops.bake import UVRasteriser, copy_moves, dilation_moves
+        from ..ops.bake import copy_moves, dilation_moves
 
         cfg = self.config
         names = model_maps(self.model, object_space=True)
         maps = MapSet(names, cfg.size, cfg.exr)
         with_tangents = "normal" in names
-        chunks, lock, stop = self._texel_chunks(), threading.Lock(), threading.Event()
+        work = self._chunk_work()
+        lock, stop, taken, done = threading.Lock(), threading.Event(), itertools.count(), []
         cache = {} if self.keep_geometry and self._located is None else None
         cached_bytes = 0
 
         def stream(_: int) -> None:
             nonlocal cache, cached_bytes
             while not stop.is_set():
-                with lock:
-                    number, done, work = next(chunks, (None, None, None))
-                if work is None:
+                number = next(taken)  # atomic under the GIL
+                if number >= len(work):
                     return
-                chunk = work if isinstance(work, tuple) else self._locate_chunk(work, with_tangents)
-                if not isinstance(work, tuple):
-                    with lock:
-                        if cache is not None:
+                chunk, rows = work[number]
+                if chunk is None:
+                    with self._clock("rasterise"):
+                        texels = self._rasteriser.band(*rows)
+                    if len(texels.index):
+                        chunk = self._locate_chunk(texels, with_tangents)
+                        with lock:
                             cached_bytes += _chunk_bytes(chunk)
-                            cache = cache if cached_bytes <= GEOMETRY_CACHE_BYTES else None
-                        if cache is not None:
-                            cache[number] = chunk
-                self._bake_chunk(state, chunk, maps, names)
+                            cache = cache if cache is not None and cached_bytes <= GEOMETRY_CACHE_BYTES else None
+                            if cache is not None:
+                                cache[number] = chunk
+                if chunk is not None:
+                    self._bake_chunk(state, chunk, maps, names)
                 with lock:
-                    self.texels += len(chunk[0])
-                    self.progress.update("bake", done, f"{label}{cfg.size}x{cfg.size} texels")
+                    self.texels += 0 if chunk is None else len(chunk[0])
+                    done.append(number)
+                    self.progress.update("bake", len(done) / len(work), f"{label}{cfg.size}x{cfg.size} texels")
 
-        bands = len(self._located) if self._located is not None else math.ceil(cfg.size ** 2 / UVRasteriser.CHUNK)
-        run_threads(stream, threads_for(bands), stop=stop)  # one chunk: one stream, its decode threaded
+        run_threads(stream, threads_for(len(work)), stop=stop)
+        if self._located is None:
+            self.covered = self._rasteriser.covered
         if cache is not None:
             self._located = [cache[number] for number in sorted(cache)]
         with self._clock("dilate"):  # the moves kept while the coverage is (cached geometry: later frames)

@@ -66,6 +66,51 @@ def test_rasteriser_chunks_bound_memory_without_changing_the_result():
     assert np.array_equal(whole.covered, small.covered)
 
 
+def test_bands_rasterised_out_of_order_and_on_two_threads_give_the_same_texels():
+    """Each band scores only its own rows: bands taken bottom-up, or shared by two threads (as
+    MeshBaker's streams take them), give the texels, faces and barycentrics of the raster-order pass."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(4)
+    uv = rng.uniform(0, 1, (60, 2))
+    faces = rng.integers(0, 60, (80, 3))
+    faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])]
+    ordered = UVRasteriser(uv, faces, 96, chunk=96 * 5)
+    want = {texels.index[0]: texels for texels in ordered}
+    assert len(ordered.bands()) == 20 and len(want) > 10
+    backwards = UVRasteriser(uv, faces, 96, chunk=96 * 5)
+    threaded = UVRasteriser(uv, faces, 96, chunk=96 * 5)
+    with ThreadPoolExecutor(2) as pool:
+        for rasteriser, bands in ((backwards, [backwards.band(*rows) for rows in reversed(backwards.bands())]),
+                                  (threaded, list(pool.map(lambda rows: threaded.band(*rows), threaded.bands())))):
+            got = {texels.index[0]: texels for texels in bands if len(texels.index)}
+            assert sorted(got) == sorted(want)
+            for first, texels in want.items():
+                assert np.array_equal(got[first].index, texels.index) and np.array_equal(got[first].face, texels.face)
+                assert np.array_equal(got[first].bary, texels.bary)
+            assert np.array_equal(rasteriser.distance, ordered.distance)
+
+
+@pytest.mark.parametrize("border", [0.0, 0.7, 1.0, 2.5])
+def test_compiled_scoring_equals_the_numpy_passes(border, monkeypatch):
+    """The numba loop (core.jit) keeps exactly the keys of `_score`'s numpy passes: the same
+    float32 arithmetic, codes and painter's order, over overlapping and sliver triangles."""
+    from nca3d.ops import bake
+
+    rng = np.random.default_rng(5)
+    uv = rng.uniform(-0.05, 1.05, (90, 2))
+    faces = rng.integers(0, 90, (150, 3))
+    faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])]
+    compiled = UVRasteriser(uv, faces, 80, border=border, chunk=80 * 7)
+    list(compiled)
+    assert bake.compiled(bake._score_spans) is not None
+    monkeypatch.setattr(bake, "compiled", lambda *args: None)  # as where numba is missing
+    plain = UVRasteriser(uv, faces, 80, border=border, chunk=80 * 7)
+    list(plain)
+    assert (plain._keys != 0).mean() > 0.5
+    assert np.array_equal(compiled._keys, plain._keys)
+
+
 def test_tangent_frames_follow_rotated_and_mirrored_islands():
     # one quad in the z = 0 plane, mapped three ways: plain, rotated 90 degrees, mirrored in u
     vertices = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], float)
