@@ -15,7 +15,7 @@ import math
 import numpy as np
 from torch import Tensor
 
-from .jit import compiled
+from ..jit import compiled
 
 MAX_ERROR = 5e-7  # absolute, against the float64 sine of the float32 input, for |x| <= ERROR_RANGE
 ERROR_RANGE = 1e4

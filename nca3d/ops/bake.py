@@ -11,7 +11,7 @@ Work is chunked over a flat, virtual list of (triangle, texel-in-its-row-span) c
 over bands of texel rows, so memory stays bounded (one (S*S,) key buffer besides the chunks)
 whatever the map size and however large one triangle is in UV space. It is numpy, single-threaded
 per band (on 2 busy cores torch's elementwise kernels ran up to 10x slower than numpy's), with the
-scoring loop compiled by numba where it imports (core.jit).
+scoring loop compiled by numba where it imports (nca3d.jit).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.jit import compiled
+from ..jit import compiled
 
 EMPTY = 255  # texel distance code of a texel no triangle covers
 
@@ -130,7 +130,7 @@ class UVRasteriser:
     def band(self, top: int, bottom: int) -> Texels:
         """Rasterise rows [top, bottom): both passes; the covered texels in raster order (maybe none).
         Bands write only their own rows of the key buffer, so different bands may run at once.
-        Pass 1 is one compiled loop over the band's spans (core.jit: about 15x the numpy passes
+        Pass 1 is one compiled loop over the band's spans (nca3d.jit: about 15x the numpy passes
         of `_score`, which stay as its reference and where numba is missing)."""
         spans = self._row_spans_from[[top, bottom]]
         kernel = compiled(_score_spans)
@@ -199,7 +199,7 @@ class UVRasteriser:
 
 
 def _score_spans(keys, span_start, span_tri, outside, step, offsets, first, last, border, scale, shift):
-    """UVRasteriser._score over spans [first, last) as one loop (compiled by core.jit): per span
+    """UVRasteriser._score over spans [first, last) as one loop (compiled by nca3d.jit): per span
     column the signed px beyond the farthest-violated edge, and where within `border` its key
     (255 - code) << shift | triangle, code = ceil(px * scale) (at most 254), kept if larger. The
     same float32 arithmetic as `_score`."""

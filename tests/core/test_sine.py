@@ -53,7 +53,7 @@ def test_values_outside_the_reduction_take_libms_sine(special):
 def test_in_place_on_a_2d_tensor_and_numpys_sine_without_numba():
     """The decode's blocks are (rows, width) tensors; where numba does not import, numpy's sine
     gives the same values."""
-    from nca3d.core import jit
+    from nca3d import jit
 
     h = torch.randn(37, 32) * 30
     expected = torch.sin(h.double())

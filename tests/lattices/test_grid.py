@@ -141,6 +141,26 @@ def test_locate_is_the_textbook_n_linear_location(grid):
         assert torch.allclose(located.local, frac * 2 - 1, atol=1e-6)
 
 
+@pytest.mark.parametrize("harmonics", [0, 1, 2])
+@pytest.mark.parametrize("grid", [Grid2D((5, 7)), Grid3D((4, 5, 6))])
+def test_compiled_locate_equals_the_torch_passes(grid, harmonics):
+    """float32 CPU points take the compiled loop (nca3d.jit); corners and weights are exactly the
+    torch reference's (_locate_rows), the harmonics within float32 rounding; float64 points take
+    the reference itself."""
+    grid.harmonics = harmonics
+    dims = len(grid.cell_shape)
+    points = (torch.rand(2000, dims) - 0.4) * 300  # negative, and many periods out
+    rows = points.t().contiguous()
+    cell = torch.floor(rows)
+    want = grid._locate_rows(cell, rows - cell)
+    got = grid.locate(points)
+    assert got.corners.dtype == want.corners.dtype == torch.int32
+    assert torch.equal(got.corners, want.corners) and torch.equal(got.weights, want.weights)
+    assert got.local.shape == want.local.shape and (got.local - want.local).abs().max() < 1e-6
+    located = grid.locate(points.double())
+    assert torch.equal(located.corners, want.corners) and located.weights.dtype == torch.float64
+
+
 @pytest.mark.parametrize("grid", [Grid2D((5, 7)), Grid3D((4, 5, 6))])
 def test_locate_weights_are_a_partition_of_unity(grid):
     points = torch.randn(500, len(grid.cell_shape)) * 20

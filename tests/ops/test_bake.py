@@ -93,7 +93,7 @@ def test_bands_rasterised_out_of_order_and_on_two_threads_give_the_same_texels()
 
 @pytest.mark.parametrize("border", [0.0, 0.7, 1.0, 2.5])
 def test_compiled_scoring_equals_the_numpy_passes(border, monkeypatch):
-    """The numba loop (core.jit) keeps exactly the keys of `_score`'s numpy passes: the same
+    """The numba loop (nca3d.jit) keeps exactly the keys of `_score`'s numpy passes: the same
     float32 arithmetic, codes and painter's order, over overlapping and sliver triangles."""
     from nca3d.ops import bake
 
