@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..jit import compiled
+
 
 @dataclass
 class Located:
@@ -119,8 +121,15 @@ def triangle_local(bary: Tensor) -> Tensor:
     sampling: a ~ Tri(1/3, 1, mode 1/2), b ~ Tri(0, 1/2, mode 1/3), c ~ Tri(0, 1/3, mode 0).
     On [0, 1] with mode m, 2 CDF(x) - 1 = 2 min(x, m)^2 / m + 1 - 2m - 2 (1 - max(x, m))^2 / (1 - m)
     (the first term 0 where m = 0): on the three rows at once, in place (Q innermost: rows of (Q, 3)
-    columns cost several times more per op).
+    columns cost several times more per op). float32 CPU barycentrics without autograd take
+    `_triangle_local_points` (one compiled loop) where numba imports.
     """
+    if bary.device.type == "cpu" and bary.dtype == torch.float32 and not bary.requires_grad:
+        kernel = compiled(_triangle_local_points)
+        if kernel is not None:  # one compiled loop (nca3d.jit), the same float32 arithmetic
+            out = cpu_empty(tuple(bary.shape))
+            kernel(bary.contiguous().numpy(), np.array(_TRIANGLE_LAWS, np.float32), out.numpy())
+            return out
     b0, b1, b2 = bary.unbind(-1)
     rows = bary.new_empty((3, bary.shape[0]))
     torch.maximum(torch.maximum(b0, b1), b2, out=rows[0])
@@ -131,3 +140,21 @@ def triangle_local(bary: Tensor) -> Tensor:
     rows.mul_(scale).add_(shift).clamp_(0.0, 1.0)
     low = torch.minimum(rows, mode).square_().mul_(torch.where(mode > 0, 2.0 / mode, 0.0)).add_(1.0 - 2.0 * mode)
     return low.sub_(torch.maximum(rows, mode).neg_().add_(1.0).square_().mul_(2.0 / (1.0 - mode))).t()
+
+
+def _triangle_local_points(bary, laws, out):
+    """triangle_local of float32 barycentrics (Q, 3) into out (Q, 3) as one loop (compiled by
+    nca3d.jit): per point the sorted values, each through its law's flattening, in the torch
+    passes' float32 order. laws: _TRIANGLE_LAWS (3, 3) float32 rows (scale, shift, mode)."""
+    zero, one, two = np.float32(0.0), np.float32(1.0), np.float32(2.0)
+    for q in range(bary.shape[0]):
+        b0, b1, b2 = bary[q, 0], bary[q, 1], bary[q, 2]
+        high, low = max(max(b0, b1), b2), min(min(b0, b1), b2)
+        sorted_values = (high, -(high + low) + one, low)
+        for k in range(3):
+            scale, shift, mode = laws[k, 0], laws[k, 1], laws[k, 2]
+            x = min(max(sorted_values[k] * scale + shift, zero), one)
+            below = min(x, mode)
+            rising = below * below * (two / mode if mode > zero else zero) + (one - two * mode)
+            above = -max(x, mode) + one
+            out[q, k] = rising - above * above * (two / (one - mode))

@@ -142,9 +142,15 @@ def test_perception_gradient_matches_the_dense_operator():
     assert torch.allclose(state.grad, reference_state.grad, atol=1e-4)
 
 
-def test_triangle_local_is_the_sorted_cdf_formula():
-    """The in-place formula against the definition: sort, then each value's triangular CDF (x <= mode:
+@pytest.mark.parametrize("compiled", [True, False])
+def test_triangle_local_is_the_sorted_cdf_formula(compiled, monkeypatch):
+    """The in-place formula (the torch passes, and the compiled loop float32 CPU barycentrics take
+    where numba imports) against the definition: sort, then each value's triangular CDF (x <= mode:
     x^2 / mode, else 1 - (1 - x)^2 / (1 - mode)), corners and edges of the triangle included."""
+    from nca3d.lattices import base
+
+    if not compiled:
+        monkeypatch.setattr(base, "compiled", lambda *args: None)
     torch.manual_seed(3)
     bary = torch.rand(500, 3)
     bary = torch.cat([bary / bary.sum(1, keepdim=True),
@@ -157,6 +163,19 @@ def test_triangle_local_is_the_sorted_cdf_formula():
         rising = x * x / mode if mode > 0 else torch.zeros_like(x)
         expected.append(torch.where(x <= mode, rising, 1 - (1 - x) ** 2 / (1 - mode)) * 2 - 1)
     assert (triangle_local(bary) - torch.stack(expected, -1)).abs().max() < 1e-6
+
+
+
+def test_compiled_triangle_local_equals_the_torch_passes(monkeypatch):
+    """Bit for bit: the same float32 operations in the same order."""
+    from nca3d.lattices import base
+
+    bary = torch.rand(4000, 3)
+    bary = bary / bary.sum(1, keepdim=True)
+    compiled = triangle_local(bary)
+    assert base.compiled(base._triangle_local_points) is not None
+    monkeypatch.setattr(base, "compiled", lambda *args: None)
+    assert torch.equal(compiled, triangle_local(bary))
 
 
 @pytest.mark.parametrize("batch", [1, 2])
