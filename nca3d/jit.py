@@ -1,20 +1,26 @@
 """numba, where it imports: loops compiled on first use (and cached on disk) for the CPU's hot spots
-that numpy can only do in many passes (the decode's sine, the UV rasteriser's scoring). Each
-caller keeps a plain numpy path: the reference its tests compare with, and the fallback where
-numba has no wheel."""
+that numpy or torch can only do in many passes (the decode's sine, grid and triangle locates, the
+UV rasteriser's scoring, texel frames). Each caller keeps a plain numpy or torch path: the
+reference its tests compare with, and the fallback where numba has no wheel."""
 
 from __future__ import annotations
 
 import functools
+import types
 from collections.abc import Callable
 
 
 @functools.cache
-def compiled(function: Callable, fastmath: frozenset[str] = frozenset()) -> Callable | None:
+def compiled(function: Callable, fastmath: frozenset[str] = frozenset(),
+             helpers: tuple[Callable, ...] = ()) -> Callable | None:
     """numba.njit(function) without the GIL, cached on disk; None where numba does not import.
-    fastmath: LLVM's flags (e.g. {"contract"} for fused multiply-adds)."""
+    fastmath: LLVM's flags (e.g. {"contract"} for fused multiply-adds). helpers: plain functions
+    `function` calls by their global names, compiled too and seen by it in their place."""
     try:
         import numba
     except ImportError:
         return None
+    if helpers:
+        scope = {**function.__globals__, **{helper.__name__: compiled(helper, fastmath) for helper in helpers}}
+        function = types.FunctionType(function.__code__, scope, function.__name__, function.__defaults__)
     return numba.njit(function, fastmath=set(fastmath), nogil=True, cache=True)

@@ -349,6 +349,62 @@ def up_frames(normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return right, up
 
 
+def locate_texels(corners: np.ndarray, sign: np.ndarray, face: np.ndarray, bary: np.ndarray,
+                  with_tangents: bool) -> tuple | None:
+    """MeshBaker.locate as one compiled loop (nca3d.jit), or None where numba does not import.
+    corners (F, 3, 9) float32: per face corner position, normal, tangent; sign (F,) float32; face
+    (T,) int; bary (T, 3) float32 -> positions (T, 3) and frame (n,) or (n, right, up, turn)."""
+    kernel = compiled(_texel_frames, helpers=(_orthonormal,))
+    if kernel is None:
+        return None
+    count = len(face)
+    out = [np.empty((count, 3), np.float32) for _ in range(5 if with_tangents else 2)]
+    kernel(corners, sign, np.ascontiguousarray(face), np.ascontiguousarray(bary, np.float32), with_tangents, *out,
+           *([] if with_tangents else [out[1]] * 3))
+    return out[0], tuple(out[1:])
+
+
+def _texel_frames(corners, sign, face, bary, with_tangents, position, normal, right, up, turn):
+    """Per texel: the corners' position, normal and tangent interpolated; the unit normal n; with
+    tangents the tangent made orthonormal to n (t), the model frame (right, up) of `up_frames` and
+    turn = (right . t, up . t, sign), as MeshBaker.locate's numpy passes compute them."""
+    point = np.empty(9, np.float32)
+    for q in range(face.shape[0]):
+        f = face[q]
+        for d in range(9):
+            point[d] = bary[q, 0] * corners[f, 0, d] + bary[q, 1] * corners[f, 1, d] + bary[q, 2] * corners[f, 2, d]
+        nx, ny, nz = point[3], point[4], point[5]
+        length = max(np.sqrt(nx * nx + ny * ny + nz * nz), np.float32(1e-12))
+        nx, ny, nz = nx / length, ny / length, nz / length
+        position[q, 0], position[q, 1], position[q, 2] = point[0], point[1], point[2]
+        normal[q, 0], normal[q, 1], normal[q, 2] = nx, ny, nz
+        if not with_tangents:
+            continue
+        tx, ty, tz = _orthonormal(point[6], point[7], point[8], nx, ny, nz)
+        flat = np.sqrt(nx * nx + nz * nz)
+        if abs(ny) > 1.0 - 1e-6:  # a pole: world +Z projected, right = up x n
+            ux, uy, uz = _orthonormal(np.float32(0.0), np.float32(0.0), np.float32(1.0), nx, ny, nz)
+            rx, ry, rz = uy * nz - uz * ny, uz * nx - ux * nz, ux * ny - uy * nx
+        else:
+            rx, ry, rz = nz / flat, np.float32(0.0), -nx / flat
+            ux, uy, uz = -ny * nx / flat, flat, -ny * nz / flat
+        right[q, 0], right[q, 1], right[q, 2] = rx, ry, rz
+        up[q, 0], up[q, 1], up[q, 2] = ux, uy, uz
+        turn[q, 0], turn[q, 1], turn[q, 2] = rx * tx + ry * ty + rz * tz, ux * tx + uy * ty + uz * tz, sign[f]
+
+
+def _orthonormal(vx, vy, vz, nx, ny, nz):
+    """orthonormal_to for one vector and unit normal (any perpendicular where degenerate)."""
+    along = vx * nx + vy * ny + vz * nz
+    vx, vy, vz = vx - along * nx, vy - along * ny, vz - along * nz
+    length = np.sqrt(vx * vx + vy * vy + vz * vz)
+    if length < 1e-12:
+        hx, hy = (np.float32(1.0), np.float32(0.0)) if abs(nx) < 0.9 else (np.float32(0.0), np.float32(1.0))
+        vx, vy, vz = -nz * hy, nz * hx, nx * hy - ny * hx  # n x helper (helper z = 0)
+        length = np.sqrt(vx * vx + vy * vy + vz * vz)
+    return vx / length, vy / length, vz / length
+
+
 def dilate(maps: list[np.ndarray], covered: np.ndarray, margin: int, band: int = 1024) -> None:
     """Copy the nearest covered texel into every uncovered texel within `margin` px, in place
     (dilation_moves).

@@ -286,9 +286,13 @@ class MeshBaker:
         (n, right, up, turn); all float32. n: the unit normal; (right, up): the model's frame at n
         (`ops.bake.up_frames`); turn (T, 3) = (right . t, up . t, s) turns it into the texel's
         tangent frame (t, b = s n x t, n) of `ops.bake.texel_frames`: b . right = -s up . t and
-        b . up = s right . t, as both frames are orthonormal around the same n."""
-        from ..ops.bake import orthonormal_to, up_frames
+        b . up = s right . t, as both frames are orthonormal around the same n. One compiled loop
+        where numba imports (ops.bake.locate_texels); these numpy passes are its reference."""
+        from ..ops.bake import locate_texels, orthonormal_to, up_frames
 
+        compiled_frames = locate_texels(self._corners, self._sign, face, bary, with_tangents)
+        if compiled_frames is not None:
+            return compiled_frames
         corners = np.take(self._corners, face, axis=0)  # (T, 3, 9)
         point = np.einsum("tk,tkd->td", bary, corners if with_tangents else corners[..., :6])
         n = _unit(point[:, 3:6])

@@ -186,3 +186,36 @@ def test_mesh_bakes_on_two_streams_equal_the_single_stream_bake(tmp_path, monkey
     first_index = [chunk[0][0] for chunk in two._located]
     assert first_index == sorted(first_index) and [len(c[0]) for c in two._located] == [len(c[0]) for c in one._located]
     assert {"rasterise", "locate", "query", "decode", "normals", "store", "dilate"} <= set(two.timings)
+
+
+@pytest.mark.parametrize("with_tangents", [True, False])
+def test_compiled_texel_frames_equal_the_numpy_passes(with_tangents, monkeypatch):
+    """MeshBaker.locate's compiled loop (ops.bake.locate_texels) against its numpy passes, on faces
+    with random frames, normals at the poles (+-Y: the frame's up is +Z projected) and tangents
+    parallel to the normal (any perpendicular)."""
+    from types import SimpleNamespace
+
+    from nca3d.ops import bake
+
+    rng = np.random.default_rng(6)
+    faces = 40
+    corners = rng.standard_normal((faces, 3, 9)).astype(np.float32)
+    corners[:5, :, 3:6] = [0.0, 1.0, 0.0]  # north pole normals
+    corners[5:10, :, 3:6] = [0.0, -2.0, 0.0]  # south, not unit
+    corners[10:15, :, 6:9] = corners[10:15, :, 3:6] * 3  # tangents along the normal
+    corners[15:20, :, 3:6] = [0.0, 1.0, 0.0]
+    corners[15:20, :, 6:9] = [0.0, 0.5, 0.0]  # both at once
+    baker = SimpleNamespace(_corners=corners, _sign=rng.choice([-1.0, 1.0], faces).astype(np.float32))
+    face = np.repeat(np.arange(faces), 25)
+    bary = rng.dirichlet([1.0, 1.0, 1.0], len(face)).astype(np.float32)
+    position, frame = MeshBaker.locate(baker, face, bary, with_tangents)
+    assert bake.compiled(bake._texel_frames, helpers=(bake._orthonormal,)) is not None
+    monkeypatch.setattr(bake, "compiled", lambda *args, **kwargs: None)
+    want_position, want_frame = MeshBaker.locate(baker, face, bary, with_tangents)
+    assert np.array_equal(position, want_position) and len(frame) == len(want_frame)
+    for got, want in zip(frame, want_frame):
+        assert got.shape == want.shape and got.dtype == np.float32
+        assert np.abs(got - want).max() < 1e-5
+    if with_tangents:
+        n, right, up, turn = frame
+        assert np.allclose(up[:5], [0.0, 0.0, 1.0], atol=1e-6) and np.allclose(np.cross(right, up), n, atol=1e-5)
