@@ -171,8 +171,16 @@ class UVRasteriser:
         np.maximum.at(self._keys, (np.repeat(self._span_start[span], counts) + column)[near], key)
 
     def _texels(self, top: int, bottom: int) -> Texels:
-        """Pass 2 on texel rows [top, bottom): the covered texels, their triangle and barycentrics."""
+        """Pass 2 on texel rows [top, bottom): the covered texels, their triangle and barycentrics
+        (one compiled loop, `_band_texels`, where numba imports)."""
         keys = self._keys[top * self.size:bottom * self.size]
+        kernel = compiled(_band_texels)
+        if kernel is not None:
+            count = int(np.count_nonzero(keys))
+            texels = Texels(index=np.empty(count, np.int64), face=np.empty(count, np.int64),
+                            bary=np.empty((count, 3), np.float32))
+            kernel(keys, top, self.size, self._shift, self._table, self.faces, texels.index, texels.face, texels.bary)
+            return texels
         local = np.flatnonzero(keys)
         tri = (keys[local] & ((1 << self._shift) - 1)).astype(np.int64)
         index = local + top * self.size
@@ -216,6 +224,73 @@ def _score_spans(keys, span_start, span_tri, outside, step, offsets, first, last
                 key = (np.uint64(255 - code) << np.uint64(shift)) | triangle
                 if key > np.uint64(keys[base + column]):
                     keys[base + column] = key
+
+
+def _band_texels(keys, top, size, shift, table, faces, index, face, bary):
+    """UVRasteriser._texels' numpy passes as one loop (compiled by nca3d.jit) over a band's keys,
+    into index, face (T,) and bary (T, 3) sized to its covered texels: the same float32 arithmetic."""
+    mask = (1 << shift) - 1
+    half, one, zero = np.float32(0.5), np.float32(1.0), np.float32(0.0)
+    out = 0
+    for local in range(keys.shape[0]):
+        key = keys[local]
+        if key == 0:
+            continue
+        tri = np.int64(key & mask)
+        texel = local + top * size
+        row, col = texel // size, texel % size
+        qx = np.float32(col) + half - table[0, tri]
+        qy = np.float32(row) + half - table[1, tri]
+        b = qx * table[2, tri] + qy * table[3, tri]
+        c = qx * table[4, tri] + qy * table[5, tri]
+        a = max(one - b - c, zero)
+        b, c = max(b, zero), max(c, zero)
+        total = a + b + c
+        index[out], face[out] = texel, faces[tri]
+        bary[out, 0], bary[out, 1], bary[out, 2] = a / total, b / total, c / total
+        out += 1
+
+
+def _band_moves(covered, top, bottom, lo, hi, margin, targets, sources, distance, nearest):
+    """dilation_moves of rows [top, bottom) from the coverage of rows [lo, hi) (compiled by
+    nca3d.jit): the taxicab distance and nearest covered texel of each texel by two raster passes
+    (Rosenfeld and Pfaltz: up and left, then down and right, which is exact for this metric), then
+    the moves of the uncovered texels of [top, bottom) whose texel lies within `margin` px (the
+    Euclidean distance), in raster order into targets and sources; returns how many. distance and
+    nearest: int32 scratch of at least (hi - lo, S)."""
+    size = covered.shape[1]
+    rows = hi - lo
+    far = np.int32(1 << 30)
+    for r in range(rows):
+        for c in range(size):
+            if covered[lo + r, c]:
+                distance[r, c], nearest[r, c] = 0, (lo + r) * size + c
+                continue
+            best, source = far, np.int32(-1)
+            if r > 0 and distance[r - 1, c] + 1 < best:
+                best, source = distance[r - 1, c] + 1, nearest[r - 1, c]
+            if c > 0 and distance[r, c - 1] + 1 < best:
+                best, source = distance[r, c - 1] + 1, nearest[r, c - 1]
+            distance[r, c], nearest[r, c] = best, source
+    for r in range(rows - 1, -1, -1):
+        for c in range(size - 1, -1, -1):
+            best = distance[r, c]
+            if r + 1 < rows and distance[r + 1, c] + 1 < best:
+                best, nearest[r, c] = distance[r + 1, c] + 1, nearest[r + 1, c]
+            if c + 1 < size and distance[r, c + 1] + 1 < best:
+                best, nearest[r, c] = distance[r, c + 1] + 1, nearest[r, c + 1]
+            distance[r, c] = best
+    count = 0
+    for r in range(top - lo, bottom - lo):
+        for c in range(size):
+            source = nearest[r, c]
+            if distance[r, c] == 0 or source < 0:
+                continue
+            down, across = source // size - (lo + r), source % size - c
+            if down * down + across * across <= margin * margin:
+                targets[count], sources[count] = (lo + r) * size + c, source
+                count += 1
+    return count
 
 
 def sample_bilinear(texture: np.ndarray, uv: np.ndarray) -> np.ndarray:
@@ -429,13 +504,24 @@ def dilation_moves(covered: np.ndarray, margin: int, band: int = 1024) -> tuple[
     coverage only, so bakers keep them across frames. Per row band (with a `margin` halo, so memory
     stays bounded at 8K) one chamfer feature transform: two raster passes, 3-4x faster than the
     exact Euclidean one; near a chart's corners the texel copied may be a little farther than the
-    nearest, which padding does not mind."""
-    from scipy import ndimage
-
+    nearest, which padding does not mind. Where numba imports, one compiled pass pair per band
+    (`_band_moves`); else scipy's transform (the reference)."""
     size = covered.shape[0]
     targets, sources = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     if margin <= 0 or covered.all() or not covered.any():
         return targets[0], sources[0]
+    kernel = compiled(_band_moves)
+    if kernel is not None:  # one output and one scratch pair for all bands: first touches cost
+        moves = np.empty((2, covered.size - int(np.count_nonzero(covered))), np.int64)
+        scratch = np.empty((2, min(size, band + 2 * margin), size), np.int32)
+        count = 0
+        for top in range(0, size, band):
+            bottom = min(size, top + band)
+            count += kernel(covered, top, bottom, max(0, top - margin), min(size, bottom + margin), margin,
+                            moves[0, count:], moves[1, count:], scratch[0], scratch[1])
+        return moves[0, :count], moves[1, :count]
+    from scipy import ndimage
+
     for top in range(0, size, band):
         bottom = min(size, top + band)
         lo, hi = max(0, top - margin), min(size, bottom + margin)

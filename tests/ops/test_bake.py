@@ -93,8 +93,9 @@ def test_bands_rasterised_out_of_order_and_on_two_threads_give_the_same_texels()
 
 @pytest.mark.parametrize("border", [0.0, 0.7, 1.0, 2.5])
 def test_compiled_scoring_equals_the_numpy_passes(border, monkeypatch):
-    """The numba loop (nca3d.jit) keeps exactly the keys of `_score`'s numpy passes: the same
-    float32 arithmetic, codes and painter's order, over overlapping and sliver triangles."""
+    """The numba loops (nca3d.jit) give exactly the keys of `_score`'s numpy passes and the texels
+    of `_texels`': the same float32 arithmetic, codes and painter's order, over overlapping and
+    sliver triangles."""
     from nca3d.ops import bake
 
     rng = np.random.default_rng(5)
@@ -102,13 +103,17 @@ def test_compiled_scoring_equals_the_numpy_passes(border, monkeypatch):
     faces = rng.integers(0, 90, (150, 3))
     faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])]
     compiled = UVRasteriser(uv, faces, 80, border=border, chunk=80 * 7)
-    list(compiled)
-    assert bake.compiled(bake._score_spans) is not None
+    got = list(compiled)
+    assert bake.compiled(bake._score_spans) is not None and bake.compiled(bake._band_texels) is not None
     monkeypatch.setattr(bake, "compiled", lambda *args: None)  # as where numba is missing
     plain = UVRasteriser(uv, faces, 80, border=border, chunk=80 * 7)
-    list(plain)
+    want = list(plain)
     assert (plain._keys != 0).mean() > 0.5
-    assert np.array_equal(compiled._keys, plain._keys)
+    assert np.array_equal(compiled._keys, plain._keys) and len(got) == len(want)
+    for texels, reference in zip(got, want):
+        for name in ("index", "face", "bary"):
+            a, b = getattr(texels, name), getattr(reference, name)
+            assert a.dtype == b.dtype and np.array_equal(a, b), name
 
 
 def test_tangent_frames_follow_rotated_and_mirrored_islands():
@@ -165,6 +170,33 @@ def test_dilate_copies_the_nearest_covered_texel_within_the_margin(band):
     assert (image[22, 10:20] == image[19, 10:20]).all()
     assert (height[22, 10:20] == image[19, 10:20, 0].astype(np.uint16) * 100).all()
     assert (image[:6] == 0).all() and (image[:, 24:] == 0).all()  # beyond the margin: untouched
+
+
+@pytest.mark.parametrize("band", [1024, 13])
+def test_compiled_dilation_moves_are_taxicab_nearest_like_scipys(band, monkeypatch):
+    """The compiled two-pass transform (nca3d.jit) moves the texels scipy's chamfer transform (the
+    reference) moves, each from a covered texel within the margin, at the exact taxicab distance."""
+    from scipy import ndimage
+
+    from nca3d.ops import bake
+
+    rng = np.random.default_rng(7)
+    covered = np.kron(rng.random((12, 12)) < 0.4, np.ones((8, 8), bool))
+    covered &= rng.random(covered.shape) < 0.97  # pinholes
+    size, margin = covered.shape[0], 5
+    target, source = bake.dilation_moves(covered, margin, band)
+    assert bake.compiled(bake._band_moves) is not None and len(target) > 500
+    target_rows, target_cols = np.divmod(target, size)
+    source_rows, source_cols = np.divmod(source, size)
+    if band >= size:  # one band: nearest over the whole map (bands see only their margin halo)
+        taxicab = ndimage.distance_transform_cdt(~covered, metric="taxicab").reshape(-1)
+        assert np.array_equal(np.abs(target_rows - source_rows) + np.abs(target_cols - source_cols), taxicab[target])
+    assert covered.reshape(-1)[source].all() and not covered.reshape(-1)[target].any()
+    assert ((target_rows - source_rows) ** 2 + (target_cols - source_cols) ** 2 <= margin ** 2).all()
+    assert np.array_equal(target, np.sort(target))  # raster order
+    monkeypatch.setattr(bake, "compiled", lambda *args, **kwargs: None)
+    reference, _ = bake.dilation_moves(covered, margin, band)
+    assert np.array_equal(np.sort(reference), target)
 
 
 def test_row_spans_find_exactly_the_texels_a_brute_force_search_finds():
