@@ -87,8 +87,25 @@ class UVRasteriser:
 
         Along a row each barycentric is linear in x, so each edge bounds x on one side: the
         span is exact up to one texel either side (the per-texel test decides), and the
-        candidates are about the covered texels rather than whole bounding boxes."""
+        candidates are about the covered texels rather than whole bounding boxes. Where numba
+        imports, two compiled loops (`_count_spans`, `_fill_spans`: the same float64 arithmetic,
+        spans counting-sorted by row); these numpy passes are their reference."""
         size = self.size
+        count, fill = compiled(_count_spans, helpers=(_span,)), compiled(_fill_spans, helpers=(_span,))
+        if count is not None:
+            top = np.clip(np.floor(px[..., 1].min(1) - self.border - 0.5).astype(np.int64) + 1, 0, size - 1)
+            bottom = np.clip(np.ceil(px[..., 1].max(1) + self.border - 0.5).astype(np.int64) - 1, 0, size - 1)
+            per_row = np.zeros(size, np.int64)
+            count(px, kb, kc, heights, top, bottom, self.border, size, per_row)
+            self._row_spans_from = np.concatenate([[0], np.cumsum(per_row)])
+            spans = int(self._row_spans_from[-1])
+            self._span_tri, self._span_start = np.empty(spans, self._keys.dtype), np.empty(spans, np.int64)
+            self._span_outside, self._span_step = np.empty((3, spans), np.float32), np.empty((3, spans), np.float32)
+            width = np.empty(spans, np.int64)
+            fill(px, kb, kc, heights, top, bottom, self.border, size, self._row_spans_from[:-1].copy(),
+                 self._span_tri, self._span_start, self._span_outside, self._span_step, width)
+            self._offsets = np.concatenate([[0], np.cumsum(width)])
+            return
         top = np.clip(np.floor(px[..., 1].min(1) - self.border - 0.5).astype(np.int64) + 1, 0, size - 1)
         bottom = np.clip(np.ceil(px[..., 1].max(1) + self.border - 0.5).astype(np.int64) - 1, 0, size - 1)
         rows = np.maximum(bottom - top + 1, 0)
@@ -204,6 +221,55 @@ class UVRasteriser:
     def covered(self) -> np.ndarray:
         """(S, S) bool: texels some triangle covers."""
         return (self._keys != 0).reshape(self.size, self.size)
+
+
+def _span(px, kb, kc, heights, tri, y, border, size, at_a, slope):
+    """One triangle's span on texel row y, as UVRasteriser._row_spans computes it (float64): fills
+    at_a and slope (3,) and returns (first column, width; 0 if none)."""
+    qy = y + 0.5 - px[tri, 0, 1]
+    slope[0], slope[1], slope[2] = -(kb[tri, 0] + kc[tri, 0]), kb[tri, 0], kc[tri, 0]
+    at_a[0], at_a[1], at_a[2] = 1.0 - qy * (kb[tri, 1] + kc[tri, 1]), qy * kb[tri, 1], qy * kc[tri, 1]
+    lower, upper, flat_out = -np.inf, np.inf, False
+    for k in range(3):
+        limit = -border / heights[tri, k]
+        if slope[k] > 0:
+            lower = max(lower, (limit - at_a[k]) / slope[k])
+        elif slope[k] < 0:
+            upper = min(upper, (limit - at_a[k]) / slope[k])
+        elif at_a[k] < limit:
+            flat_out = True
+    ax = px[tri, 0, 0]
+    first = min(max(np.int64(np.ceil(min(max(ax + lower, -1.0), size + 1.0) - 0.5)) - 1, 0), size - 1)
+    last = min(max(np.int64(np.floor(min(max(ax + upper, -1.0), size + 1.0) - 0.5)) + 1, 0), size - 1)
+    return first, (0 if flat_out else max(last - first + 1, 0))
+
+
+def _count_spans(px, kb, kc, heights, top, bottom, border, size, per_row):
+    """The spans of each texel row into per_row (S,) (compiled by nca3d.jit)."""
+    at_a, slope = np.empty(3), np.empty(3)
+    for tri in range(px.shape[0]):
+        for y in range(top[tri], bottom[tri] + 1):
+            if _span(px, kb, kc, heights, tri, y, border, size, at_a, slope)[1] > 0:
+                per_row[y] += 1
+
+
+def _fill_spans(px, kb, kc, heights, top, bottom, border, size, next_in_row, span_tri, span_start,
+                outside, step, width):
+    """The spans in row order (triangles in order within a row), each at next_in_row[y] (S,), its
+    row's next free place (compiled by nca3d.jit): triangle, first texel, per edge the signed px
+    beyond it at the first centre and its step per column (float32), width."""
+    at_a, slope = np.empty(3), np.empty(3)
+    for tri in range(px.shape[0]):
+        for y in range(top[tri], bottom[tri] + 1):
+            first, columns = _span(px, kb, kc, heights, tri, y, border, size, at_a, slope)
+            if columns == 0:
+                continue
+            at = next_in_row[y]
+            next_in_row[y] += 1
+            span_tri[at], span_start[at], width[at] = tri, y * size + first, columns
+            for k in range(3):
+                outside[k, at] = -(at_a[k] + (first + 0.5 - px[tri, 0, 0]) * slope[k]) * heights[tri, k]
+                step[k, at] = -slope[k] * heights[tri, k]
 
 
 def _score_spans(keys, span_start, span_tri, outside, step, offsets, first, last, border, scale, shift):

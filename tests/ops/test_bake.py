@@ -93,9 +93,9 @@ def test_bands_rasterised_out_of_order_and_on_two_threads_give_the_same_texels()
 
 @pytest.mark.parametrize("border", [0.0, 0.7, 1.0, 2.5])
 def test_compiled_scoring_equals_the_numpy_passes(border, monkeypatch):
-    """The numba loops (nca3d.jit) give exactly the keys of `_score`'s numpy passes and the texels
-    of `_texels`': the same float32 arithmetic, codes and painter's order, over overlapping and
-    sliver triangles."""
+    """The numba loops (nca3d.jit) give exactly the row spans of `_row_spans`' numpy passes, the
+    keys of `_score`'s and the texels of `_texels`': the same arithmetic, codes and painter's
+    order, over overlapping, sliver and partly off-map triangles."""
     from nca3d.ops import bake
 
     rng = np.random.default_rng(5)
@@ -105,10 +105,13 @@ def test_compiled_scoring_equals_the_numpy_passes(border, monkeypatch):
     compiled = UVRasteriser(uv, faces, 80, border=border, chunk=80 * 7)
     got = list(compiled)
     assert bake.compiled(bake._score_spans) is not None and bake.compiled(bake._band_texels) is not None
-    monkeypatch.setattr(bake, "compiled", lambda *args: None)  # as where numba is missing
+    assert bake.compiled(bake._fill_spans, helpers=(bake._span,)) is not None
+    monkeypatch.setattr(bake, "compiled", lambda *args, **kwargs: None)  # as where numba is missing
     plain = UVRasteriser(uv, faces, 80, border=border, chunk=80 * 7)
     want = list(plain)
     assert (plain._keys != 0).mean() > 0.5
+    for name in ("_span_tri", "_span_start", "_span_outside", "_span_step", "_offsets", "_row_spans_from"):
+        assert np.array_equal(getattr(compiled, name), getattr(plain, name)), name
     assert np.array_equal(compiled._keys, plain._keys) and len(got) == len(want)
     for texels, reference in zip(got, want):
         for name in ("index", "face", "bary"):
