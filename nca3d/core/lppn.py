@@ -3,7 +3,7 @@
 Two forwards give the same values: `exact`, plain PyTorch (autograd, any device; the reference),
 and the fast ones for CPU inference (`fast` on given rows, `fast_interpolated` on the rows of a
 decode, gathered block by block): rows in cache-sized blocks through preallocated buffers, with a
-compiled polynomial sine in place (core.sine: about 16x torch.sin's speed here, within 5e-7 of the
+compiled polynomial sine in place (nca3d.sine: about 12x torch.sin's speed here, within 5e-7 of the
 exact sine: tested), the blocks shared among torch.get_num_threads() Python threads (core.threads).
 """
 
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..lattices.base import cpu_empty, transpose_into
-from .sine import sine_
+from ..sine import sine_
 from .threads import run_threads, threads_for
 
 BLOCK_ROWS = 4096  # rows per block of the fast forward: a block's activations (32 wide) stay in L2
@@ -101,7 +101,7 @@ class SIREN(nn.Module):
                 block: int | None) -> Tensor:
         """Feature-major outputs (outputs, count) of `count` rows in blocks of `block` rows (BLOCK_ROWS
         if None), shared among torch.get_num_threads() Python threads: per block first(rows, out)
-        writes the first layer's pre-activation (rows, width) into out; the sine in place (core.sine),
+        writes the first layer's pre-activation (rows, width) into out; the sine in place (nca3d.sine),
         then per later layer (folded `rest`) an addmm into one of two preallocated buffers and the sine."""
         block = block or BLOCK_ROWS
         *hidden, (weight, bias) = rest

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..core.sine import sine_
+from ..sine import sine_
 from ..jit import compiled
 from .base import Lattice, Located, cartesian_local, cpu_empty, rows_per_block, transpose_into
 

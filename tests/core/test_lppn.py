@@ -35,7 +35,7 @@ def test_siren_forward_is_the_textbook_formula():
 
 def test_fast_forward_equals_the_exact_one_over_blocks_and_large_arguments():
     """Several blocks and a partial last one, pre-activations far outside [-pi, pi]; the fast
-    forward (core.sine) stays within float rounding of the exact one (torch.sin)."""
+    forward (nca3d.sine) stays within float rounding of the exact one (torch.sin)."""
     torch.manual_seed(0)
     siren = SIREN(5, 3, width=16, omega0=30.0)
     x = torch.randn(50, 5) * 20

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from nca3d.core import sine
+from nca3d import sine
 
 
 def _error(values: np.ndarray) -> float:

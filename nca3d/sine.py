@@ -1,8 +1,9 @@
-"""sin in place on float32 CPU tensors: the activation of the fast LPPN decode (lppn.SIREN.fast).
+"""sin in place on float32 CPU tensors: the activation of the fast LPPN decode (core.lppn.SIREN.fast)
+and the harmonics of the compiled grid locate (lattices.grid).
 
 The sine is reduced by multiples of pi (pi split in three parts, Cody-Waite) to r in [-pi/2, pi/2],
 then an odd Taylor polynomial of degree 11 in r (truncation at most (pi/2)^13 / 13! = 6e-8), the
-sign flipped on odd multiples. numba compiles it to one SIMD loop: about 4x numpy's float32 sine
+sign flipped on odd multiples. numba compiles it to one SIMD loop: about 3x numpy's float32 sine
 here (itself about 4x torch.sin's). Within MAX_ERROR of the float64 sine for |x| <= ERROR_RANGE
 (tested); SIREN pre-activations stay far inside that range. Where numba does not import (a platform
 without its wheels), numpy's sine does the same in place.
@@ -15,7 +16,7 @@ import math
 import numpy as np
 from torch import Tensor
 
-from ..jit import compiled
+from .jit import compiled
 
 MAX_ERROR = 5e-7  # absolute, against the float64 sine of the float32 input, for |x| <= ERROR_RANGE
 ERROR_RANGE = 1e4
