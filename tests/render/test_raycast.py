@@ -255,3 +255,48 @@ def test_input_validation():
         RayCaster(np.zeros((3, 3)), [[0, 1, 3]])
     with pytest.raises(NCA3DError, match="unknown ray-casting backend 'optix'; use one of open3d, embreex"):
         _load_backend("optix")
+
+
+def test_edge_neighbours_are_the_faces_across_each_edge():
+    from nca3d.render.raycast import edge_neighbours
+
+    vertices, faces = icosphere(3)
+    neighbours = edge_neighbours(faces)
+    assert neighbours.shape == faces.shape and (neighbours >= 0).all()  # closed: no boundary
+    for f in range(len(faces)):
+        for k in range(3):
+            g = neighbours[f, k]
+            edge = {faces[f, k], faces[f, (k + 1) % 3]}
+            assert g != f and edge <= set(faces[g])
+    open_faces = np.array([[0, 1, 2], [2, 1, 3]])  # sharing edge 1-2: face 0's edge 1, face 1's edge 0
+    assert edge_neighbours(open_faces).tolist() == [[-1, 1, -1], [0, -1, -1]]
+
+
+def test_coherent_casts_hit_what_single_casts_hit(backend, monkeypatch):
+    """Rays in coherent order (a scan over the sphere) through cast_coherent: the hit points, t and
+    (but on shared edges) faces of `cast`; misses as `cast` gives them; only every stride-th ray and
+    the unresolved rest reach the backend."""
+    vertices, faces = icosphere(6)
+    caster = RayCaster(vertices, faces, backend=backend)
+    theta, phi = np.meshgrid(np.linspace(0.2, 2.9, 100), np.linspace(0, 2 * np.pi, 500), indexing="ij")
+    normal = np.stack([np.sin(theta) * np.cos(phi), np.cos(theta), np.sin(theta) * np.sin(phi)], -1).reshape(-1, 3)
+    origins = (normal * 1.05).astype(np.float32)
+    directions = (-normal).astype(np.float32)
+    origins[::37] += 5.0  # some rays start far away: beyond `far`, misses for both
+    cast_rays = []
+    single = caster.cast
+
+    def counting(o, d, far=np.inf):
+        cast_rays.append(len(o))
+        return single(o, d, far)
+
+    want = caster.cast(origins, directions, far=0.2)
+    monkeypatch.setattr(caster, "cast", counting)
+    face, bary, t = caster.cast_coherent(origins, directions, far=0.2, near=0.02)
+    hit = want[0] >= 0
+    assert hit.mean() > 0.9 and np.array_equal(face >= 0, hit)
+    assert (face[hit] == want[0][hit]).mean() > 0.99  # the others: on an edge both faces share
+    assert np.abs(_reconstruct(vertices, faces, face[hit], bary[hit])
+                  - _reconstruct(vertices, faces, want[0][hit], want[1][hit])).max() < 1e-5
+    assert np.abs(t[hit] - want[2][hit]).max() < 1e-5 and np.isinf(t[~hit]).all()
+    assert sum(cast_rays) < 0.3 * len(origins)  # the samples and a few unresolved rays
