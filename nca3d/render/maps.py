@@ -121,6 +121,38 @@ def _put_quantised(view, index, values, levels):
             view[row, c] = np.rint(value * levels)
 
 
+def _store_normals(values, first, n, right, up, turn, index, directx, tangent_map, object_map, with_object):
+    """MeshBaker's normals stage and their store as one loop (compiled by nca3d.jit): per texel the
+    model normal decoded from values[:, first:first + 3] as decoded_normals does, turned into the
+    tangent frame (turn) and, with_object, the object frame (n, right, up), encoded as
+    encode_normals does (directx: green flipped) and quantised to 8 bits into the (S*S, 3) maps."""
+    half, one, two, floor = np.float32(0.5), np.float32(1.0), np.float32(2.0), np.float32(1e-3)
+    levels, zero = np.float32(255.0), np.float32(0.0)
+    local = np.empty(3, np.float32)
+    encoded = np.empty(3, np.float32)
+    for t in range(index.shape[0]):
+        x = values[t, first] * two - one
+        y = values[t, first + 1] * two - one
+        z = max(values[t, first + 2] * two - one, floor)
+        length = max(np.sqrt(x * x + y * y + z * z), np.float32(1e-12))
+        local[0], local[1], local[2] = x / length, y / length, z / length
+        cos, sin, sign = turn[t, 0], turn[t, 1], turn[t, 2]
+        encoded[0] = (cos * local[0] + sin * local[1]) * half + half
+        encoded[1] = (sign * (cos * local[1] - sin * local[0])) * half + half
+        encoded[2] = local[2] * half + half
+        if directx:
+            encoded[1] = one - encoded[1]
+        for c in range(3):
+            value = encoded[c]
+            value = min(max(value, zero), one) if value == value else zero
+            tangent_map[index[t], c] = np.rint(value * levels)
+        if with_object:
+            for c in range(3):
+                value = (local[0] * right[t, c] + local[1] * up[t, c] + local[2] * n[t, c]) * half + half
+                value = min(max(value, zero), one) if value == value else zero
+                object_map[index[t], c] = np.rint(value * levels)
+
+
 def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise dot products (Q,) of (Q, 3) arrays."""
     return np.einsum("qd,qd->q", a, b)
@@ -218,13 +250,14 @@ def model_maps(model, object_space: bool = False) -> list[str]:
 
 def store_outputs(maps: MapSet, model, values: np.ndarray, index: np.ndarray, normals_object=None,
                   normals_tangent=None, convention: str = "opengl") -> None:
-    """Scatter decoded values (Q, K) into `maps` at flat texel `index`; normals come converted."""
+    """Scatter decoded values (Q, K) into `maps` at flat texel `index`; normals come converted (the
+    normal maps are left alone where they are None)."""
     slices = model.channel_slices()
     columns = {"albedo": values[:, slices["albedo"] if "albedo" in slices else slices["rgb"]]}
     columns.update({name: values[:, slices[name]] for name in ("roughness", "height", "ao") if name in maps.arrays})
-    if "normal" in maps.arrays:
+    if "normal" in maps.arrays and normals_tangent is not None:
         columns["normal"] = encode_normals(normals_tangent, convention)
-    if "normal_object" in maps.arrays:
+    if "normal_object" in maps.arrays and normals_object is not None:
         columns["normal_object"] = encode_normals(normals_object)
     maps.put(index, columns)
 
@@ -413,7 +446,16 @@ class MeshBaker:
         with self._clock("decode"):
             values = self.model.decode(state, self.lattice, query)[0].float().cpu().numpy()
         tangent_normals = object_normals = None
-        if "normal" in names:
+        kernel = compiled(_store_normals) if "normal" in names else None
+        if kernel is not None:  # turned, encoded, quantised and stored in one loop
+            with self._clock("normals"):
+                n, right, up, turn = frame
+                flat = {name: maps.arrays[name].reshape(-1, 3) for name in ("normal", "normal_object")
+                        if name in maps.arrays}
+                kernel(values, self.model.channel_slices()["normal"].start, n, right, up, turn, index,
+                       self.config.normal_convention == "directx", flat["normal"],
+                       flat.get("normal_object", flat["normal"]), "normal_object" in flat)
+        elif "normal" in names:
             with self._clock("normals"):
                 n, right, up, turn = frame
                 local = decoded_normals(values[:, self.model.channel_slices()["normal"]])
