@@ -13,9 +13,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..sine import sine_
 from ..jit import compiled
-from .base import Lattice, Located, cartesian_local, cpu_empty, rows_per_block, transpose_into
+from ..sine import sine_
+from .base import (
+    Lattice,
+    Located,
+    cartesian_local,
+    cpu_empty,
+    rows_per_block,
+    transpose_into,
+)
 
 
 def _taps(x: Tensor, dim: int) -> tuple[Tensor, Tensor, Tensor]:
