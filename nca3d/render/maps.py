@@ -108,26 +108,29 @@ def _quantise(values: np.ndarray, bits: int = 8, copy: bool = True) -> np.ndarra
     return np.rint(values, out=values).astype(np.uint8 if bits == 8 else np.uint16)
 
 
-def _put_quantised(view, index, values, levels):
-    """view[index[t], c] = _quantise(values[t, c]) with `levels` = 255 or 65535, as one loop
-    (compiled by nca3d.jit): NaN -> 0, clamped to [0, 1], scaled and rounded half to even in
-    float32 as _quantise does. view (S*S, C) uint8 or uint16; values (T, C) float32, any strides."""
+def _level(value, levels):
+    """One value's _quantise in a compiled loop: NaN -> 0, clamped to [0, 1], times `levels` (255
+    or 65535, float32) and rounded half to even, in float32."""
     zero, one = np.float32(0.0), np.float32(1.0)
+    return np.rint((min(max(value, zero), one) if value == value else zero) * levels)
+
+
+def _put_quantised(view, index, values, levels):
+    """view[index[t], c] = _quantise(values[t, c]) as one loop (compiled by nca3d.jit with _level).
+    view (S*S, C) uint8 or uint16; values (T, C) float32, any strides."""
     for t in range(index.shape[0]):
-        row = index[t]
         for c in range(view.shape[1]):
-            value = values[t, c]
-            value = min(max(value, zero), one) if value == value else zero
-            view[row, c] = np.rint(value * levels)
+            view[index[t], c] = _level(values[t, c], levels)
 
 
 def _store_normals(values, first, n, right, up, turn, index, directx, tangent_map, object_map, with_object):
     """MeshBaker's normals stage and their store as one loop (compiled by nca3d.jit): per texel the
     model normal decoded from values[:, first:first + 3] as decoded_normals does, turned into the
     tangent frame (turn) and, with_object, the object frame (n, right, up), encoded as
-    encode_normals does (directx: green flipped) and quantised to 8 bits into the (S*S, 3) maps."""
+    encode_normals does (directx: green flipped) and quantised to 8 bits (_level) into the (S*S, 3)
+    maps."""
     half, one, two, floor = np.float32(0.5), np.float32(1.0), np.float32(2.0), np.float32(1e-3)
-    levels, zero = np.float32(255.0), np.float32(0.0)
+    levels = np.float32(255.0)
     local = np.empty(3, np.float32)
     encoded = np.empty(3, np.float32)
     for t in range(index.shape[0]):
@@ -143,14 +146,11 @@ def _store_normals(values, first, n, right, up, turn, index, directx, tangent_ma
         if directx:
             encoded[1] = one - encoded[1]
         for c in range(3):
-            value = encoded[c]
-            value = min(max(value, zero), one) if value == value else zero
-            tangent_map[index[t], c] = np.rint(value * levels)
+            tangent_map[index[t], c] = _level(encoded[c], levels)
         if with_object:
             for c in range(3):
                 value = (local[0] * right[t, c] + local[1] * up[t, c] + local[2] * n[t, c]) * half + half
-                value = min(max(value, zero), one) if value == value else zero
-                object_map[index[t], c] = np.rint(value * levels)
+                object_map[index[t], c] = _level(value, levels)
 
 
 def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -197,7 +197,7 @@ class MapSet:
         channel at a time (a plain 1D scatter: 3x faster than rows of 3 bytes). Where numba
         imports, one compiled loop per map quantises and scatters (`_put_quantised`); these numpy
         passes are its reference."""
-        kernel = compiled(_put_quantised)
+        kernel = compiled(_put_quantised, helpers=(_level,))
         if kernel is not None:
             for name, values in columns.items():
                 view, values = self._flat(name), np.reshape(values, (len(index), -1))
@@ -446,7 +446,7 @@ class MeshBaker:
         with self._clock("decode"):
             values = self.model.decode(state, self.lattice, query)[0].float().cpu().numpy()
         tangent_normals = object_normals = None
-        kernel = compiled(_store_normals) if "normal" in names else None
+        kernel = compiled(_store_normals, helpers=(_level,)) if "normal" in names else None
         if kernel is not None:  # turned, encoded, quantised and stored in one loop
             with self._clock("normals"):
                 n, right, up, turn = frame
