@@ -20,6 +20,7 @@ import os
 import numpy as np
 
 from ..errors import NCA3DError
+from ..jit import compiled
 
 BACKENDS = ("open3d", "embreex")  # order of preference when several import
 BACKEND_ENV = "NCA3D_RAYCAST"
@@ -160,8 +161,6 @@ class RayCaster:
         surface lies between a ray's origin and such a hit, that hit is kept, not the nearer one:
         for rays cast back onto a surface from just outside it, the wanted one. Same returns as
         `cast`; without numba, `cast`."""
-        from ..jit import compiled
-
         origins = _as_points(origins, "origins", np.float32)
         directions = _as_points(directions, "directions", np.float32)
         kernel = compiled(_hit_candidates)
