@@ -146,9 +146,14 @@ class UVRasteriser:
 
     def band(self, top: int, bottom: int) -> Texels:
         """Rasterise rows [top, bottom): both passes; the covered texels in raster order (maybe none).
-        Bands write only their own rows of the key buffer, so different bands may run at once.
-        Pass 1 is one compiled loop over the band's spans (nca3d.jit: about 15x the numpy passes
-        of `_score`, which stay as its reference and where numba is missing)."""
+        Bands write only their own rows of the key buffer, so different bands may run at once."""
+        self.score(top, bottom)
+        return self.texels(top, bottom)
+
+    def score(self, top: int, bottom: int) -> None:
+        """Pass 1 on rows [top, bottom): their keys, and so their coverage, without the texels.
+        One compiled loop over the band's spans (nca3d.jit: about 15x the numpy passes of `_score`,
+        which stay as its reference and where numba is missing)."""
         spans = self._row_spans_from[[top, bottom]]
         kernel = compiled(_score_spans)
         if kernel is not None:
@@ -159,7 +164,6 @@ class UVRasteriser:
             first, last = self._offsets[spans]
             for start in range(first, last, self.chunk):
                 self._score(start, min(last, start + self.chunk))
-        return self._texels(top, bottom)
 
     def __iter__(self) -> Iterator[Texels]:
         """The non-empty bands' texels in raster order (all of the map's covered texels)."""
@@ -187,9 +191,9 @@ class UVRasteriser:
         key = (255 - code) << self._shift | np.repeat(self._span_tri[span], counts)[near]
         np.maximum.at(self._keys, (np.repeat(self._span_start[span], counts) + column)[near], key)
 
-    def _texels(self, top: int, bottom: int) -> Texels:
-        """Pass 2 on texel rows [top, bottom): the covered texels, their triangle and barycentrics
-        (one compiled loop, `_band_texels`, where numba imports)."""
+    def texels(self, top: int, bottom: int) -> Texels:
+        """Pass 2 on texel rows [top, bottom), once `score` has run on them: the covered texels, their
+        triangle and barycentrics (one compiled loop, `_band_texels`, where numba imports)."""
         keys = self._keys[top * self.size:bottom * self.size]
         kernel = compiled(_band_texels)
         if kernel is not None:
@@ -293,7 +297,7 @@ def _score_spans(keys, span_start, span_tri, outside, step, offsets, first, last
 
 
 def _band_texels(keys, top, size, shift, table, faces, index, face, bary):
-    """UVRasteriser._texels' numpy passes as one loop (compiled by nca3d.jit) over a band's keys,
+    """UVRasteriser.texels' numpy passes as one loop (compiled by nca3d.jit) over a band's keys,
     into index, face (T,) and bary (T, 3) sized to its covered texels: the same float32 arithmetic."""
     mask = (1 << shift) - 1
     half, one, zero = np.float32(0.5), np.float32(1.0), np.float32(0.0)

@@ -364,15 +364,22 @@ class MeshBaker:
 
     def _chunk_work(self) -> list[tuple]:
         """The chunks of one bake in raster order, as (located chunk, None) kept from an earlier bake
-        (`_locate_chunk`), or else (None, rows [top, bottom)) of a band for `self._rasteriser`
-        (set here) to rasterise; the bands can run on different threads."""
+        (`_locate_chunk`), or else (None, rows [top, bottom)) of a band whose texels
+        `self._rasteriser` (set here) gives. Rasterising new bands, pass 1 runs here on all of
+        them (on every thread: bands are independent), so the coverage and `self.covered` are
+        known before the texels."""
+        from ..core.threads import run_threads, threads_for
         from ..ops.bake import UVRasteriser
 
         if self._located is not None:
             return [(chunk, None) for chunk in self._located]
         with self._clock("rasterise"):
             self._rasteriser = UVRasteriser(self.mesh.uv, self.mesh.faces, self.config.size, chunk=UVRasteriser.CHUNK)
-        return [(None, rows) for rows in self._rasteriser.bands()]
+            bands = self._rasteriser.bands()
+            streams = threads_for(len(bands))
+            run_threads(lambda stream: [self._rasteriser.score(*rows) for rows in bands[stream::streams]], streams)
+            self.covered = self._rasteriser.covered
+        return [(None, rows) for rows in bands]
 
     def _locate_chunk(self, texels, with_tangents: bool) -> tuple:
         """Texels -> the located chunk (flat index (T,), query, frame of `locate`). It depends on the
@@ -390,9 +397,11 @@ class MeshBaker:
         thread-seconds to `self.timings` (rasterise, locate, query, decode, normals, store, dilate).
 
         The chunks (bands of rows) go through one stream per torch thread (core.threads), each
-        taking the next chunk and doing all of its work, rasterising to storing, the decode on one
-        thread: the parts around the decode (numpy, Embree) then use every core too. A bake of one
-        chunk runs in one stream with the decode threaded."""
+        taking the next chunk and doing all of its work, its texels to storing, the decode on one
+        thread: the parts around the decode (numpy, Embree) then use every core too. The seam
+        dilation's moves are the first piece of work (the coverage is known before the streams
+        start), so one stream finds them while the other bakes. A bake of one chunk runs in one
+        stream with the decode threaded."""
         from ..core.threads import run_threads, threads_for
         from ..ops.bake import copy_moves, dilation_moves
 
@@ -401,6 +410,9 @@ class MeshBaker:
         maps = MapSet(names, cfg.size, cfg.exr)
         with_tangents = "normal" in names
         work = self._chunk_work()
+        chunks = len(work)
+        if self._dilation is None or self._dilation[0] is not self.covered or self._dilation[1] != cfg.margin:
+            work.insert(0, ("dilation", None))  # the moves need the coverage only: first, beside the chunks
         lock, stop, taken, done = threading.Lock(), threading.Event(), itertools.count(), []
         cache = {} if self.keep_geometry and self._located is None else None
         cached_bytes = 0
@@ -412,9 +424,13 @@ class MeshBaker:
                 if number >= len(work):
                     return
                 chunk, rows = work[number]
-                if chunk is None:
+                if isinstance(chunk, str):  # the dilation's moves
+                    with self._clock("dilate"):
+                        self._dilation = (self.covered, cfg.margin, dilation_moves(self.covered, cfg.margin))
+                    chunk = None
+                elif chunk is None:
                     with self._clock("rasterise"):
-                        texels = self._rasteriser.band(*rows)
+                        texels = self._rasteriser.texels(*rows)
                     if len(texels.index):
                         chunk = self._locate_chunk(texels, with_tangents)
                         with lock:
@@ -429,14 +445,10 @@ class MeshBaker:
                     done.append(number)
                     self.progress.update("bake", len(done) / len(work), f"{label}{cfg.size}x{cfg.size} texels")
 
-        run_threads(stream, threads_for(len(work)), stop=stop)
-        if self._located is None:
-            self.covered = self._rasteriser.covered
+        run_threads(stream, threads_for(chunks), stop=stop)
         if cache is not None:
             self._located = [cache[number] for number in sorted(cache)]
-        with self._clock("dilate"):  # the moves kept while the coverage is (cached geometry: later frames)
-            if self._dilation is None or self._dilation[0] is not self.covered or self._dilation[1] != cfg.margin:
-                self._dilation = (self.covered, cfg.margin, dilation_moves(self.covered, cfg.margin))
+        with self._clock("dilate"):  # the moves are kept while the coverage is (cached geometry: later frames)
             copy_moves(list(maps.arrays.values()), self._dilation[2])
         return maps, self.covered
 

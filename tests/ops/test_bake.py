@@ -94,7 +94,7 @@ def test_bands_rasterised_out_of_order_and_on_two_threads_give_the_same_texels()
 @pytest.mark.parametrize("border", [0.0, 0.7, 1.0, 2.5])
 def test_compiled_scoring_equals_the_numpy_passes(border, monkeypatch):
     """The numba loops (nca3d.jit) give exactly the row spans of `_row_spans`' numpy passes, the
-    keys of `_score`'s and the texels of `_texels`': the same arithmetic, codes and painter's
+    keys of `_score`'s and the texels of `texels`': the same arithmetic, codes and painter's
     order, over overlapping, sliver and partly off-map triangles."""
     from nca3d.ops import bake
 
