@@ -13,7 +13,9 @@ from collections.abc import Callable
 @functools.cache
 def compiled(function: Callable, fastmath: frozenset[str] = frozenset(),
              helpers: tuple[Callable, ...] = ()) -> Callable | None:
-    """numba.njit(function) without the GIL, cached on disk; None where numba does not import.
+    """numba.njit(function) without the GIL, cached on disk (beside the module, else in the user's
+    cache folder; where neither is writable, compiled anew in each process); None where numba does
+    not import.
     fastmath: LLVM's flags (e.g. {"contract"} for fused multiply-adds). helpers: plain functions
     `function` calls by their global names, compiled too and seen by it in their place."""
     try:
@@ -23,4 +25,7 @@ def compiled(function: Callable, fastmath: frozenset[str] = frozenset(),
     if helpers:
         scope = {**function.__globals__, **{helper.__name__: compiled(helper, fastmath) for helper in helpers}}
         function = types.FunctionType(function.__code__, scope, function.__name__, function.__defaults__)
-    return numba.njit(function, fastmath=set(fastmath), nogil=True, cache=True)
+    try:
+        return numba.njit(function, fastmath=set(fastmath), nogil=True, cache=True)
+    except RuntimeError:  # no writable place for the cache (read-only install and home): compile each run
+        return numba.njit(function, fastmath=set(fastmath), nogil=True)
