@@ -1,6 +1,7 @@
 """numba, where it imports: loops compiled on first use (and cached on disk) for the CPU's hot spots
-that numpy or torch can only do in many passes (the decode's sine, grid and triangle locates, the
-UV rasteriser's scoring, texel frames). Each caller keeps a plain numpy or torch path: the
+that numpy or torch can only do in many passes (the decode's sine, grid and triangle locates; in
+the mesh bake the UV rasteriser, texel frames, reused ray hits, the normals and stores, the seam
+dilation). Each caller keeps a plain numpy or torch path: the
 reference its tests compare with, and the fallback where numba has no wheel."""
 
 from __future__ import annotations

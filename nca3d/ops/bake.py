@@ -79,7 +79,6 @@ class UVRasteriser:
         self._shift = 24 if len(self.faces) < 1 << 24 else 40  # key = (255 - code) << shift | triangle
         self._keys = np.zeros(size * size, np.uint32 if self._shift == 24 else np.uint64)
         self._row_spans(px, kb, kc, heights)
-        self.progress = 0.0  # fraction of the work done, for progress reports
 
     def _row_spans(self, px, kb, kc, heights) -> None:
         """Per triangle and texel row, the columns whose centres may lie within `border` px of it,
@@ -91,10 +90,10 @@ class UVRasteriser:
         imports, two compiled loops (`_count_spans`, `_fill_spans`: the same float64 arithmetic,
         spans counting-sorted by row); these numpy passes are their reference."""
         size = self.size
+        top = np.clip(np.floor(px[..., 1].min(1) - self.border - 0.5).astype(np.int64) + 1, 0, size - 1)
+        bottom = np.clip(np.ceil(px[..., 1].max(1) + self.border - 0.5).astype(np.int64) - 1, 0, size - 1)
         count, fill = compiled(_count_spans, helpers=(_span,)), compiled(_fill_spans, helpers=(_span,))
         if count is not None:
-            top = np.clip(np.floor(px[..., 1].min(1) - self.border - 0.5).astype(np.int64) + 1, 0, size - 1)
-            bottom = np.clip(np.ceil(px[..., 1].max(1) + self.border - 0.5).astype(np.int64) - 1, 0, size - 1)
             per_row = np.zeros(size, np.int64)
             count(px, kb, kc, heights, top, bottom, self.border, size, per_row)
             self._row_spans_from = np.concatenate([[0], np.cumsum(per_row)])
@@ -106,8 +105,6 @@ class UVRasteriser:
                  self._span_tri, self._span_start, self._span_outside, self._span_step, width)
             self._offsets = np.concatenate([[0], np.cumsum(width)])
             return
-        top = np.clip(np.floor(px[..., 1].min(1) - self.border - 0.5).astype(np.int64) + 1, 0, size - 1)
-        bottom = np.clip(np.ceil(px[..., 1].max(1) + self.border - 0.5).astype(np.int64) - 1, 0, size - 1)
         rows = np.maximum(bottom - top + 1, 0)
         tri = np.repeat(np.arange(len(px)), rows)
         y = top[tri] + np.arange(len(tri)) - np.repeat(np.cumsum(rows) - rows, rows)
@@ -167,9 +164,7 @@ class UVRasteriser:
 
     def __iter__(self) -> Iterator[Texels]:
         """The non-empty bands' texels in raster order (all of the map's covered texels)."""
-        bands = self.bands()
-        for number, (top, bottom) in enumerate(bands):
-            self.progress = (number + 1) / len(bands)
+        for top, bottom in self.bands():
             texels = self.band(top, bottom)
             if len(texels.index):
                 yield texels
