@@ -37,7 +37,8 @@ def add_arguments(parser) -> None:
     for name, kind, text in (
             ("channels", int, "NCA state channels per cell (default 12)"),
             ("hidden", int, "NCA hidden width (default 96)"),
-            ("grid", int, "2D/volume: cells per side; mesh: icosphere frequency (default: from the feature size)"),
+            ("grid", int, "2D/volume: cells per side; mesh: icosphere frequency (default: from the feature size; a "
+                          "volume trains on a periodic crop of at most 32 cells a side and runs on all of it)"),
             ("harmonics", int, "LPPN local-coordinate harmonics (default 1)"),
             ("batch", int, "pool states per iteration (default 4)"),
             ("pool", int, "state pool size (default 256)"),
@@ -58,7 +59,8 @@ def add_arguments(parser) -> None:
             ("grad_checkpoint", int, "recompute the rollout in segments of this many steps: less memory (default 0: off)"),
             ("moment_weight", float, "weight of the relaxed EMD's mean and covariance term (default 1)"),
             ("tap_balance", float, "weigh feature depths by the exemplar's own variation, to this power (default 0.5)"),
-            ("zoom", float, "the lattice spans 1/ZOOM of the exemplar: features ZOOM x larger (default: from the feature size)"),
+            ("zoom", float, "one loss view (the 2D lattice; at most 32 volume cells or 64 icosphere cells) spans 1/ZOOM "
+                          "of the exemplar: features ZOOM x larger (default: from the feature size)"),
             ("select_every", int, "score a long rollout every this many iterations and keep the best (default 100; 0: off)"),
             ("select_after", int, "... from this iteration on (default 400)"),
             ("select_steps", int, "... grown from the seed for this many steps (default 4096)"),

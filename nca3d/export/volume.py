@@ -197,31 +197,14 @@ def volume_transform(res: int, size: float) -> tuple[float, tuple[float, float, 
     return fit_to_box((res, res, res), (-half,) * 3, (half,) * 3)
 
 
-class _DensityScaled:
-    """Stands in for a Model in render_volume_image: the same decode, density times a factor."""
-
-    def __init__(self, model, factor: float):
-        self._model, self._factor = model, float(factor)
-        self._slice = model.channel_slices()["density"]
-
-    def channel_slices(self):
-        return self._model.channel_slices()
-
-    def decode(self, state, lattice, query, *args, **kwargs):
-        values = self._model.decode(state, lattice, query, *args, **kwargs)
-        if self._factor != 1.0:
-            values[..., self._slice] *= self._factor
-        return values
-
-
 def render_preview(model, state: torch.Tensor, lattice, size: int, density_scale: float = 1.0,
                    samples: int = PREVIEW_SAMPLES) -> np.ndarray:
     """The preview image (size, size, 3) in [0, 1], density scaled like the exported volume."""
     from ..render.volume import render_volume_image
 
     with torch.inference_mode():
-        return render_volume_image(_DensityScaled(model, density_scale), state[:1], lattice, size=size,
-                                   samples=samples)
+        return render_volume_image(model, state[:1], lattice, size=size, samples=samples,
+                                   density_scale=density_scale)
 
 
 # --------------------------------------------------------------------------- writing

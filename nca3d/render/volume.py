@@ -65,12 +65,12 @@ def cube_span(origins: Tensor, direction: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def march_rays(model: Model, state: Tensor, lattice: Grid3D, origins: Tensor, direction: Tensor,
-               samples: int, background: Tensor, depth: float | None = None) -> Tensor:
+               samples: int, background: Tensor, depth: float | None = None, density_scale: float = 1.0) -> Tensor:
     """Composite colour (B, Q, 3) of rays (origins (Q, 3), direction (3,)) over `background` (3,).
 
     depth None: each ray is clipped to the cube [-1, 1]^3. depth d: each ray runs d world units
     from its origin through the periodic texture (no clipping), so every pixel sees the same
-    optical depth.
+    optical depth. The decoded density is multiplied by `density_scale`.
     """
     if depth is None:
         near, far = cube_span(origins, direction)
@@ -87,7 +87,7 @@ def march_rays(model: Model, state: Tensor, lattice: Grid3D, origins: Tensor, di
     colour = decoded[..., slices["rgb"]].reshape(batch, rays, samples, 3)
     density = decoded[..., slices["density"]].reshape(batch, rays, samples)
     step = (length / samples)[None, :, None]
-    alpha = 1.0 - torch.exp(-density * step)
+    alpha = 1.0 - torch.exp(-density * (step * density_scale))
     transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[..., :1]), 1.0 - alpha + 1e-10], -1), -1)
     weights = alpha * transmittance[..., :-1]
     return (weights[..., None] * colour).sum(2) + transmittance[..., -1:] * background
@@ -95,8 +95,10 @@ def march_rays(model: Model, state: Tensor, lattice: Grid3D, origins: Tensor, di
 
 @torch.no_grad()
 def render_volume_image(model: Model, state: Tensor, lattice: Grid3D, size: int = 256, samples: int = 128,
-                        background=(1.0, 1.0, 1.0), direction=(-0.6, -0.45, -0.66)) -> np.ndarray:
-    """An image (size, size, 3) of state[0] from a 3/4 view (rows chunked to bound memory)."""
+                        background=(1.0, 1.0, 1.0), direction=(-0.6, -0.45, -0.66),
+                        density_scale: float = 1.0) -> np.ndarray:
+    """An image (size, size, 3) of state[0] from a 3/4 view (rows chunked to bound memory), the
+    density multiplied by `density_scale`."""
     film = pixel_grid(size, state.device) * 2 - 1
     background = torch.as_tensor(background, dtype=torch.float32, device=state.device)
     view = torch.as_tensor(direction, dtype=torch.float32)
@@ -104,5 +106,6 @@ def render_volume_image(model: Model, state: Tensor, lattice: Grid3D, size: int 
     chunk = max(1, 65536 // samples)
     for start in range(0, len(film), chunk):
         origins, d = orthographic_rays(film[start:start + chunk], direction=view)
-        rows.append(march_rays(model, state[:1], lattice, origins, d, samples, background)[0])
+        rows.append(march_rays(model, state[:1], lattice, origins, d, samples, background,
+                               density_scale=density_scale)[0])
     return torch.cat(rows).reshape(size, size, 3).clamp(0, 1).cpu().numpy()

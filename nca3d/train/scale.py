@@ -37,7 +37,7 @@ MEASURE_SIDE = 1024  # larger exemplars are box-averaged down to about this befo
 MIN_VIEW_PX = 128  # zoom keeps at least this many exemplar px per lattice view
 MAX_ZOOM = 4.0
 MAX_PX_PER_CELL = 22.0  # a chosen lattice gives no cell more than this many exemplar px (see above)
-DEFAULT_GRID = {"2d": 64, "volume": 32, "mesh": 64}  # 2d / volume: cells per side; mesh: icosphere frequency
+DEFAULT_GRID = {"2d": 64, "volume": 64, "mesh": 64}  # 2d / volume: cells per side; mesh: icosphere frequency
 MIN_GRID = {"2d": 32, "volume": 16, "mesh": 32}
 KEEP_DEFAULT = 0.1  # a lattice within 10% of the default keeps the default
 PERIOD_PEAK = 0.4  # a repeat: the autocorrelation peaks this high again (measured: regular 0.46-0.88,
@@ -45,9 +45,13 @@ PERIOD_PEAK = 0.4  # a repeat: the autocorrelation peaks this high again (measur
 MIN_PERIODS = 4  # zoom keeps at least this many repeats of a regular pattern per view
 
 
+VIEW_CELLS = {"mesh": 64, "volume": 32}  # at most this many cells across one loss view (see trainer.make_task)
+
+
 def view_cells(domain: str, grid: int) -> int:
-    """Lattice cells across one loss view: the whole grid; on the icosphere at most 64 (see make_task)."""
-    return min(64, grid) if domain == "mesh" else grid
+    """Lattice cells across one loss view: the whole 2D grid; on the icosphere and in a volume at
+    most VIEW_CELLS (a volume trains on a periodic crop of that many cells)."""
+    return min(VIEW_CELLS.get(domain, grid), grid)
 
 
 def _radial_correlation(image: torch.Tensor) -> tuple[np.ndarray, np.ndarray, int] | None:

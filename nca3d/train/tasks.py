@@ -49,15 +49,22 @@ class Texture2DTask:
 class VolumeTask:
     """Solid textures: orthographic emission-absorption renders through the periodic volume.
 
-    A full view is one lattice period wide (the cube's width, 2 world units) and `depth` deep,
-    from a random direction; rays are not clipped to the cube (the texture wraps), so every
-    pixel is texture over the same optical depth and the exemplar maps onto one period.
+    A full view is one lattice period wide (the cube's width, 2 world units) from a random
+    direction; rays are not clipped to the cube (the texture wraps), so every pixel is texture
+    over the same optical depth and the exemplar maps onto one period.
+
+    crop > 0 trains a `grid`-cell lattice on a periodic crop of `crop` cells a side (the NCA is
+    local, so it grows the same texture on the whole lattice): views span the crop, while rays
+    cross `grid` cells and the density is per unit of the whole lattice's cube, as in its renders.
     """
 
     def __init__(self, grid: int, harmonics: int, patch: int, scales=DEFAULT_SCALES, samples: int = 48,
-                 background=(1.0, 1.0, 1.0), depth: float = 2.0):
-        self.lattice = Grid3D(grid, harmonics)
-        self.patch, self.scales, self.samples, self.depth = patch, tuple(scales), samples, depth
+                 background=(1.0, 1.0, 1.0), crop: int = 0):
+        cells = crop or grid
+        self.lattice = Grid3D(cells, harmonics)
+        self.depth = 2.0 * grid / cells  # world units of the crop's cube
+        self.density_scale = cells / grid  # the whole lattice's units per crop unit
+        self.patch, self.scales, self.samples = patch, tuple(scales), samples
         self.background = torch.tensor(background, dtype=torch.float32)
 
     def _views(self, generator, device) -> list[tuple[Tensor, Tensor]]:
@@ -75,7 +82,8 @@ class VolumeTask:
         crops = []
         for origins, directions in self._views(generator, state.device):
             rgb = march_rays(model, state, self.lattice, origins, directions, self.samples,
-                             self.background.to(state.device), depth=self.depth)  # (B, p*p, 3)
+                             self.background.to(state.device), depth=self.depth,
+                             density_scale=self.density_scale)  # (B, p*p, 3)
             crops.append(rgb.reshape(state.shape[0], self.patch, self.patch, 3).permute(0, 3, 1, 2))
         return crops
 
@@ -84,4 +92,4 @@ class VolumeTask:
         from ..render.volume import render_volume_image
 
         return render_volume_image(model, state[:1], self.lattice, size=size, samples=96,
-                                   background=self.background)
+                                   background=self.background, density_scale=self.density_scale)

@@ -192,8 +192,8 @@ def test_vdb_optical_depth_matches_the_preview_renderer(tmp_path):
     origins = torch.tensor([[-3.0, centres(j), centres(k)] for j, k in rows], dtype=torch.float32)
     background = torch.ones(3)
     with torch.no_grad():
-        preview = march_rays(volmod._DensityScaled(model, scale), state, lattice, origins,
-                             torch.tensor([1.0, 0.0, 0.0]), res, background)[0].numpy()
+        preview = march_rays(model, state, lattice, origins,
+                             torch.tensor([1.0, 0.0, 0.0]), res, background, density_scale=scale)[0].numpy()
     for (j, k), want in zip(rows, preview, strict=True):
         alpha = 1.0 - np.exp(-density[:, j, k] * vs)
         trans = np.concatenate([[1.0], np.cumprod(1.0 - alpha + 1e-10)])

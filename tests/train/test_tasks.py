@@ -1,9 +1,10 @@
-"""nca3d.train.tasks: the 2D task's preview (core.dense's grid decode)."""
+"""nca3d.train.tasks: the 2D task's preview (core.dense's grid decode); a volume trained on a crop."""
 
 import torch
 
 from nca3d.core.nca import make_generator
-from nca3d.train.tasks import Texture2DTask
+from nca3d.render.volume import march_rays
+from nca3d.train.tasks import Texture2DTask, VolumeTask
 from tests.conftest import random_model
 
 
@@ -16,3 +17,23 @@ def test_2d_preview_is_the_whole_tile_at_scale():
     image = task.preview(model, state)
     assert image.shape == (24, 24, 3)
     torch.testing.assert_close(torch.from_numpy(image), reference.reshape(24, 24, 3), rtol=1e-5, atol=1e-6)
+
+
+def test_a_volume_crop_renders_what_the_whole_lattice_shows():
+    """A 16-cell lattice trained on an 8-cell crop: the crop's rays (wrapping through it, as deep and
+    as dense as through the whole cube) composite what rays through the crop tiled 2 x 2 x 2 do."""
+    model = random_model("volume", outputs="rgba", grid_size=[16] * 3, harmonics=1, channels=8, hidden=16)
+    crop, whole = VolumeTask(16, 1, patch=8, crop=8), VolumeTask(16, 1, patch=8)
+    assert crop.lattice.cell_shape == (8, 8, 8) and whole.lattice.cell_shape == (16, 16, 16)
+    state = torch.randn((1, 8, 8, 8, 8), generator=torch.Generator().manual_seed(0))
+    origins = torch.rand((32, 3), generator=torch.Generator().manual_seed(1)) * 2 - 1  # whole-lattice units
+    direction = torch.nn.functional.normalize(torch.tensor([0.3, -0.5, 0.8]), dim=0)
+    background = torch.ones(3)
+    with torch.no_grad():
+        tiled = march_rays(model, state.repeat(1, 2, 2, 2, 1), whole.lattice, origins, direction, 48, background,
+                           depth=whole.depth, density_scale=whole.density_scale)
+        # a whole-lattice point p is cell (p + 1) * 8, which is crop cell (2p + 2) * 4: crop point 2p + 1
+        cropped = march_rays(model, state, crop.lattice, origins * 2 + 1, direction, 48, background,
+                             depth=crop.depth, density_scale=crop.density_scale)
+    assert tiled.std() > 0.02  # a visible texture, not the background
+    torch.testing.assert_close(cropped, tiled, rtol=1e-4, atol=1e-5)

@@ -68,6 +68,15 @@ def test_loss_goes_down(tmp_path, monkeypatch, domain):
 SELECT = dict(select_every=3, select_after=3, select_steps=12)
 
 
+def test_a_volume_larger_than_a_view_trains_on_a_crop_and_ships_its_whole_lattice(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, "volume", grid=40, iters=2, pool=2, min_steps=2, max_steps=2,
+                                  ray_samples=4), Progress("none"))
+    assert trainer.task.lattice.cell_shape == (32, 32, 32) and trainer.pool.shape[1:4] == (32, 32, 32)
+    trainer.run()
+    model = load_model(trainer.config.out)
+    assert model.config.grid_size == [40, 40, 40] and model.provenance["config"]["grid"] == 40
+
+
 def test_resume_continues_the_same_run(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
