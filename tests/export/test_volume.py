@@ -18,19 +18,19 @@ import pytest
 import torch
 from PIL import Image
 
-from nca3d.errors import NCA3DError
-from nca3d.io import atomic
-from nca3d.io.model_file import save_model
-from nca3d.memory import human_bytes
-from nca3d.io.vdb import read_vdb_info
-from nca3d.lattices import Grid3D
-from nca3d.core.nca import make_generator
-from nca3d.progress import Progress
-from nca3d.render.volume import march_rays
 from nca3d.commands.volume import main
 from nca3d.core.dense import decode_volume, srgb_to_linear
+from nca3d.core.nca import make_generator
+from nca3d.errors import NCA3DError
 from nca3d.export import volume as volmod
 from nca3d.export.volume import generate_volume
+from nca3d.io import atomic
+from nca3d.io.model_file import save_model
+from nca3d.io.vdb import read_vdb_info
+from nca3d.lattices import Grid3D
+from nca3d.memory import human_bytes
+from nca3d.progress import Progress
+from nca3d.render.volume import march_rays
 from tests.conftest import optional_import, random_model
 
 GRID = [8, 8, 8]
