@@ -10,7 +10,14 @@ import tempfile
 import bpy
 
 from . import config, library, materials, runner
-from .ops_texture import commit_folder, files_root, folder_free, relative, safe_name, stage_folder
+from .ops_texture import (
+    commit_folder,
+    files_root,
+    folder_free,
+    relative,
+    safe_name,
+    stage_folder,
+)
 
 BASE_NAME = "volume"
 

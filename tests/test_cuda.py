@@ -14,10 +14,10 @@ import torch
 from PIL import Image
 
 from nca3d.cli import main
-from nca3d.io.model_file import load_model
-from nca3d.lattices import Grid2D, Grid3D, SurfacePoints, icosphere
 from nca3d.core import nca as nca_module
 from nca3d.core.nca import make_generator
+from nca3d.io.model_file import load_model
+from nca3d.lattices import Grid2D, Grid3D, SurfacePoints, icosphere
 from nca3d.progress import Progress
 from nca3d.train.trainer import Trainer
 from tests.conftest import random_model, requires_raycaster

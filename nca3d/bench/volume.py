@@ -21,7 +21,12 @@ def bench_volume(device="cpu", quick: bool = False, *, lattice: int = 64, resolu
     from ..core.dense import decode_volume
     from ..core.model import Model, ModelConfig
     from ..core.nca import make_generator
-    from ..export.volume import ARRAY_BYTES_PER_VOXEL, VDB_WRITE_BYTES_PER_VOXEL, VDB_ZLIB_LEVEL, volume_transform
+    from ..export.volume import (
+        ARRAY_BYTES_PER_VOXEL,
+        VDB_WRITE_BYTES_PER_VOXEL,
+        VDB_ZLIB_LEVEL,
+        volume_transform,
+    )
     from ..io.vdb import write_vdb
 
     device = torch.device(device)

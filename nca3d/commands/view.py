@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from ..errors import NCA3DError
 from ..models import load_named_model
 from ..progress import Progress
-from ..render.scenes import VIEW_MAP_SIZE, VIEW_VOLUME_RES, Scene, make_scene, new_plotter, require_pyvista
+from ..render.scenes import (
+    VIEW_MAP_SIZE,
+    VIEW_VOLUME_RES,
+    Scene,
+    make_scene,
+    new_plotter,
+    require_pyvista,
+)
 
 
 @dataclass

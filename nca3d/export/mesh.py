@@ -47,7 +47,14 @@ def _displaced_mesh(mesh, maps: MapSet, config: TextureConfig):
     """The mesh moved along its normals by the baked height (ops.displace); the strength used
     goes into `config.displace_strength` (so NAME.json's settings show it) and the record."""
     from ..ops.bake import vertex_normals
-    from ..ops.displace import DEFAULT_FRACTION, MIDLEVEL, SAFE_FRACTION, default_strength, displace, flipped_faces
+    from ..ops.displace import (
+        DEFAULT_FRACTION,
+        MIDLEVEL,
+        SAFE_FRACTION,
+        default_strength,
+        displace,
+        flipped_faces,
+    )
 
     height = maps.arrays["height"]
     height = height / 65535.0 if height.dtype == np.uint16 else np.clip(np.nan_to_num(height), 0.0, 1.0)  # as a PNG

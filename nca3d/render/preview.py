@@ -14,8 +14,8 @@ import math
 import numpy as np
 
 from ..errors import NCA3DError
-from ..ops.bake import sample_bilinear, vertex_normals
 from ..io.mesh import SurfaceMesh
+from ..ops.bake import sample_bilinear, vertex_normals
 from .raycast import RayCaster, pinhole_rays
 
 AZIMUTH_DEG, ELEVATION_DEG, FOV_DEG = 35.0, 25.0, 30.0

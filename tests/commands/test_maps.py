@@ -8,10 +8,10 @@ import torch
 from PIL import Image
 
 from nca3d.cli import main
+from nca3d.commands.texture import tileable_maps
 from nca3d.io.model_file import save_model
 from nca3d.ops.pbr import normal_height_agreement
 from nca3d.progress import Progress
-from nca3d.commands.texture import tileable_maps
 from nca3d.render.maps import MapsConfig
 from tests.conftest import random_model
 

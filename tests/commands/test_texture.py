@@ -9,10 +9,10 @@ import trimesh
 from PIL import Image
 
 from nca3d.cli import main
+from nca3d.commands.texture import texture_mesh
 from nca3d.io.model_file import save_model
 from nca3d.ops.bake import UVRasteriser, interpolate
 from nca3d.progress import Progress
-from nca3d.commands.texture import texture_mesh
 from nca3d.render.maps import TextureConfig
 from tests.conftest import random_model, requires_raycaster
 
@@ -289,9 +289,9 @@ def test_default_cells_follow_the_models_training_sphere(tmp_path, pbr_mesh_mode
 def test_located_texels_are_reused_across_bakes(tmp_path, monkeypatch, pbr_mesh_model, budget):
     """Animated bakes and live views locate texels once (when they fit the cache budget); the
     maps are the same as a fresh bake's either way."""
-    from nca3d.render import maps as texture
     from nca3d.io.mesh import load_mesh
     from nca3d.io.model_file import load_model
+    from nca3d.render import maps as texture
 
     monkeypatch.setattr(texture, "GEOMETRY_CACHE_BYTES", budget)
     model = load_model(pbr_mesh_model)

@@ -12,9 +12,9 @@ import trimesh
 
 from nca3d.errors import NCA3DError
 from nca3d.io.export import encode_glb, write_glb, write_obj
-from nca3d.ops.bake import vertex_normals
 from nca3d.io.images import write_png
 from nca3d.io.mesh import SurfaceMesh
+from nca3d.ops.bake import vertex_normals
 
 
 def uv_sphere(rows: int = 12, cols: int = 24) -> SurfaceMesh:

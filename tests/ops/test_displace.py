@@ -5,11 +5,17 @@ import numpy as np
 import pytest
 
 from nca3d.io.mesh import SurfaceMesh
-from nca3d.ops.bake import vertex_normals
+from nca3d.ops.bake import sample_bilinear, vertex_normals
 from nca3d.ops.demo_meshes import DEMO_MESHES, load_demo_or_mesh
-from nca3d.ops.bake import sample_bilinear
-from nca3d.ops.displace import (DEFAULT_FRACTION, default_strength, displace, displace_by, flipped_faces,
-                                no_flip_strength, position_groups)
+from nca3d.ops.displace import (
+    DEFAULT_FRACTION,
+    default_strength,
+    displace,
+    displace_by,
+    flipped_faces,
+    no_flip_strength,
+    position_groups,
+)
 
 
 def _welded(vertices: np.ndarray, faces: np.ndarray, groups=None):

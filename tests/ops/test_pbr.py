@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from nca3d.ops.pbr import (DERIVED_RELIEF, ambient_occlusion, derive_missing_maps, height_from_normal,
-                           normal_height_agreement, normals_from_height)
+from nca3d.ops.pbr import (
+    DERIVED_RELIEF,
+    ambient_occlusion,
+    derive_missing_maps,
+    height_from_normal,
+    normal_height_agreement,
+    normals_from_height,
+)
 
 
 def sines(size: int = 128, seed: int = 0):

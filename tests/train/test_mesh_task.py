@@ -8,7 +8,6 @@ from nca3d.train import mesh_task
 from nca3d.train.mesh_task import MeshTask, default_cache_dir, view_frames
 from tests.conftest import random_model, requires_raycaster
 
-
 pytestmark = requires_raycaster
 
 # Frequency 8 (642 cells): 8 cells across a view give the same 64-degree window as 64 at frequency 64.
