@@ -300,3 +300,27 @@ def test_coherent_casts_hit_what_single_casts_hit(backend, monkeypatch):
                   - _reconstruct(vertices, faces, want[0][hit], want[1][hit])).max() < 1e-5
     assert np.abs(t[hit] - want[2][hit]).max() < 1e-5 and np.isinf(t[~hit]).all()
     assert sum(cast_rays) < 0.3 * len(origins)  # the samples and a few unresolved rays
+
+
+def test_coherent_casts_cross_a_jump_in_the_order_without_the_backend(backend, monkeypatch):
+    """Two scans of far-apart patches one after the other: the rays past the jump, before the next
+    cast one, are found from the first hit after them (the backwards pass), so the backend sees
+    only every stride-th ray."""
+    vertices, faces = icosphere(8)
+    caster = RayCaster(vertices, faces, backend=backend)
+    angle = np.linspace(0.05, 0.35, 100)
+    patch = np.stack([np.sin(angle), np.cos(angle), np.full_like(angle, 0.17)], 1)  # an arc near the pole
+    patch /= np.linalg.norm(patch, axis=1, keepdims=True)  # (off the symmetry planes, along which edges run)
+    normal = np.concatenate([patch, -patch]).astype(np.float32)  # then the same arc from the other pole
+    cast_rays = []
+    single = caster.cast
+
+    def counting(o, d, far=np.inf):
+        cast_rays.append(len(o))
+        return single(o, d, far)
+
+    want = caster.cast(normal * 1.05, -normal, far=0.2)
+    monkeypatch.setattr(caster, "cast", counting)
+    face, bary, t = caster.cast_coherent(normal * 1.05, -normal, far=0.2, near=0.02, stride=32)
+    assert (want[0] >= 0).all() and sum(cast_rays) == len(range(0, 200, 32))  # the samples only
+    assert np.abs(_reconstruct(vertices, faces, face, bary) - _reconstruct(vertices, faces, *want[:2])).max() < 1e-5
