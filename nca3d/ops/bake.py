@@ -552,14 +552,14 @@ def dilate(maps: list[np.ndarray], covered: np.ndarray, margin: int, band: int =
     copy_moves(maps, dilation_moves(covered, margin, band))
 
 
-def copy_moves(maps: list[np.ndarray], moves: tuple[np.ndarray, np.ndarray]) -> None:
+def copy_moves(maps: list[np.ndarray], moves: tuple[np.ndarray, np.ndarray], part: int = 0, parts: int = 1) -> None:
     """Copy texels along flat (target, source) indices (D,) in each map (S, S, ...), in place, one
-    channel at a time (1D copies: 2x faster than rows of 3 bytes)."""
+    channel at a time (1D copies: 2x faster than rows of 3 bytes); of all the maps' channels in
+    order only every `parts`-th from `part` (threads share the work: numpy drops the GIL here)."""
     target, source = moves
-    for image in maps:
-        flat = image.reshape(image.shape[0] * image.shape[1], -1)
-        for channel in flat.T:
-            channel[target] = channel[source]
+    channels = [channel for image in maps for channel in image.reshape(image.shape[0] * image.shape[1], -1).T]
+    for channel in channels[part::parts]:
+        channel[target] = channel[source]
 
 
 def dilation_moves(covered: np.ndarray, margin: int, band: int = 1024) -> tuple[np.ndarray, np.ndarray]:

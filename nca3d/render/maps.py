@@ -449,7 +449,8 @@ class MeshBaker:
         if cache is not None:
             self._located = [cache[number] for number in sorted(cache)]
         with self._clock("dilate"):  # the moves are kept while the coverage is (cached geometry: later frames)
-            copy_moves(list(maps.arrays.values()), self._dilation[2])
+            arrays, copies = list(maps.arrays.values()), threads_for(chunks)
+            run_threads(lambda part: copy_moves(arrays, self._dilation[2], part, copies), copies)
         return maps, self.covered
 
     def _bake_chunk(self, state: torch.Tensor, chunk: tuple, maps: MapSet, names: list[str]) -> None:

@@ -110,7 +110,7 @@ class RayCaster:
             TriangleMesh(scene=self._scene, vertices=vertices32,
                          indices=np.ascontiguousarray(self.faces, dtype=np.int32))
         self._tree = None  # embreex closest points: KD-tree over face centroids, built on demand
-        self._neighbours = self._triangles = None  # cast_coherent's face adjacency and corners, on demand
+        self._adjacency = None  # cast_coherent's (triangles (F, 3, 3) float32, edge neighbours (F, 3)), on demand
 
     def __repr__(self) -> str:
         return f"RayCaster({len(self.vertices)} vertices, {len(self.faces)} faces, backend={self.backend})"
@@ -171,11 +171,11 @@ class RayCaster:
         face, bary, t = (np.full(len(origins), -1, np.int64), np.zeros((len(origins), 3), np.float32),
                          np.full(len(origins), np.inf, np.float32))
         face[sampled], bary[sampled], t[sampled] = self.cast(origins[sampled], directions[sampled], far)
-        if self._neighbours is None:
-            self._neighbours = edge_neighbours(self.faces)
-            self._triangles = np.ascontiguousarray(self.vertices[self.faces], np.float32)  # (F, 3, 3)
+        if self._adjacency is None:  # one assignment: bake streams call this at once
+            self._adjacency = (np.ascontiguousarray(self.vertices[self.faces], np.float32), edge_neighbours(self.faces))
+        triangles, neighbours = self._adjacency
         rest = np.zeros(len(origins), bool)
-        kernel(origins, directions, self._triangles, self._neighbours, np.float32(near), np.float32(far), stride,
+        kernel(origins, directions, triangles, neighbours, np.float32(near), np.float32(far), stride,
                face, bary, t, rest)
         rest = np.flatnonzero(rest)
         face[rest], bary[rest], t[rest] = self.cast(origins[rest], directions[rest], far)
