@@ -1,7 +1,8 @@
 """The LPPN decoder: a SIREN fed [local coordinate, interpolated cell state].
 
-Two forwards give the same values: `exact`, plain PyTorch (autograd, any device; the reference),
-and the fast ones for CPU inference (`fast` on given rows, `fast_interpolated` on the rows of a
+The forwards give the same values: `exact`, plain PyTorch (autograd, any device; the reference),
+`trained` (autograd on float32 CPU tensors with the compiled sine and a cosine backward), and the
+fast ones for CPU inference (`fast` on given rows, `fast_interpolated` on the rows of a
 decode, gathered block by block): rows in cache-sized blocks through preallocated buffers, with a
 compiled polynomial sine in place (nca3d.sine: about 12x torch.sin's speed here, within 5e-7 of the
 exact sine: tested), the blocks shared among torch.get_num_threads() Python threads (core.threads).
@@ -22,6 +23,21 @@ from ..sine import sine_
 from .threads import run_threads, threads_for
 
 BLOCK_ROWS = 4096  # rows per block of the fast forward: a block's activations (32 wide) stay in L2
+HALF_PI = math.pi / 2
+
+
+class _Sine(torch.autograd.Function):
+    """sin of a float32 CPU tensor by nca3d.sine, with the cosine (the sine of x + pi/2) in the backward."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        ctx.save_for_backward(x)
+        return sine_(x.contiguous().clone())
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (x,) = ctx.saved_tensors
+        return sine_(x + HALF_PI).mul_(grad)
 
 
 class SIREN(nn.Module):
@@ -42,10 +58,11 @@ class SIREN(nn.Module):
                 layer.bias.uniform_(-bound, bound)
 
     def forward(self, x: Tensor) -> Tensor:
-        """(Q, inputs) -> (Q, outputs): `fast` for float32 CPU inference, else `exact`."""
-        if torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != torch.float32:
+        """(Q, inputs) -> (Q, outputs): on float32 CPU tensors `fast` for inference and `trained`
+        with autograd; else `exact`."""
+        if x.device.type != "cpu" or x.dtype != torch.float32:
             return self.exact(x)
-        return self.fast(x)
+        return self.trained(x) if torch.is_grad_enabled() else self.fast(x)
 
     def folded(self) -> list[tuple[Tensor, Tensor]]:
         """Per layer (W^T (in, out), b (out,)), the w0 scale folded into each sine layer's."""
@@ -55,9 +72,18 @@ class SIREN(nn.Module):
 
     def exact(self, x: Tensor) -> Tensor:
         """(Q, inputs) -> (Q, outputs) in plain PyTorch with torch.sin: the reference, differentiable."""
+        return self._layers(x, torch.sin)
+
+    def trained(self, x: Tensor) -> Tensor:
+        """`exact` with the compiled sine (nca3d.sine) and its cosine in the backward: float32 CPU
+        training, whose volume renders decode millions of points (torch's sin and cos were a fifth
+        of a volume iteration)."""
+        return self._layers(x, _Sine.apply)
+
+    def _layers(self, x: Tensor, sine: Callable[[Tensor], Tensor]) -> Tensor:
         *hidden, (weight, bias) = self.folded()
         for w, b in hidden:
-            x = torch.addmm(b, x, w).sin_()
+            x = sine(torch.addmm(b, x, w))
         return torch.addmm(bias, x, weight)
 
     @torch.no_grad()

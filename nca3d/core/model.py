@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from ..lattices import Grid2D, Grid3D, Lattice, MeshLattice, icosphere
 from ..lattices.base import cpu_empty, transpose_into
+from .gather import weighted_gather
 from .lppn import SIREN
 from .nca import NCA
 from .threads import run_threads, threads_for
@@ -260,8 +261,8 @@ class Model(nn.Module):
         index = located.corners.unsqueeze(0) + (torch.arange(batch, device=flat.device) * cells).view(-1, 1, 1)
         weights = located.weights.to(flat.dtype).unsqueeze(0).expand(batch, -1, -1)
         # A fused weighted gather: sum_k w_k s[corner_k] for every point of every batch element.
-        interpolated = F.embedding_bag(index.reshape(-1, corners), flat, mode="sum",
-                                       per_sample_weights=weights.reshape(-1, corners)).view(batch, count, channels)
+        interpolated = weighted_gather(flat, index.reshape(-1, corners), weights.reshape(-1, corners))
+        interpolated = interpolated.view(batch, count, channels)
         local = located.local.to(flat.dtype).unsqueeze(0).expand(batch, -1, -1)
         raw = self.lppn(torch.cat([local, interpolated], dim=-1).reshape(batch * count, -1))
         return self.activate(raw.reshape(batch, count, -1))

@@ -45,14 +45,35 @@ def test_fast_forward_equals_the_exact_one_over_blocks_and_large_arguments():
     assert (fast - exact).abs().max() < 1e-5
 
 
-def test_forward_is_fast_in_inference_and_exact_with_autograd():
+def test_forward_is_fast_in_inference_and_trained_with_autograd():
     torch.manual_seed(1)
     siren = SIREN(4, 2, width=8)
     x = torch.randn(9, 4)
     with torch.inference_mode():
         assert torch.equal(siren(x), siren.fast(x))
     trained = siren(x)
-    assert trained.requires_grad and torch.equal(trained, siren.exact(x))
+    assert trained.requires_grad and torch.equal(trained, siren.trained(x))
+    wide = siren.double()
+    assert torch.equal(wide(x.double()), wide.exact(x.double()))  # other dtypes: exact
+
+
+def test_trained_forward_and_gradients_are_the_exact_ones():
+    """The compiled sine and its cosine backward: values and every gradient (weights, biases and
+    the input's) within float32 rounding of torch.sin's autograd, pre-activations far beyond pi."""
+    torch.manual_seed(3)
+    siren = SIREN(5, 3, width=16, omega0=30.0)
+    x = (torch.randn(200, 5) * 3).requires_grad_()
+    grad = torch.randn(200, 3)
+    results = []
+    for forward in (siren.exact, siren.trained):
+        siren.zero_grad()
+        x.grad = None
+        out = forward(x)
+        out.backward(grad)
+        results.append([out.detach(), x.grad.clone(), *(p.grad.clone() for p in siren.parameters())])
+    for exact, trained in zip(*results):
+        scale = exact.abs().max()
+        assert (trained - exact).abs().max() <= 2e-5 * scale
 
 
 SMALL = {"2d": {"grid_size": [12, 10]}, "mesh": {"icosphere_frequency": 3}, "volume": {"grid_size": [6, 5, 7]}}
@@ -75,8 +96,12 @@ def _decode_case(domain: str, points: int = 1500, batch: int = 2):
 
 
 def _exact_decode(model, state, lattice, query):
-    with torch.enable_grad():  # autograd: the exact path (SIREN.exact, plain gather)
-        return model.decode(state, lattice, query).detach()
+    model.lppn.trained = model.lppn.exact  # the autograd path with torch.sin: the reference
+    try:
+        with torch.enable_grad():  # autograd: the plain path (plain gather, SIREN.exact)
+            return model.decode(state, lattice, query).detach()
+    finally:
+        del model.lppn.trained
 
 
 @pytest.mark.parametrize("tabled", [True, False])
