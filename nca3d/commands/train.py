@@ -56,7 +56,8 @@ def add_arguments(parser) -> None:
             ("normal_height_weight", float, "PBR: weight tying the normal map to the height's slopes (default 10; 0: off)"),
             ("autocorr_weight", float, "feature auto-correlation term (default: 10 when the exemplar repeats, "
              "as bricks, knit and tiles do; else 0)"),
-            ("grad_checkpoint", int, "recompute the rollout in segments of this many steps: less memory (default 0: off)"),
+            ("grad_checkpoint", int, "recompute the rollout in segments of this many steps: less memory (0: off; "
+                                     "default: 8 where the rollout would fill over half the free memory)"),
             ("moment_weight", float, "weight of the relaxed EMD's mean and covariance term (default 1)"),
             ("tap_balance", float, "weigh feature depths by the exemplar's own variation, to this power (default 0.5)"),
             ("zoom", float, "one loss view (the 2D lattice; at most 32 volume cells or 64 icosphere cells) spans 1/ZOOM "

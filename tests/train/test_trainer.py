@@ -77,6 +77,18 @@ def test_a_volume_larger_than_a_view_trains_on_a_crop_and_ships_its_whole_lattic
     assert model.config.grid_size == [40, 40, 40] and model.provenance["config"]["grid"] == 40
 
 
+def test_gradient_checkpointing_turns_on_where_the_rollout_would_not_fit(tmp_path, monkeypatch, capsys):
+    from nca3d.train import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "available_memory", lambda: (1 << 20, 1 << 30))  # 1 MiB free
+    tight = Trainer(tiny_config(tmp_path), Progress("json"))
+    assert tight.config.grad_checkpoint == trainer_module.AUTO_CHECKPOINT_STEPS
+    assert "recomputing it in segments of 8 steps" in capsys.readouterr().out
+    assert Trainer(tiny_config(tmp_path, grad_checkpoint=0), Progress("none")).config.grad_checkpoint == 0  # given
+    monkeypatch.setattr(trainer_module, "available_memory", lambda: (1 << 40, 1 << 40))
+    assert Trainer(tiny_config(tmp_path), Progress("none")).config.grad_checkpoint == 0
+
+
 def test_resume_continues_the_same_run(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
