@@ -42,13 +42,14 @@ def erase_ball(state: torch.Tensor, lattice, centre, radius: float) -> torch.Ten
 
 def state_limit(model, lattice, steps: int = 2048, seeds: int = 2, margin: float = STATE_MARGIN) -> float:
     """The state limit for `model` (ModelConfig.state_limit): `margin` x the largest |state| over
-    every step of `seeds` growths of `steps` steps on `lattice` (its training lattice), unclamped."""
+    every step of `seeds` growths of `steps` steps on `lattice` (its training lattice), unclamped;
+    states past float range (a growth that blows up) do not count, so such a model gets a finite limit."""
     from .nca import make_generator
 
     largest = torch.zeros((), device=model.device)
 
     def track(_index, state):
-        torch.maximum(largest, state.abs().amax(), out=largest)
+        torch.maximum(largest, state.abs().nan_to_num(0.0, 0.0, 0.0).amax(), out=largest)
 
     before, model.nca.state_limit = model.nca.state_limit, 0.0
     try:

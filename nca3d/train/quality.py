@@ -44,7 +44,7 @@ def orientation_histogram(image: torch.Tensor, bins: int = ORIENTATION_BINS, sca
     """Directional structure of (3, H, W): at each of `scales` octaves, the structure tensor's
     anisotropy (|λ1 - λ2|, smoothed over 2 px) summed per dominant direction, over the total
     gradient energy. (scales * bins,): near 0 and flat for isotropic texture, one tall bin for stripes."""
-    grey = image.float().mean(0)[None, None]
+    grey = image.float().mean(0)[None, None].nan_to_num(0.0, 0.0, 0.0)  # a blown-up render: no crash (its other statistics are NaN)
     out = []
     for _ in range(scales):
         gx = (grey[..., 1:-1, 2:] - grey[..., 1:-1, :-2]) / 2

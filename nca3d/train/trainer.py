@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -256,6 +257,11 @@ def loss_views(kinds: list[str]) -> list[slice]:
     return views + [slice(r, r + 1) for r in run]
 
 
+def _finite_or_none(selection: list[tuple[int, float]], digits: int | None = None) -> list[list]:
+    """The selection as JSON-safe pairs: a blown-up growth's inf score as null."""
+    return [[i, (round(s, digits) if digits is not None else s) if math.isfinite(s) else None] for i, s in selection]
+
+
 def make_task(domain: str, grid: int, harmonics: int, patch: int, ray_samples: int, device,
               scales=DEFAULT_SCALES):
     """The supervision task of a domain: its lattice and a renderer of loss crops at `scales`."""
@@ -349,7 +355,7 @@ class Trainer:
         self.iteration, self.elapsed, self.losses = 0, 0.0, []
         self.lr_decayed_at: int | None = None  # the iteration where the learning rate was decayed
         self.pool_aged: list | None = None  # [iteration, states, steps] of the pool's ageing (age_pool)
-        self.selection: list[tuple[int, float]] = []  # (iteration, long-rollout score) of each candidate
+        self.selection: list[tuple[int, float]] = []  # (iteration, long-rollout score; inf: blew up) of each candidate
         self.best: dict[str, torch.Tensor] | None = None  # weights of the best-scoring candidate
 
     def _auto_checkpoint(self) -> int:
@@ -397,7 +403,7 @@ class Trainer:
     def save_checkpoint(self) -> None:
         meta = {"iteration": self.iteration, "elapsed": self.elapsed, "losses": self.losses,
                 "lr_decayed_at": self.lr_decayed_at, "pool_aged": self.pool_aged, "rng_device": self.device.type,
-                "selection": self.selection, "config": dataclasses.asdict(self.config), "exemplar_sha256": self.exemplar_sha256,
+                "selection": _finite_or_none(self.selection), "config": dataclasses.asdict(self.config), "exemplar_sha256": self.exemplar_sha256,
                 "init": self.init_record}
         write_bytes_atomic(checkpoint_path(self.config.out),
                            save(self._checkpoint_tensors(), metadata={"nca3d_checkpoint": json.dumps(meta)}))
@@ -450,7 +456,7 @@ class Trainer:
         # The weights the run started from, as they were then: the --init file may since have changed
         # (a fine-tuned model copied over the one it was tuned from)
         self.init_record = meta.get("init", self.init_record)
-        self.selection = [tuple(pair) for pair in meta.get("selection", [])]
+        self.selection = [(i, math.inf if s is None else s) for i, s in meta.get("selection", [])]
         best = {k[5:]: v.to(self.device) for k, v in tensors.items() if k.startswith("best.")}
         self.best = best or None
         return True
@@ -509,6 +515,8 @@ class Trainer:
             state = self.model.rollout(state, self.task.lattice, steps - done, generator)
             done = steps
             crops = self.task.render(self.model, state, generator)
+            if not all(bool(torch.isfinite(c).all()) for c in (state, *crops)):
+                return math.inf  # the growth blew up (inf or NaN): the worst candidate, whatever came before
             texture, extra = self._losses(state, generator, crops)
             full_views = crops[0][:, :3]  # scale 1 comes first, albedo (or rgb) first: (B, 3, p, p)
             stripes = orientation_distance(full_views, self.view_orientation)
@@ -573,7 +581,8 @@ class Trainer:
             fraction = self.budget_fraction()
             lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used (_lr decides it once per step)
             self.progress.update("train", fraction, f"it {self.iteration} loss {loss:.4f} lr {lr:.1e}")
-            if cfg.pool_age_steps and self.pool_aged is None and fraction >= AGE_POOL_AT:
+            age_now = fraction >= AGE_POOL_AT or self._first_selection_of_fine_tune()
+            if cfg.pool_age_steps and self.pool_aged is None and age_now:
                 self.age_pool()
             if cfg.select_every and self.iteration >= cfg.select_after and self.iteration % cfg.select_every == 0:
                 self.progress.update("train", fraction, f"it {self.iteration}: scoring a "
@@ -589,6 +598,15 @@ class Trainer:
         self.save_checkpoint()
         return self.finish()
 
+    def _first_selection_of_fine_tune(self) -> bool:
+        """Whether this iteration scores a fine-tune's first candidate: its pool is aged just before
+        (the weights it starts from grow long already). Fine-tunes scored before their pool aged blew
+        up at 4096 steps (ore_mesh 1e6 at 50-150, the 64^3 volume_default 1e14-1e22 to 330, NaN at 100),
+        and held from the ageing on (1.65-6.8; 4.4-13.9)."""
+        cfg = self.config
+        return bool(cfg.init) and cfg.select_every > 0 and self.iteration >= cfg.select_after and \
+            self.iteration % cfg.select_every == 0
+
     def finish(self) -> list[str]:
         cfg = self.config
         out = Path(cfg.out)
@@ -599,7 +617,7 @@ class Trainer:
         self.progress.update("finish", 1.0, "measuring the state range of long growths (the state limit)", force=True)
         self.model.set_state_limit(state_limit(self.model, self.task.lattice, steps=self.config.limit_steps))
         self.model.provenance.update(
-            selected_iteration=selected, lr_decayed_at=self.lr_decayed_at, pool_aged=self.pool_aged, selection=[[i, round(s, 5)] for i, s in self.selection],
+            selected_iteration=selected, lr_decayed_at=self.lr_decayed_at, pool_aged=self.pool_aged, selection=_finite_or_none(self.selection, digits=5),
             exemplar=Path(cfg.exemplar).name, exemplar_sha256=self.exemplar_sha256, license=cfg.license,
             credit=cfg.credit, iterations=self.iteration,
             final_loss=float(np.mean(self.losses[-50:])) if self.losses else None,

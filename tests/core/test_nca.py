@@ -147,3 +147,22 @@ def test_state_limit_is_the_margin_over_the_largest_state_of_any_step():
     model.set_state_limit(0.01)  # measured unclamped, and the model's own limit is left as it was
     assert state_limit(model, lattice, steps=40) == pytest.approx(STATE_MARGIN * max(largest), rel=1e-3)
     assert model.nca.state_limit == 0.01
+
+
+def test_a_growth_that_blows_up_still_gets_a_finite_state_limit():
+    """States past float range (inf, NaN) do not count: the limit is the margin over the largest finite one."""
+    from nca3d.core.grow import STATE_MARGIN, state_limit
+
+    model = random_model("2d", grid_size=[12, 12])
+    lattice = model.make_lattice()
+    step = model.nca.step
+
+    def blowing_up(state, *args, **kwargs):  # every cell past float range from the 10th step on
+        blowing_up.steps += 1
+        grown = step(state, *args, **kwargs)
+        return grown * float("inf") if blowing_up.steps >= 10 else grown.clamp(-0.5, 0.5)
+
+    blowing_up.steps = 0
+    model.nca.step = blowing_up
+    limit = state_limit(model, lattice, steps=20, seeds=1)
+    assert 0 < limit <= STATE_MARGIN * 0.5 + 1e-6

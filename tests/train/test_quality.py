@@ -88,6 +88,11 @@ def test_stripes_and_streaks_lower_the_score():
     own = orientation_histogram(texture[:, :128, :128])
     natural = orientation_distance(crop[None], own)
     assert orientation_distance(torch.stack([striped, streaked]), own) > 2 * natural
+    # a blown-up render (NaN, inf) gives a finite histogram, not an IndexError
+    broken = crop.clone()
+    broken[:, :8] = float("nan")
+    broken[:, 8:16] = float("inf")
+    assert torch.isfinite(orientation_histogram(broken)).all()
 
 
 def test_phase_randomising_keeps_the_spectrum_and_the_mean_colour():

@@ -252,6 +252,40 @@ def test_selection_scores_the_growth_on_its_way(tmp_path, monkeypatch):
     assert rendered == [256, 512]
 
 
+def test_a_growth_that_blows_up_is_the_worst_candidate(tmp_path, monkeypatch):
+    """A candidate whose growth reaches inf or NaN scores inf (the orientation histogram of a NaN
+    render crashed a 64^3 volume run at its first selection), never ships while another is finite,
+    and is written as null in the checkpoint and the model."""
+    trainer = Trainer(tiny_config(tmp_path, iters=6, pool_age_steps=0, **SELECT), Progress("none"))
+    rollout = trainer.model.rollout
+    blown = {3}  # the iterations whose candidates blow up
+
+    def rollout_or_nan(*args, **kwargs):
+        grown = rollout(*args, **kwargs)
+        return grown * float("nan") if not torch.is_grad_enabled() and trainer.iteration in blown else grown
+
+    monkeypatch.setattr(trainer.model, "rollout", rollout_or_nan)
+    trainer.run()
+    assert trainer.selection[0] == (3, float("inf")) and np.isfinite(trainer.selection[1][1])
+    model = load_model(trainer.config.out)
+    assert model.provenance["selected_iteration"] == 6
+    assert model.provenance["selection"][0] == [3, None]
+    resumed = Trainer(tiny_config(tmp_path, iters=6, pool_age_steps=0, **SELECT), Progress("none"))
+    assert resumed.resume() and resumed.selection == trainer.selection
+
+
+def test_a_fine_tune_ages_its_pool_before_its_first_candidate(tmp_path):
+    first = tmp_path / "first"
+    first.mkdir()
+    start = Trainer(tiny_config(first, iters=3), Progress("none")).run()[0]
+    tuned = Trainer(tiny_config(tmp_path, iters=8, init=start, **SELECT), Progress("none"))
+    tuned.run()
+    assert tuned.pool_aged[0] == 3  # the first selection, before 40% of the budget (iteration 4)
+    fresh = Trainer(tiny_config(tmp_path / "first", iters=8, out=str(tmp_path / "f.nca3d"), **SELECT), Progress("none"))
+    fresh.run()
+    assert fresh.pool_aged[0] == 4  # from scratch: at 40% of the budget as before
+
+
 def test_init_fine_tunes_from_a_models_weights(tmp_path, capsys):
     first = tmp_path / "first"
     first.mkdir()
