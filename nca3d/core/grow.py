@@ -40,22 +40,34 @@ def erase_ball(state: torch.Tensor, lattice, centre, radius: float) -> torch.Ten
     return mask
 
 
+class LargestState:
+    """A rollout callback keeping the largest |state| of every step it sees; states past float
+    range (a growth that blows up) do not count, so such a model still gets a finite limit."""
+
+    def __init__(self, device):
+        self.value = torch.zeros((), device=device)
+
+    def __call__(self, _index, state: torch.Tensor) -> None:
+        torch.maximum(self.value, state.abs().nan_to_num(0.0, 0.0, 0.0).amax(), out=self.value)
+
+    def limit(self, margin: float = STATE_MARGIN) -> float:
+        """The state limit these steps give: `margin` x the largest |state| (0: none seen)."""
+        largest = float(self.value)
+        return round(margin * largest, 3) if largest > 0 else 0.0
+
+
 def state_limit(model, lattice, steps: int = 2048, seeds: int = 2, margin: float = STATE_MARGIN) -> float:
     """The state limit for `model` (ModelConfig.state_limit): `margin` x the largest |state| over
-    every step of `seeds` growths of `steps` steps on `lattice` (its training lattice), unclamped;
-    states past float range (a growth that blows up) do not count, so such a model gets a finite limit."""
+    every step of `seeds` growths of `steps` steps on `lattice` (its training lattice), unclamped
+    (LargestState)."""
     from .nca import make_generator
 
-    largest = torch.zeros((), device=model.device)
-
-    def track(_index, state):
-        torch.maximum(largest, state.abs().nan_to_num(0.0, 0.0, 0.0).amax(), out=largest)
-
+    largest = LargestState(model.device)
     before, model.nca.state_limit = model.nca.state_limit, 0.0
     try:
         with torch.inference_mode():
             for seed in range(seeds):
-                model.rollout(model.seed(lattice), lattice, steps, make_generator(seed, model.device), track)
+                model.rollout(model.seed(lattice), lattice, steps, make_generator(seed, model.device), largest)
     finally:
         model.nca.state_limit = before
-    return round(margin * float(largest), 3) if float(largest) > 0 else 0.0
+    return largest.limit(margin)

@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from ..core.grow import state_limit
+from ..core.grow import LargestState, state_limit
 from ..core.model import PBR_CHANNELS, Model, ModelConfig, pbr_subset
 from ..device import bf16_matmul_pays, keep_cpu_allocations, resolve_device
 from ..errors import NCA3DError
@@ -507,20 +507,35 @@ class Trainer:
         Training only sees rollouts of up to `max_steps` from the pool; this is how the run learns
         whether the texture still holds (no drift, collapse or stripes) long after that. The texture
         loss barely sees a texture turning into diagonal streaks after 1000-2000 steps; the
-        orientation histogram does (train.quality.orientation_distance)."""
-        cfg = self.config
+        orientation histogram does (train.quality.orientation_distance). The growth is clamped from
+        `limit_steps` on as the shipped model's will be, so a candidate is judged by what users get
+        (a 64^3 volume fine-tune's unclamped growths reached 1e14-1e22 and NaN; the shipped model is
+        clamped); one that still reaches inf or NaN scores inf."""
+        cfg, nca = self.config, self.model.nca
         generator = torch.Generator(device=self.device).manual_seed(cfg.seed + 7919)  # the same test each time
         state, done, scores = self.model.seed(self.task.lattice, batch), 0, []
-        for steps in sorted({min(at, cfg.select_steps) for at in SELECT_AT} | {cfg.select_steps}):
-            state = self.model.rollout(state, self.task.lattice, steps - done, generator)
-            done = steps
-            crops = self.task.render(self.model, state, generator)
-            if not all(bool(torch.isfinite(c).all()) for c in (state, *crops)):
-                return math.inf  # the growth blew up (inf or NaN): the worst candidate, whatever came before
-            texture, extra = self._losses(state, generator, crops)
-            full_views = crops[0][:, :3]  # scale 1 comes first, albedo (or rgb) first: (B, 3, p, p)
-            stripes = orientation_distance(full_views, self.view_orientation)
-            scores.append(float(texture + extra) + STRIPE_WEIGHT * stripes)
+        scored = {min(at, cfg.select_steps) for at in SELECT_AT} | {cfg.select_steps}
+        # Grown as the model will ship: unclamped for limit_steps, tracking its states, then clamped
+        # at the state limit that gives (finish measures the shipped one the same way, on 2 seeds).
+        largest, before, nca.state_limit = LargestState(self.device), nca.state_limit, 0.0
+        try:
+            for steps in sorted(scored | {min(cfg.limit_steps, cfg.select_steps)}):
+                tracking = done < cfg.limit_steps
+                state = self.model.rollout(state, self.task.lattice, steps - done, generator, largest if tracking else None)
+                done = steps
+                if steps == cfg.limit_steps:
+                    nca.state_limit = largest.limit()
+                if steps not in scored:
+                    continue
+                crops = self.task.render(self.model, state, generator)
+                if not all(bool(torch.isfinite(c).all()) for c in (state, *crops)):
+                    return math.inf  # the growth blew up (inf or NaN): the worst candidate, whatever came before
+                texture, extra = self._losses(state, generator, crops)
+                full_views = crops[0][:, :3]  # scale 1 comes first, albedo (or rgb) first: (B, 3, p, p)
+                stripes = orientation_distance(full_views, self.view_orientation)
+                scores.append(float(texture + extra) + STRIPE_WEIGHT * stripes)
+        finally:
+            nca.state_limit = before
         return float(np.mean(scores))
 
     def _select(self) -> None:

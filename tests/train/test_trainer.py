@@ -241,7 +241,7 @@ def test_selection_scores_the_growth_on_its_way(tmp_path, monkeypatch):
     """A candidate is scored at 256, 1024 and 2048 steps and at select_steps, in one growth."""
     trainer = Trainer(tiny_config(tmp_path, select_steps=3000), Progress("none"))
     grown, rendered = [0], []
-    monkeypatch.setattr(trainer.model, "rollout", lambda state, lattice, steps, generator: grown.append(grown[-1] + steps) or state)
+    monkeypatch.setattr(trainer.model, "rollout", lambda state, lattice, steps, *_: grown.append(grown[-1] + steps) or state)
     render = trainer.task.render
     monkeypatch.setattr(trainer.task, "render", lambda *args: rendered.append(grown[-1]) or render(*args))
     assert np.isfinite(trainer.long_rollout_score())
@@ -250,6 +250,32 @@ def test_selection_scores_the_growth_on_its_way(tmp_path, monkeypatch):
     rendered.clear(), grown.append(0)
     trainer.long_rollout_score()
     assert rendered == [256, 512]
+
+
+def test_selection_grows_as_the_model_ships_clamped_after_limit_steps(tmp_path, monkeypatch):
+    """Unclamped for limit_steps while its states are tracked, then clamped at STATE_MARGIN x the
+    largest of them (what finish sets as the shipped model's limit); the limit is restored after."""
+    from nca3d.core.grow import STATE_MARGIN
+
+    trainer = Trainer(tiny_config(tmp_path, select_steps=300, limit_steps=64), Progress("none"))
+    torch.nn.init.normal_(trainer.model.nca.hidden_to_update.weight, std=0.2)  # states that move
+    rollout, calls, seen = trainer.model.rollout, [], []
+
+    def recording(state, lattice, steps, generator, callback=None):
+        calls.append((steps, trainer.model.nca.state_limit, callback is not None))
+        grown = rollout(state, lattice, steps, generator, callback)
+        seen.append(float(grown.abs().max()))
+        return grown
+
+    monkeypatch.setattr(trainer.model, "rollout", recording)
+    trainer.model.nca.state_limit = 7.0  # whatever the model had, the growth starts unclamped
+    assert np.isfinite(trainer.long_rollout_score())
+    (first, unclamped, tracked), *rest = calls
+    assert (first, unclamped, tracked) == (64, 0.0, True)
+    assert [steps for steps, _, _ in rest] == [256 - 64, 300 - 256] and not any(t for _, _, t in rest)
+    limit = rest[0][1]
+    assert limit > 0 and limit == rest[1][1] and limit >= STATE_MARGIN * seen[0] - 1e-3
+    assert max(seen[1:]) <= limit + 1e-6 and trainer.model.nca.state_limit == 7.0
 
 
 def test_a_growth_that_blows_up_is_the_worst_candidate(tmp_path, monkeypatch):
