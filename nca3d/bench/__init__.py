@@ -12,7 +12,7 @@ import sys
 
 from ..errors import NCA3DError
 
-# One module per bench (core, volume, texture, train, quality, quality_pbr, transfer, realtime), all over the measuring
+# One module per bench (core, volume, texture, train, quality, quality_pbr, transfer, realtime, capacity), all over the measuring
 # helpers of .measure; nothing outside this package imports it but the CLI's `nca3d bench`.
 
 
@@ -80,6 +80,25 @@ def _run_realtime(args, device):
     return bench_realtime(device=device, quick=args.quick, steps_per_frame=args.steps_per_frame), print_realtime
 
 
+def _run_capacity(args, device):
+    from ..progress import Progress
+    from .capacity import bench_capacity, print_capacity
+
+    def numbers(text: str | None, name: str) -> list[int]:
+        try:
+            return [int(key) for key in (text or "").split(",") if key]
+        except ValueError:
+            raise NCA3DError(f"--{name} '{text}' must be comma-separated whole numbers, for example 48,128") from None
+
+    if args.iters < 1:
+        raise NCA3DError(f"--iters {args.iters} must be at least 1")
+    exemplars = [key for key in (args.exemplars or "").split(",") if key]
+    results = bench_capacity(args.data or "../shared/data/textures", exemplars, args.out, numbers(args.grids, "grids"),
+                             numbers(args.scales, "scales"), iterations=20 if args.quick else args.iters,
+                             device=device, progress=Progress("none" if args.json else "bar"))
+    return results, print_capacity
+
+
 def _run_transfer(args, device):
     from .transfer import bench_transfer, print_transfer
 
@@ -93,7 +112,7 @@ def _run_transfer(args, device):
 
 BENCHES = {"core": _run_core, "volume": _run_volume, "quality": _run_quality, "train": _run_train,
            "texture": _run_texture, "raycast": _run_raycast, "derive": _run_derive, "transfer": _run_transfer,
-           "realtime": _run_realtime}
+           "realtime": _run_realtime, "capacity": _run_capacity}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     texture = parser.add_argument_group("texture")
     texture.add_argument("--mesh", default="../shared/data/meshes/bunny_cgal.off",
                          help="mesh to bake (default: the 75k-face bunny of ../shared/data)")
+    capacity = parser.add_argument_group("capacity (also --data, --exemplars, --out)")
+    capacity.add_argument("--grids", help="comma-separated lattice sizes to fit at (default: the trainer's choice)")
+    capacity.add_argument("--scales", help="the loss's crop scales, e.g. 1,2,4,8 (default: the trainer's)")
+    capacity.add_argument("--iters", type=int, default=400, help="fitting iterations per exemplar and grid")
     realtime = parser.add_argument_group("realtime")
     realtime.add_argument("--steps-per-frame", type=int, default=1, help="NCA steps per shown frame (default 1)")
     args = parser.parse_args(argv)

@@ -38,24 +38,39 @@ from ..train.trainer import TrainConfig, Trainer, make_task
 STEPS = (256, 1024, 2048, 4096)  # 4096: a shipped model must hold its texture that long
 
 
+def rendered_views(model, task, state, scale: int, generator) -> tuple[list, list]:
+    """The task's crops of `state` (B, ...) (each (B, K, p, p); crops[0] the full views) and those of
+    1/scale extent, all channels, as a list of (K, p, p)."""
+    crops = task.render(model, state, generator)
+    first = sum(crop_count(s) for s in task.scales if s < scale)  # index of the first crop of that scale
+    return crops, [c[i] for c in crops[first:first + scale] for i in range(state.shape[0])]
+
+
+def view_distance(model, stats: TextureStatistics, scores: dict, full, scored) -> tuple[torch.Tensor, float]:
+    """(the full view as RGB (3, p, p), the mean distance of the `scored` views from the reference
+    of `scores` (reference_scores)); grey models' views as grey."""
+    full, scored = full[:3], [c[:3] for c in scored]
+    if model.provenance.get("grey"):
+        full, *scored = (c.mean(0, keepdim=True).expand(3, -1, -1) for c in [full, *scored])
+    return full, float(np.mean([stats.distance(c.clamp(0, 1), b_stats=scores["stats"], spread=scores["spread"])
+                                for c in scored]))
+
+
 @torch.no_grad()
 def grow(model, size: int, scale: int, seed: int = 0, batch: int = 4):
     """Grow `batch` textures from the seed; after each of STEPS yield (steps, state, crops, scored):
-    the task's crops (each (batch, K, size, size); crops[0] the full views) rendered at `size`
-    px, and the crops of 1/scale extent, all channels, as a list of (K, size, size)."""
+    rendered_views at `size` px."""
     config = model.provenance.get("config") or {}
     domain = model.config.domain
     grid = config.get("grid") or (model.config.icosphere_frequency if domain == "mesh" else model.config.grid_size[0])
     task = make_task(domain, grid, model.config.harmonics, size, config.get("ray_samples", 48), model.device)
     generator = make_generator(seed, model.device)
     state = model.seed(task.lattice, batch)
-    first = sum(crop_count(s) for s in task.scales if s < scale)  # index of the first crop of that scale
     done = 0
     for steps in STEPS:
         state = model.rollout(state, task.lattice, steps - done, generator)
         done = steps
-        crops = task.render(model, state, make_generator(seed + steps, model.device))
-        yield steps, state, crops, [c[i] for c in crops[first:first + scale] for i in range(batch)]
+        yield steps, state, *rendered_views(model, task, state, scale, make_generator(seed + steps, model.device))
 
 
 @torch.no_grad()
@@ -70,11 +85,7 @@ def evaluate_model(model, exemplar: torch.Tensor, stats: TextureStatistics, out_
     panels = [resize_square(scores["region"], stats.size)]
     results = {}
     for steps, state, crops, scored in grow(model, stats.size, scores["scale"], seed, batch):
-        full, scored = crops[0][0, :3], [c[:3] for c in scored]
-        if model.provenance.get("grey"):
-            full, *scored = (c.mean(0, keepdim=True).expand(3, -1, -1) for c in [full, *scored])
-        distance = float(np.mean([stats.distance(c.clamp(0, 1), b_stats=scores["stats"], spread=scores["spread"])
-                                  for c in scored]))
+        full, distance = view_distance(model, stats, scores, crops[0][0], scored)
         results[f"distance_{steps}"] = distance
         results[f"score_{steps}"] = band_score(scores["ceiling"], scores["floor"], distance)
         results[f"overflow_{steps}"] = float((state - state.clamp(-1, 1)).abs().mean())
