@@ -28,7 +28,7 @@ from ..train.quality import (
     resize_square,
 )
 from ..train.trainer import TrainConfig, Trainer, make_task
-from .quality import rendered_views, view_distance
+from .quality import rendered_views, score_text, view_distance
 
 FIT_BATCH = 2  # free states fitted side by side
 STATE_LR = 3e-3  # Adam's rate for the free states; the decoder's is TrainConfig.lr
@@ -113,8 +113,6 @@ def bench_capacity(data: str, exemplars: list[str], out: str, grids: list[int] |
 
 
 def print_capacity(results: dict) -> None:
-    from .quality import score_text
-
     print(f"{'exemplar':36s} {'grid':>5s} {'zoom':>5s} {'px/cell':>8s} {'scales':>10s} {'iters':>6s} "
           f"{'loss':>7s} {'d':>7s} {'score':>6s}")
     for row in results["rows"]:

@@ -596,10 +596,14 @@ class Trainer:
             fraction = self.budget_fraction()
             lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used (_lr decides it once per step)
             self.progress.update("train", fraction, f"it {self.iteration} loss {loss:.4f} lr {lr:.1e}")
-            age_now = fraction >= AGE_POOL_AT or self._first_selection_of_fine_tune()
-            if cfg.pool_age_steps and self.pool_aged is None and age_now:
+            selects = self._selects_now()
+            # A fine-tune starts from weights that grow long already, so its pool ages just before its
+            # first candidate: fine-tunes scored before their pool aged blew up at 4096 steps (ore_mesh
+            # 1e6 at 50-150, the 64^3 volume_default 1e14-1e22 to 330, NaN at 100), and held from the
+            # ageing on (1.65-6.8; 4.4-13.9)
+            if cfg.pool_age_steps and self.pool_aged is None and (fraction >= AGE_POOL_AT or (cfg.init and selects)):
                 self.age_pool()
-            if cfg.select_every and self.iteration >= cfg.select_after and self.iteration % cfg.select_every == 0:
+            if selects:
                 self.progress.update("train", fraction, f"it {self.iteration}: scoring a "
                                      f"{cfg.select_steps}-step rollout", force=True)
                 self._select()
@@ -613,14 +617,10 @@ class Trainer:
         self.save_checkpoint()
         return self.finish()
 
-    def _first_selection_of_fine_tune(self) -> bool:
-        """Whether this iteration scores a fine-tune's first candidate: its pool is aged just before
-        (the weights it starts from grow long already). Fine-tunes scored before their pool aged blew
-        up at 4096 steps (ore_mesh 1e6 at 50-150, the 64^3 volume_default 1e14-1e22 to 330, NaN at 100),
-        and held from the ageing on (1.65-6.8; 4.4-13.9)."""
+    def _selects_now(self) -> bool:
+        """Whether this iteration scores a candidate: every select_every iterations from select_after."""
         cfg = self.config
-        return bool(cfg.init) and cfg.select_every > 0 and self.iteration >= cfg.select_after and \
-            self.iteration % cfg.select_every == 0
+        return cfg.select_every > 0 and self.iteration >= cfg.select_after and self.iteration % cfg.select_every == 0
 
     def finish(self) -> list[str]:
         cfg = self.config
