@@ -5,6 +5,16 @@ class NCA3DError(Exception):
     """A problem the user can fix: bad input, a missing optional dependency or file."""
 
 
+def whole_numbers(text: str | None, option: str, example: str) -> list[int]:
+    """The comma-separated whole numbers of an option's text (None or "" -> []), or one line naming
+    the option and an example."""
+    try:
+        return [int(part) for part in (text or "").split(",") if part.strip()]
+    except ValueError:
+        raise NCA3DError(f"{option} '{text}' is not a comma-separated list of whole numbers, "
+                         f"for example {example}") from None
+
+
 def require(module: str, extra: str | None, purpose: str):
     """Import a dependency, or raise one line naming how to install it: the pip extra that provides
     it, or (extra None: a package nca3d installs itself) the package. Any failure to import counts

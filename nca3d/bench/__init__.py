@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from ..errors import NCA3DError
+from ..errors import NCA3DError, whole_numbers
 
 # One module per bench (core, volume, texture, train, quality, quality_pbr, transfer, realtime, capacity), all over the measuring
 # helpers of .measure; nothing outside this package imports it but the CLI's `nca3d bench`.
@@ -84,17 +84,11 @@ def _run_capacity(args, device):
     from ..progress import Progress
     from .capacity import bench_capacity, print_capacity
 
-    def numbers(text: str | None, name: str) -> list[int]:
-        try:
-            return [int(key) for key in (text or "").split(",") if key]
-        except ValueError:
-            raise NCA3DError(f"--{name} '{text}' must be comma-separated whole numbers, for example 48,128") from None
-
     if args.iters < 1:
         raise NCA3DError(f"--iters {args.iters} must be at least 1")
     exemplars = [key for key in (args.exemplars or "").split(",") if key]
-    results = bench_capacity(args.data or "../shared/data/textures", exemplars, args.out, numbers(args.grids, "grids"),
-                             numbers(args.scales, "scales"), iterations=20 if args.quick else args.iters,
+    results = bench_capacity(args.data or "../shared/data/textures", exemplars, args.out, whole_numbers(args.grids, "--grids", "48,128"),
+                             whole_numbers(args.scales, "--scales", "1,2,4,8"), iterations=20 if args.quick else args.iters,
                              device=device, progress=Progress("none" if args.json else "bar"))
     return results, print_capacity
 
