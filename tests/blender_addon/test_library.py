@@ -93,7 +93,7 @@ def test_pickers_offer_models_by_domain(tmp_path: Path, tiny_models):
     assert describe["granite_mesh"]["maps"] == ["albedo"] and not describe["granite_mesh"]["pbr"]
     assert describe["eroded_concrete_mesh"]["maps"] == ["albedo", "normal", "roughness", "height", "ao"]
     assert math.isclose(describe["granite_mesh"]["spacing"], GRANITE_SPACING, rel_tol=1e-9)
-    assert math.isclose(describe["volume_default"]["spacing"], 2.0 / 24, rel_tol=1e-9)
+    assert math.isclose(describe["volume_default"]["spacing"], 2.0 / 64, rel_tol=1e-9)
 
     rgb, pbr = result["draw_rgb"], result["draw_pbr"]
     for kind in ("normal", "roughness", "height", "ao"):  # greyed out for the RGB model, with the reason
