@@ -5,14 +5,14 @@ class NCA3DError(Exception):
     """A problem the user can fix: bad input, a missing optional dependency or file."""
 
 
-def whole_numbers(text: str | None, option: str, example: str) -> list[int]:
+def whole_numbers(text: str | None, example: str, option: str = "") -> list[int]:
     """The comma-separated whole numbers of an option's text (None or "" -> []), or one line naming
-    the option and an example."""
+    the text (after `option` where given) and an example."""
     try:
         return [int(part) for part in (text or "").split(",") if part.strip()]
     except ValueError:
-        raise NCA3DError(f"{option} '{text}' is not a comma-separated list of whole numbers, "
-                         f"for example {example}") from None
+        raise NCA3DError(f"{option + ' ' if option else ''}'{text}' is not a comma-separated list of whole "
+                         f"numbers, for example {example}") from None
 
 
 def require(module: str, extra: str | None, purpose: str):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from ..errors import whole_numbers
+import argparse
+
+from ..errors import NCA3DError, whole_numbers
 
 
 def add_arguments(parser) -> None:
@@ -70,7 +72,7 @@ def add_arguments(parser) -> None:
             ("limit_steps", int, "the model's state limit: 1.5x the largest state over 2 growths of this many steps "
                                  "(default 2048)")):
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, help=text)
-    parser.add_argument("--scales", metavar="S,S,...",
+    parser.add_argument("--scales", type=_scale_list, metavar="S,S,...",
                         help="loss crop scales: scale s takes min(s, 4) crops of 1/s of the view (default 1,2,4; "
                              "1,2,4,8 adds pixel-scale crops for fine grain, at about 1.3x an iteration's cost)")
     parser.add_argument("--license", help="licence of the exemplar (stored in the model header)")
@@ -84,13 +86,19 @@ def add_arguments(parser) -> None:
     parser.set_defaults(run=run)
 
 
+def _scale_list(text: str) -> list[int]:
+    """--scales as argparse's type, so that parsing (also `nca3d batch`'s check of its jobs) refuses it."""
+    try:
+        return whole_numbers(text, "1,2,4,8")
+    except NCA3DError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def run(args) -> int:
     from ..progress import Progress
     from ..train.trainer import TrainConfig, Trainer
 
     maps = {name: getattr(args, name) for name in ("normal", "height", "roughness", "ao") if getattr(args, name)}
-    if args.scales is not None:
-        args.scales = whole_numbers(args.scales, "--scales", "1,2,4,8")
     options = {key: value for key, value in vars(args).items()
                if key in TrainConfig.__dataclass_fields__ and value is not None and key != "maps"}
     config = TrainConfig(maps=maps, **options)
