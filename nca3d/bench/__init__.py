@@ -87,9 +87,10 @@ def _run_capacity(args, device):
     if args.iters < 1:
         raise NCA3DError(f"--iters {args.iters} must be at least 1")
     exemplars = [key for key in (args.exemplars or "").split(",") if key]
-    results = bench_capacity(args.data or "../shared/data/textures", exemplars, args.out, whole_numbers(args.grids, "48,128", "--grids"),
-                             whole_numbers(args.scales, "1,2,4,8", "--scales"), iterations=20 if args.quick else args.iters,
-                             device=device, progress=Progress("none" if args.json else "bar"))
+    grids, scales = whole_numbers(args.grids, "48,128", "--grids"), whole_numbers(args.scales, "1,2,4,8", "--scales")
+    results = bench_capacity(args.data or "../shared/data/textures", exemplars, args.out, grids, scales,
+                             iterations=20 if args.quick else args.iters, device=device,
+                             progress=Progress("none" if args.json else "bar"))
     return results, print_capacity
 
 
