@@ -232,27 +232,25 @@ def _locate_points(points, sizes, strides, harmonics, corners, weights, local):
     corners (Q, 2^d) int32, weights (Q, 2^d) and local (Q, D) float32: the same float32 arithmetic.
     With harmonics, local holds the angles whose sines it takes (cos x as sin(x + pi/2))."""
     count, dims = points.shape
-    low, high = np.empty(dims, np.int64), np.empty(dims, np.int64)
-    frac = np.empty(dims, np.float32)
     one, two = np.float32(1.0), np.float32(2.0)
     for q in range(count):
+        corners[q, 0], weights[q, 0] = 0, one
         for axis in range(dims):
             position = points[q, axis]
             cell = np.floor(position)
-            frac[axis] = position - cell
-            below = int(cell) % sizes[axis]
+            frac = position - cell
+            below = int(cell)
+            if below < 0 or below >= sizes[axis]:  # wrap only off the period (an integer division)
+                below %= sizes[axis]
             above = below + 1 if below + 1 < sizes[axis] else 0
-            low[axis], high[axis] = below * strides[axis], above * strides[axis]
-        for corner in range(1 << dims):
-            index, weight = 0, one
-            for axis in range(dims):
-                upper = (corner >> (dims - 1 - axis)) & 1
-                index += high[axis] if upper else low[axis]
-                part = frac[axis] if upper else one - frac[axis]
-                weight = part if axis == 0 else weight * part
-            corners[q, corner], weights[q, corner] = index, weight
-        for axis in range(dims):
-            u = frac[axis] * two - one
+            low, high = below * strides[axis], above * strides[axis]
+            # double the corners so far (the earlier axes' bits): each with this axis low, then high;
+            # from the last down, as corner e moves to 2e and 2e + 1
+            for e in range((1 << axis) - 1, -1, -1):
+                index, weight = corners[q, e], weights[q, e]
+                corners[q, 2 * e + 1], weights[q, 2 * e + 1] = index + high, weight * frac
+                corners[q, 2 * e], weights[q, 2 * e] = index + low, weight * (one - frac)
+            u = frac * two - one
             if harmonics == 0:
                 local[q, axis] = u
             for k in range(harmonics):  # the angles; the caller takes their sines in one pass
