@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from ..lattices.base import Lattice
+from .threads import StepThreads
 
 BLOCK_CELLS = 8192  # cells per update block: keeps the MLP hidden layer in cache (measured best for 64^3)
 # On a GPU, blocks only bound memory (each costs kernel launches): a 64^3 volume and every training
@@ -97,6 +98,7 @@ class NCA(nn.Module):
     def rollout(self, state: Tensor, lattice: Lattice, steps: int, generator: torch.Generator | None = None,
                 callback=None, checkpoint_segment: int = 0) -> Tensor:
         """Run `steps` steps. callback(step_index, state) is called after each step when given.
+        CPU inference picks its thread count step window by step window (core.threads.StepThreads).
 
         checkpoint_segment k > 0 (with autograd on): gradient checkpointing, keeping only every
         k-th state and recomputing the others in backward, so memory no longer grows with the
@@ -115,10 +117,15 @@ class NCA(nn.Module):
                 if callback is not None:
                     callback(done, state)
             return state
-        for index in range(steps):
-            state = self.step(state, lattice, generator)
-            if callback is not None:
-                callback(index + 1, state)
+        threads = StepThreads(active=state.device.type == "cpu" and not torch.is_grad_enabled())
+        try:
+            for index in range(steps):
+                with threads.step():
+                    state = self.step(state, lattice, generator)
+                if callback is not None:
+                    callback(index + 1, state)
+        finally:
+            threads.restore()
         return state
 
     def _segment(self, state: Tensor, lattice: Lattice, steps: int, seed: int) -> Tensor:

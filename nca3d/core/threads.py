@@ -8,9 +8,12 @@ torch ops and numpy's ufuncs release the GIL, so the streams run side by side.
 
 from __future__ import annotations
 
+import math
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import TypeVar
 
 import torch
@@ -50,3 +53,53 @@ def run_threads(worker: Callable[[int], T], count: int, stop: threading.Event | 
                 raise
     finally:
         torch.set_num_threads(threads)
+
+
+class StepThreads:
+    """torch's thread count for a loop of steps made of many short parallel ops (inference NCA
+    steps), chosen window by window by timing the steps: the count at the start, or one thread.
+
+    Each op's OpenMP team meets at a barrier. Where other processes hold the cores, every barrier
+    waits for a descheduled thread, and one thread runs several times faster: a 64^3 step beside two
+    busy processes took 123 ms on one thread and 562 ms on two (47 and 80 ms on the same 2-core
+    machine when quiet). So a window starts with PROBE_STEPS steps on each count, the fastest step
+    of each judging, then runs the winner; windows double (to MAX_WINDOW) while the winner stays.
+    A step gives the same state on either count, within float rounding (tests/core/test_threads;
+    bit-identical for the bundled models' steps here). Inactive, or at one thread, it changes
+    nothing. Use `with threads.step():` around each step and restore() after the loop."""
+
+    PROBE_STEPS = 2
+    FIRST_WINDOW, MAX_WINDOW = 32, 256
+
+    def __init__(self, active: bool = True):
+        self.full = torch.get_num_threads() if active else 1
+        self.probe: list[int] = []  # thread counts of the probe's remaining steps
+        self.fastest: dict[int, float] = {}  # the probe's fastest step per thread count
+        self.window, self.left = self.FIRST_WINDOW, 0  # left: the window's steps to run
+        self.winner: int | None = None  # the last probe's faster count
+
+    @contextmanager
+    def step(self) -> Iterator[None]:
+        if self.full <= 1:
+            yield
+            return
+        if not self.left and not self.probe:
+            self.probe, self.fastest = [self.full] * self.PROBE_STEPS + [1] * self.PROBE_STEPS, {}
+        probing = bool(self.probe)
+        count = self.probe.pop(0) if probing else self.winner
+        torch.set_num_threads(count)
+        start = time.perf_counter()
+        yield
+        if not probing:
+            self.left -= 1
+            return
+        self.fastest[count] = min(time.perf_counter() - start, self.fastest.get(count, math.inf))
+        if not self.probe:  # judged: the winner runs a window, longer while it keeps winning
+            winner = min(self.fastest, key=self.fastest.get)
+            self.window = min(2 * self.window, self.MAX_WINDOW) if winner == self.winner else self.FIRST_WINDOW
+            self.winner, self.left = winner, self.window
+
+    def restore(self) -> None:
+        """torch's thread count as it was at the start."""
+        if self.full > 1:
+            torch.set_num_threads(self.full)

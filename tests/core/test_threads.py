@@ -1,12 +1,14 @@
 """CPU inference on Python threads (core.threads) gives the single-thread results: the same blocks
 through the same ops, within float rounding (MKL may round a last bit apart in another thread)."""
 
+import time
+
 import pytest
 import torch
 
 from nca3d.core import lppn, nca
 from nca3d.core.nca import make_generator
-from nca3d.core.threads import run_threads, threads_for
+from nca3d.core.threads import StepThreads, run_threads, threads_for
 from nca3d.lattices import Grid2D, Grid3D, MeshLattice, SurfacePoints, icosphere
 from tests.conftest import random_model
 
@@ -48,6 +50,51 @@ def test_a_failing_worker_sets_stop_and_the_others_end_early(threads):
     with pytest.raises(ValueError, match="broken"):
         run_threads(worker, 2, stop=stop)
     assert stop.is_set() and len(done) < 100
+    assert torch.get_num_threads() == 2
+
+
+def _counts_of_steps(slow_count: int, steps: int) -> list[int]:
+    """The thread count of each of `steps` steps that StepThreads chose, when a step takes 8 ms on
+    `slow_count` threads and 1 ms on the other count."""
+    chooser, counts = StepThreads(), []
+    for _ in range(steps):
+        with chooser.step():
+            counts.append(torch.get_num_threads())
+            time.sleep(0.008 if counts[-1] == slow_count else 0.001)
+    chooser.restore()
+    return counts
+
+
+def test_step_threads_runs_the_faster_count_and_probes_again_less_often(threads):
+    """Each window probes 2 steps on torch's count and 2 on one thread, then runs the faster count:
+    one thread where the cores are taken (slow steps on 2), else torch's. The windows double while
+    the winner stays (32, 64, ...), and torch's count is restored."""
+    probe = [2, 2, 1, 1]
+    threads(2)
+    counts = _counts_of_steps(slow_count=2, steps=110)
+    assert counts == probe + [1] * 32 + probe + [1] * 64 + probe + [1] * 2
+    assert torch.get_num_threads() == 2
+    counts = _counts_of_steps(slow_count=1, steps=40)
+    assert counts == probe + [2] * 32 + probe
+    assert torch.get_num_threads() == 2
+    threads(1)  # nothing to choose
+    assert _counts_of_steps(slow_count=2, steps=5) == [1] * 5
+
+
+def test_step_threads_is_inactive_for_training_and_restores_after_a_failure(threads):
+    threads(2)
+    chooser = StepThreads(active=False)
+    with chooser.step():
+        assert torch.get_num_threads() == 2
+    chooser = StepThreads()
+    with pytest.raises(ValueError, match="broken"):
+        try:
+            for _ in range(3):  # the second step of the probe runs on 2, the third on 1 thread
+                with chooser.step():
+                    if torch.get_num_threads() == 1:
+                        raise ValueError("broken")
+        finally:
+            chooser.restore()
     assert torch.get_num_threads() == 2
 
 
