@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from ..lattices.base import cpu_empty, transpose_into
 from ..sine import sine_
-from .threads import run_threads, threads_for
+from .threads import run_threads, shared_numbers, threads_for
 
 BLOCK_ROWS = 4096  # rows per block of the fast forward: a block's activations (32 wide) stay in L2
 HALF_PI = math.pi / 2
@@ -135,11 +135,11 @@ class SIREN(nn.Module):
         # output: 3-4x faster in MKL than h @ W^T
         out_t = torch.empty((weight.shape[1], count), dtype=weight.dtype)
         starts = range(0, count, block)
-        streams = threads_for(len(starts))
+        streams, numbers = threads_for(len(starts)), shared_numbers(len(starts))
 
-        def stream(index: int) -> None:  # every streams-th block, through its own two buffers
+        def stream(_: int) -> None:  # the next block free, through the stream's own two buffers
             buffers = [torch.empty((min(block, count), weight.shape[0]), dtype=weight.dtype) for _ in range(2)]
-            for start in starts[index::streams]:
+            for start in map(starts.__getitem__, numbers()):
                 rows = slice(start, min(count, start + block))
                 h = sine_(first(rows, buffers[0][:rows.stop - start]))
                 for layer, (w, b) in enumerate(hidden, 1):

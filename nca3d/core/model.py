@@ -16,7 +16,7 @@ from ..lattices.base import cpu_empty, transpose_into
 from .gather import weighted_gather
 from .lppn import SIREN
 from .nca import NCA
-from .threads import run_threads, threads_for
+from .threads import run_threads, shared_numbers, threads_for
 
 DECODE_CHUNK = 65536  # query points per decoder call: bounds peak memory at any resolution
 TABLE_POINTS_PER_CELL = 4  # fast decodes of at least this many points per cell gather first-layer tables
@@ -298,7 +298,8 @@ class Model(nn.Module):
 
     def decode(self, state: Tensor, lattice: Lattice, query, chunk: int = DECODE_CHUNK) -> Tensor:
         """Decode all query points (grid points (Q, d) or SurfacePoints) -> (B, Q, K). CPU inference
-        shares the chunks (at least one per thread) among torch.get_num_threads() Python threads;
+        shares the chunks (at least one per thread) among torch.get_num_threads() Python threads,
+        each taking the next chunk free (core.threads.shared_numbers);
         float32 ones write into one output (_decode_fast)."""
         self.check_lattice(lattice)
         step = _points_per_chunk(state, chunk)
@@ -313,8 +314,10 @@ class Model(nn.Module):
             sources = self._decode_sources(state, len(query))
         parts = [None] * len(spans)
 
-        def stream(index: int) -> None:
-            for number in range(index, len(spans), streams):
+        numbers = shared_numbers(len(spans))
+
+        def stream(_: int) -> None:
+            for number in numbers():
                 located = self._locate(lattice, query, spans[number])
                 if out is None:
                     parts[number] = self.decode_located(state, located)

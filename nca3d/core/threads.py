@@ -8,6 +8,7 @@ torch ops and numpy's ufuncs release the GIL, so the streams run side by side.
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
@@ -53,6 +54,20 @@ def run_threads(worker: Callable[[int], T], count: int, stop: threading.Event | 
                 raise
     finally:
         torch.set_num_threads(threads)
+
+
+def shared_numbers(total: int) -> Callable[[], Iterator[int]]:
+    """Work item numbers 0 .. total - 1 for the streams of run_threads, handed out one at a time to
+    whichever stream asks next (the counter's next() is atomic under the GIL): each stream loops over
+    the result's call. Where another process slows a core, the stream on it takes fewer items,
+    instead of a fixed share that the others wait for."""
+    taken = itertools.count()
+
+    def numbers() -> Iterator[int]:
+        while (number := next(taken)) < total:
+            yield number
+
+    return numbers
 
 
 class StepThreads:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import itertools
 import math
 import threading
 import time
@@ -368,7 +367,7 @@ class MeshBaker:
         `self._rasteriser` (set here) gives. Rasterising new bands, pass 1 runs here on all of
         them (on every thread: bands are independent), so the coverage and `self.covered` are
         known before the texels."""
-        from ..core.threads import run_threads, threads_for
+        from ..core.threads import run_threads, shared_numbers, threads_for
         from ..ops.bake import UVRasteriser
 
         if self._located is not None:
@@ -376,8 +375,8 @@ class MeshBaker:
         with self._clock("rasterise"):
             self._rasteriser = UVRasteriser(self.mesh.uv, self.mesh.faces, self.config.size, chunk=UVRasteriser.CHUNK)
             bands = self._rasteriser.bands()
-            streams = threads_for(len(bands))
-            run_threads(lambda stream: [self._rasteriser.score(*rows) for rows in bands[stream::streams]], streams)
+            numbers, streams = shared_numbers(len(bands)), threads_for(len(bands))
+            run_threads(lambda _: [self._rasteriser.score(*bands[number]) for number in numbers()], streams)
             self.covered = self._rasteriser.covered
         return [(None, rows) for rows in bands]
 
@@ -402,7 +401,7 @@ class MeshBaker:
         dilation's moves are the first piece of work (the coverage is known before the streams
         start), so one stream finds them while the other bakes. A bake of one chunk runs in one
         stream with the decode threaded."""
-        from ..core.threads import run_threads, threads_for
+        from ..core.threads import run_threads, shared_numbers, threads_for
         from ..ops.bake import copy_moves, dilation_moves
 
         cfg = self.config
@@ -413,15 +412,14 @@ class MeshBaker:
         chunks = len(work)
         if self._dilation is None or self._dilation[0] is not self.covered or self._dilation[1] != cfg.margin:
             work.insert(0, ("dilation", None))  # the moves need the coverage only: first, beside the chunks
-        lock, stop, taken, done = threading.Lock(), threading.Event(), itertools.count(), []
+        lock, stop, numbers, done = threading.Lock(), threading.Event(), shared_numbers(len(work)), []
         cache = {} if self.keep_geometry and self._located is None else None
         cached_bytes = 0
 
         def stream(_: int) -> None:
             nonlocal cache, cached_bytes
-            while not stop.is_set():
-                number = next(taken)  # atomic under the GIL
-                if number >= len(work):
+            for number in numbers():
+                if stop.is_set():
                     return
                 chunk, rows = work[number]
                 if isinstance(chunk, str):  # the dilation's moves

@@ -8,7 +8,7 @@ import torch
 
 from nca3d.core import lppn, nca
 from nca3d.core.nca import make_generator
-from nca3d.core.threads import StepThreads, run_threads, threads_for
+from nca3d.core.threads import StepThreads, run_threads, shared_numbers, threads_for
 from nca3d.lattices import Grid2D, Grid3D, MeshLattice, SurfacePoints, icosphere
 from tests.conftest import random_model
 
@@ -51,6 +51,21 @@ def test_a_failing_worker_sets_stop_and_the_others_end_early(threads):
         run_threads(worker, 2, stop=stop)
     assert stop.is_set() and len(done) < 100
     assert torch.get_num_threads() == 2
+
+
+def test_shared_numbers_go_to_whichever_stream_is_free(threads):
+    """Every item once; a stream slowed 10x (a core another process holds) takes few of them."""
+    threads(2)
+    numbers, taken = shared_numbers(60), [[], []]
+
+    def stream(index: int) -> None:
+        for number in numbers():
+            time.sleep(0.01 if index == 0 else 0.001)
+            taken[index].append(number)
+
+    run_threads(stream, 2)
+    assert sorted(taken[0] + taken[1]) == list(range(60))
+    assert len(taken[0]) < 15
 
 
 def _counts_of_steps(slow_count: int, steps: int) -> list[int]:
