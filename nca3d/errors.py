@@ -5,11 +5,16 @@ class NCA3DError(Exception):
     """A problem the user can fix: bad input, a missing optional dependency or file."""
 
 
+def listed(text: str | None) -> list[str]:
+    """The comma-separated entries of an option's text, stripped, empty ones dropped (None -> [])."""
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
 def whole_numbers(text: str | None, example: str, option: str = "") -> list[int]:
     """The comma-separated whole numbers of an option's text (None or "" -> []), or one line naming
     the text (after `option` where given) and an example."""
     try:
-        return [int(part) for part in (text or "").split(",") if part.strip()]
+        return [int(part) for part in listed(text)]
     except ValueError:
         raise NCA3DError(f"{option + ' ' if option else ''}'{text}' is not a comma-separated list of whole "
                          f"numbers, for example {example}") from None

@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from ..errors import NCA3DError, whole_numbers
+from ..errors import NCA3DError, listed, whole_numbers
 
 # One module per bench (core, volume, texture, train, quality, quality_pbr, transfer, realtime, capacity), all over the measuring
 # helpers of .measure; nothing outside this package imports it but the CLI's `nca3d bench`.
@@ -37,7 +37,7 @@ def _run_volume(args, device):
 def _run_quality(args, device):
     from ..progress import Progress
 
-    exemplars = [key for key in (args.exemplars or "").split(",") if key]
+    exemplars = listed(args.exemplars)
     progress = Progress("none" if args.json else "bar")
     if args.pbr:
         from .quality_pbr import bench_pbr_quality, print_pbr_quality
@@ -55,7 +55,7 @@ def _run_quality(args, device):
 def _run_derive(args, device):
     from .quality_pbr import bench_derive, print_derive
 
-    exemplars = [key for key in (args.exemplars or "").split(",") if key]
+    exemplars = listed(args.exemplars)
     return bench_derive(args.data or "../shared/data/pbr", exemplars), print_derive
 
 
@@ -86,7 +86,7 @@ def _run_capacity(args, device):
 
     if args.iters < 1:
         raise NCA3DError(f"--iters {args.iters} must be at least 1")
-    exemplars = [key for key in (args.exemplars or "").split(",") if key]
+    exemplars = listed(args.exemplars)
     grids, scales = whole_numbers(args.grids, "48,128", "--grids"), whole_numbers(args.scales, "1,2,4,8", "--scales")
     results = bench_capacity(args.data or "../shared/data/textures", exemplars, args.out, grids, scales,
                              iterations=20 if args.quick else args.iters, device=device,
@@ -97,10 +97,10 @@ def _run_capacity(args, device):
 def _run_transfer(args, device):
     from .transfer import bench_transfer, print_transfer
 
-    models = [key for key in (args.models or "").split(",") if key]
+    models = listed(args.models)
     if not models:
         raise NCA3DError("the transfer bench needs --models NAME,... (bundled mesh models or .nca3d files)")
-    meshes = [key for key in (args.meshes or "").split(",") if key]
+    meshes = listed(args.meshes)
     return bench_transfer(models, meshes, args.data or "../shared/data/textures",
                           steps=256 if args.quick else 1024, device=device), print_transfer
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..errors import NCA3DError
+from ..errors import NCA3DError, listed
 from ..progress import Progress
 
 
@@ -35,7 +35,7 @@ def model_sources(model: str | None, library: bool) -> list[tuple[str, str]]:
             raise NCA3DError("no bundled models are installed, so --library has nothing to export; "
                              "pass --model PATH instead")
         return [(name, str(path)) for name, path in sorted(found.items())]
-    names = [part.strip() for part in (model or "").split(",") if part.strip()]
+    names = listed(model)
     if not names:
         raise NCA3DError("--model is empty; pass a model name or path (several joined by commas)")
     sources = []
