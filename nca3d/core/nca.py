@@ -32,6 +32,7 @@ class NCA(nn.Module):
         # The bias keeps PyTorch's default U(+-1/sqrt(fan_in)) init: from the all-zero seed the
         # hidden layer is relu(bias), so a zero bias would leave every NCA gradient at zero.
         nn.init.zeros_(self.hidden_to_update.weight)
+        self.step_threads = StepThreads()  # CPU inference rollouts' thread count, chosen by timing steps
 
     def update(self, perception: Tensor) -> Tensor:
         """(..., P*C) -> (..., C) residual update."""
@@ -117,7 +118,8 @@ class NCA(nn.Module):
                 if callback is not None:
                     callback(done, state)
             return state
-        threads = StepThreads(active=state.device.type == "cpu" and not torch.is_grad_enabled())
+        threads = self.step_threads
+        threads.begin(active=state.device.type == "cpu" and not torch.is_grad_enabled())
         try:
             for index in range(steps):
                 with threads.step():
@@ -125,7 +127,7 @@ class NCA(nn.Module):
                 if callback is not None:
                     callback(index + 1, state)
         finally:
-            threads.restore()
+            threads.end()
         return state
 
     def _segment(self, state: Tensor, lattice: Lattice, steps: int, seed: int) -> Tensor:

@@ -71,31 +71,44 @@ def shared_numbers(total: int) -> Callable[[], Iterator[int]]:
 
 
 class StepThreads:
-    """torch's thread count for a loop of steps made of many short parallel ops (inference NCA
-    steps), chosen window by window by timing the steps: the count at the start, or one thread.
+    """torch's thread count for loops of steps made of many short parallel ops (inference NCA
+    steps), chosen window by window by timing the steps: the count at the loop's start, or one.
 
     Each op's OpenMP team meets at a barrier. Where other processes hold the cores, every barrier
     waits for a descheduled thread, and one thread runs several times faster: a 64^3 step beside two
     busy processes took 123 ms on one thread and 562 ms on two (47 and 80 ms on the same 2-core
     machine when quiet). So a window starts with PROBE_STEPS steps on each count, the fastest step
     of each judging, then runs the winner; windows double (to MAX_WINDOW) while the winner stays.
-    A step gives the same state on either count, within float rounding (tests/core/test_threads;
-    bit-identical for the bundled models' steps here). Inactive, or at one thread, it changes
-    nothing. Use `with threads.step():` around each step and restore() after the loop."""
+    Windows run on across loops (an animation's short rollouts), and start afresh when torch's count
+    has changed. A step gives the same state on either count, within float rounding
+    (tests/core/test_threads; bit-identical for the bundled models' steps here).
+
+    Per loop: begin(active), `with threads.step():` around each step, end() (torch's count back).
+    Inactive, or where torch runs one thread, it changes nothing and keeps no state."""
 
     PROBE_STEPS = 2
     FIRST_WINDOW, MAX_WINDOW = 32, 256
 
-    def __init__(self, active: bool = True):
-        self.full = torch.get_num_threads() if active else 1
+    def __init__(self):
+        self.full = self.on = 0  # torch's count at the loop's start; whether this loop chooses
+        self._afresh()
+
+    def _afresh(self) -> None:
         self.probe: list[int] = []  # thread counts of the probe's remaining steps
         self.fastest: dict[int, float] = {}  # the probe's fastest step per thread count
         self.window, self.left = self.FIRST_WINDOW, 0  # left: the window's steps to run
         self.winner: int | None = None  # the last probe's faster count
 
+    def begin(self, active: bool = True) -> None:
+        count = torch.get_num_threads()
+        self.on = active and count > 1
+        if self.on and count != self.full:
+            self.full = count
+            self._afresh()
+
     @contextmanager
     def step(self) -> Iterator[None]:
-        if self.full <= 1:
+        if not self.on:
             yield
             return
         if not self.left and not self.probe:
@@ -114,7 +127,7 @@ class StepThreads:
             self.window = min(2 * self.window, self.MAX_WINDOW) if winner == self.winner else self.FIRST_WINDOW
             self.winner, self.left = winner, self.window
 
-    def restore(self) -> None:
-        """torch's thread count as it was at the start."""
-        if self.full > 1:
+    def end(self) -> None:
+        """torch's thread count as it was at begin()."""
+        if self.on:
             torch.set_num_threads(self.full)

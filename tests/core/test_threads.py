@@ -68,48 +68,57 @@ def test_shared_numbers_go_to_whichever_stream_is_free(threads):
     assert len(taken[0]) < 15
 
 
-def _counts_of_steps(slow_count: int, steps: int) -> list[int]:
-    """The thread count of each of `steps` steps that StepThreads chose, when a step takes 8 ms on
-    `slow_count` threads and 1 ms on the other count."""
-    chooser, counts = StepThreads(), []
-    for _ in range(steps):
-        with chooser.step():
-            counts.append(torch.get_num_threads())
-            time.sleep(0.008 if counts[-1] == slow_count else 0.001)
-    chooser.restore()
+def _counts_of_steps(chooser: StepThreads, slow_count: int, loops: list[int]) -> list[int]:
+    """The thread count of each step that `chooser` chose over loops of the given step counts, when
+    a step takes 8 ms on `slow_count` threads and 1 ms on the other count."""
+    counts = []
+    for steps in loops:
+        chooser.begin()
+        try:
+            for _ in range(steps):
+                with chooser.step():
+                    counts.append(torch.get_num_threads())
+                    time.sleep(0.008 if counts[-1] == slow_count else 0.001)
+        finally:
+            chooser.end()
     return counts
 
 
-def test_step_threads_runs_the_faster_count_and_probes_again_less_often(threads):
+def test_step_threads_run_the_faster_count_and_probe_again_less_often(threads):
     """Each window probes 2 steps on torch's count and 2 on one thread, then runs the faster count:
     one thread where the cores are taken (slow steps on 2), else torch's. The windows double while
-    the winner stays (32, 64, ...), and torch's count is restored."""
+    the winner stays (32, 64, ...), run on across short loops, and torch's count is restored."""
     probe = [2, 2, 1, 1]
     threads(2)
-    counts = _counts_of_steps(slow_count=2, steps=110)
+    counts = _counts_of_steps(StepThreads(), slow_count=2, loops=[110])
     assert counts == probe + [1] * 32 + probe + [1] * 64 + probe + [1] * 2
     assert torch.get_num_threads() == 2
-    counts = _counts_of_steps(slow_count=1, steps=40)
-    assert counts == probe + [2] * 32 + probe
+    chooser = StepThreads()
+    counts = _counts_of_steps(chooser, slow_count=1, loops=[3] * 14)  # an animation's short rollouts
+    assert counts == probe + [2] * 32 + probe + [2] * 2
     assert torch.get_num_threads() == 2
+    threads(3)  # another count: a fresh probe
+    assert _counts_of_steps(chooser, slow_count=1, loops=[5]) == [3, 3, 1, 1, 3]
     threads(1)  # nothing to choose
-    assert _counts_of_steps(slow_count=2, steps=5) == [1] * 5
+    assert _counts_of_steps(chooser, slow_count=2, loops=[5]) == [1] * 5
 
 
-def test_step_threads_is_inactive_for_training_and_restores_after_a_failure(threads):
+def test_step_threads_are_inactive_for_training_and_restore_after_a_failure(threads):
     threads(2)
-    chooser = StepThreads(active=False)
+    chooser = StepThreads()
+    chooser.begin(active=False)
     with chooser.step():
         assert torch.get_num_threads() == 2
-    chooser = StepThreads()
+    chooser.end()
+    chooser.begin()
     with pytest.raises(ValueError, match="broken"):
         try:
-            for _ in range(3):  # the second step of the probe runs on 2, the third on 1 thread
+            for _ in range(3):  # the probe's first two steps run on 2 threads, the third on 1
                 with chooser.step():
                     if torch.get_num_threads() == 1:
                         raise ValueError("broken")
         finally:
-            chooser.restore()
+            chooser.end()
     assert torch.get_num_threads() == 2
 
 
