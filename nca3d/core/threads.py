@@ -9,7 +9,6 @@ torch ops and numpy's ufuncs release the GIL, so the streams run side by side.
 from __future__ import annotations
 
 import itertools
-import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -71,31 +70,33 @@ def shared_numbers(total: int) -> Callable[[], Iterator[int]]:
 
 
 class StepThreads:
-    """torch's thread count for loops of steps made of many short parallel ops (inference NCA
-    steps), chosen window by window by timing the steps: the count at the loop's start, or one.
+    """torch's thread count for loops of steps made of many short parallel ops (NCA steps, training
+    iterations), chosen window by window by timing the steps: the count at the loop's start, or one.
 
     Each op's OpenMP team meets at a barrier. Where other processes hold the cores, every barrier
     waits for a descheduled thread, and one thread runs several times faster: a 64^3 step beside two
     busy processes took 123 ms on one thread and 562 ms on two (47 and 80 ms on the same 2-core
-    machine when quiet). So a window starts with PROBE_STEPS steps on each count, the fastest step
-    of each judging, then runs the winner; windows double (to MAX_WINDOW) while the winner stays.
-    Windows run on across loops (an animation's short rollouts), and start afresh when torch's count
-    has changed. A step gives the same state on either count, within float rounding
-    (tests/core/test_threads; bit-identical for the bundled models' steps here).
+    machine when quiet); 12 2D training iterations 41 s against 120 s. So a window starts with a
+    probe, `probe_steps` steps on each count in turn, judged by their total time (a lucky step on a
+    busy machine does not decide; steps of varying length, as iterations of random rollout lengths,
+    even out), then runs the winner; windows double (to MAX_WINDOW) while the winner stays. They
+    run on across loops (an animation's short rollouts) and start afresh when torch's count has
+    changed. A step gives the same state on either count, within float rounding
+    (tests/core/test_threads; bit-identical for the bundled models' inference steps here).
 
     Per loop: begin(active), `with threads.step():` around each step, end() (torch's count back).
-    Inactive, or where torch runs one thread, it changes nothing and keeps no state."""
+    Inactive, or where torch runs one thread, it changes nothing."""
 
-    PROBE_STEPS = 2
     FIRST_WINDOW, MAX_WINDOW = 32, 256
 
-    def __init__(self):
+    def __init__(self, probe_steps: int = 2):
+        self.probe_steps = probe_steps
         self.full = self.on = 0  # torch's count at the loop's start; whether this loop chooses
         self._afresh()
 
     def _afresh(self) -> None:
         self.probe: list[int] = []  # thread counts of the probe's remaining steps
-        self.fastest: dict[int, float] = {}  # the probe's fastest step per thread count
+        self.spent: dict[int, float] = {}  # the probe's seconds per thread count
         self.window, self.left = self.FIRST_WINDOW, 0  # left: the window's steps to run
         self.winner: int | None = None  # the last probe's faster count
 
@@ -112,18 +113,19 @@ class StepThreads:
             yield
             return
         if not self.left and not self.probe:
-            self.probe, self.fastest = [self.full] * self.PROBE_STEPS + [1] * self.PROBE_STEPS, {}
-        probing = bool(self.probe)
-        count = self.probe.pop(0) if probing else self.winner
+            self.probe, self.spent = [self.full, 1] * self.probe_steps, {}
+        if not self.probe:
+            torch.set_num_threads(self.winner)
+            yield
+            self.left -= 1
+            return
+        count = self.probe.pop(0)
         torch.set_num_threads(count)
         start = time.perf_counter()
         yield
-        if not probing:
-            self.left -= 1
-            return
-        self.fastest[count] = min(time.perf_counter() - start, self.fastest.get(count, math.inf))
+        self.spent[count] = self.spent.get(count, 0.0) + time.perf_counter() - start
         if not self.probe:  # judged: the winner runs a window, longer while it keeps winning
-            winner = min(self.fastest, key=self.fastest.get)
+            winner = min(self.spent, key=self.spent.get)
             self.window = min(2 * self.window, self.MAX_WINDOW) if winner == self.winner else self.FIRST_WINDOW
             self.winner, self.left = winner, self.window
 

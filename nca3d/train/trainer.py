@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save
 
 from ..core.grow import LargestState, state_limit
 from ..core.model import PBR_CHANNELS, Model, ModelConfig, pbr_subset
+from ..core.threads import StepThreads
 from ..device import bf16_matmul_pays, keep_cpu_allocations, resolve_device
 from ..errors import NCA3DError
 from ..io.atomic import write_bytes_atomic
@@ -70,6 +71,9 @@ POOL_AGE_STEPS = 2048
 AGE_POOL_AT = 0.4
 AGE_COST = 2.0
 AGE_CHUNK_CELLS = 1 << 18
+# Iterations on each thread count, in turn, that choose the count of the next window of them
+# (core.threads.StepThreads): their rollouts' random lengths even out over 3
+ITERATION_PROBES = 3
 
 # Above this many exemplar px per px of the finest loss crops, fine detail is invisible to the loss:
 # blurring a 1024 px rust (2.7 px per px at 1,2,4) by 1 px moved its loss 1.0 sd of the crop-to-crop
@@ -589,8 +593,25 @@ class Trainer:
         if resume and self.resume():
             self.progress.update("train", self.budget_fraction(), f"resumed at iteration {self.iteration}", force=True)
         start, start_elapsed = time.monotonic(), self.elapsed
+        threads = StepThreads(probe_steps=ITERATION_PROBES)
+        threads.begin(active=self.device.type == "cpu")
+        try:
+            self._iterate(threads, start, start_elapsed)
+        finally:
+            threads.end()
+        if cfg.select_every and self.iteration >= cfg.select_after and \
+                (not self.selection or self.selection[-1][0] != self.iteration):
+            self._select()  # the final weights are a candidate too
+        self.save_checkpoint()
+        return self.finish()
+
+    def _iterate(self, threads: StepThreads, start: float, start_elapsed: float) -> None:
+        """The iterations of run() to the budget, each on the thread count `threads` chooses, with the
+        pool ageing, candidate selections and checkpoints between them."""
+        cfg = self.config
         while self.iteration < cfg.iters:
-            loss = self.step()
+            with threads.step():
+                loss = self.step()
             self.losses.append(loss)
             self.elapsed = start_elapsed + time.monotonic() - start
             fraction = self.budget_fraction()
@@ -611,11 +632,6 @@ class Trainer:
                 self.save_checkpoint()
             if cfg.minutes > 0 and self.elapsed >= cfg.minutes * 60:
                 break
-        if cfg.select_every and self.iteration >= cfg.select_after and \
-                (not self.selection or self.selection[-1][0] != self.iteration):
-            self._select()  # the final weights are a candidate too
-        self.save_checkpoint()
-        return self.finish()
 
     def _selects_now(self) -> bool:
         """Whether this iteration scores a candidate: every select_every iterations from select_after."""

@@ -85,10 +85,10 @@ def _counts_of_steps(chooser: StepThreads, slow_count: int, loops: list[int]) ->
 
 
 def test_step_threads_run_the_faster_count_and_probe_again_less_often(threads):
-    """Each window probes 2 steps on torch's count and 2 on one thread, then runs the faster count:
+    """Each window probes 2 steps on torch's count and 2 on one thread in turn, then runs the faster:
     one thread where the cores are taken (slow steps on 2), else torch's. The windows double while
     the winner stays (32, 64, ...), run on across short loops, and torch's count is restored."""
-    probe = [2, 2, 1, 1]
+    probe = [2, 1, 2, 1]
     threads(2)
     counts = _counts_of_steps(StepThreads(), slow_count=2, loops=[110])
     assert counts == probe + [1] * 32 + probe + [1] * 64 + probe + [1] * 2
@@ -98,9 +98,24 @@ def test_step_threads_run_the_faster_count_and_probe_again_less_often(threads):
     assert counts == probe + [2] * 32 + probe + [2] * 2
     assert torch.get_num_threads() == 2
     threads(3)  # another count: a fresh probe
-    assert _counts_of_steps(chooser, slow_count=1, loops=[5]) == [3, 3, 1, 1, 3]
+    assert _counts_of_steps(chooser, slow_count=1, loops=[5]) == [3, 1, 3, 1, 3]
     threads(1)  # nothing to choose
     assert _counts_of_steps(chooser, slow_count=2, loops=[5]) == [1] * 5
+
+
+def test_a_probe_judges_by_total_time_not_one_lucky_step(threads):
+    """Steps of varying length (training iterations): 3 on each count in turn; on 2 threads one step
+    is fast (a moment the cores were free) but the total is slow, so one thread wins."""
+    threads(2)
+    chooser, counts = StepThreads(probe_steps=3), []
+    lengths = iter([0.001, 0.003, 0.015, 0.003, 0.015, 0.003] + [0.001] * 40)
+    chooser.begin()
+    for _ in range(38):
+        with chooser.step():
+            counts.append(torch.get_num_threads())
+            time.sleep(next(lengths))
+    chooser.end()
+    assert counts == [2, 1] * 3 + [1] * 32
 
 
 def test_step_threads_are_inactive_for_training_and_restore_after_a_failure(threads):
@@ -113,7 +128,7 @@ def test_step_threads_are_inactive_for_training_and_restore_after_a_failure(thre
     chooser.begin()
     with pytest.raises(ValueError, match="broken"):
         try:
-            for _ in range(3):  # the probe's first two steps run on 2 threads, the third on 1
+            for _ in range(3):  # the probe's first step runs on 2 threads, the second on 1
                 with chooser.step():
                     if torch.get_num_threads() == 1:
                         raise ValueError("broken")
