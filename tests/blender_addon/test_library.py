@@ -10,8 +10,8 @@ from pathlib import Path
 from .conftest import run_blender
 
 PBR_MESH_MODELS = {"eroded_concrete_mesh", "tree_bark_mesh", "wood_shingles_mesh"}
-# granite_mesh's training icosphere: frequency 32, 10,242 cells on a radius-1 sphere
-GRANITE_SPACING = math.sqrt(4 * math.pi / (10 * 32 ** 2 + 2) / (math.sqrt(3) / 2))
+# granite_mesh's training icosphere: frequency 64, 40,962 cells on a radius-1 sphere
+GRANITE_SPACING = math.sqrt(4 * math.pi / (10 * 64 ** 2 + 2) / (math.sqrt(3) / 2))
 
 
 PICKERS = r'''
