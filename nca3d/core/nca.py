@@ -119,7 +119,7 @@ class NCA(nn.Module):
                     callback(done, state)
             return state
         threads = self.step_threads
-        threads.begin(active=state.device.type == "cpu" and not torch.is_grad_enabled())
+        threads.begin(active=state.device.type == "cpu" and not torch.is_grad_enabled(), work=tuple(state.shape))
         try:
             for index in range(steps):
                 with threads.step():

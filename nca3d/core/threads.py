@@ -80,18 +80,21 @@ class StepThreads:
     probe, `probe_steps` steps on each count in turn, judged by their total time (a lucky step on a
     busy machine does not decide; steps of varying length, as iterations of random rollout lengths,
     even out), then runs the winner; windows double (to MAX_WINDOW) while the winner stays. They
-    run on across loops (an animation's short rollouts) and start afresh when torch's count has
-    changed. A step gives the same state on either count, within float rounding
-    (tests/core/test_threads; bit-identical for the bundled models' inference steps here).
+    run on across loops (an animation's short rollouts) and start afresh when torch's count or the
+    loop's work (a rollout's state shape: another lattice) has changed. A step gives the same state
+    on either count, within float rounding (tests/core/test_threads; bit-identical for the bundled
+    models' inference steps here).
 
-    Per loop: begin(active), `with threads.step():` around each step, end() (torch's count back).
+    Per loop: begin(active, work), `with threads.step():` around each step, end() (torch's count
+    back).
     Inactive, or where torch runs one thread, it changes nothing."""
 
     FIRST_WINDOW, MAX_WINDOW = 32, 256
 
     def __init__(self, probe_steps: int = 2):
         self.probe_steps = probe_steps
-        self.full = self.on = 0  # torch's count at the loop's start; whether this loop chooses
+        self.full, self.on = 0, False  # torch's count at the loop's start; whether this loop chooses
+        self.work: object = None  # what the windows were chosen for
         self._afresh()
 
     def _afresh(self) -> None:
@@ -100,11 +103,13 @@ class StepThreads:
         self.window, self.left = self.FIRST_WINDOW, 0  # left: the window's steps to run
         self.winner: int | None = None  # the last probe's faster count
 
-    def begin(self, active: bool = True) -> None:
+    def begin(self, active: bool = True, work: object = None) -> None:
+        """Start a loop of steps; `work` names its size (a state shape), so that a loop of another
+        size is not run on a count chosen for this one."""
         count = torch.get_num_threads()
         self.on = active and count > 1
-        if self.on and count != self.full:
-            self.full = count
+        if self.on and (count, work) != (self.full, self.work):
+            self.full, self.work = count, work
             self._afresh()
 
     @contextmanager

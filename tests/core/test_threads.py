@@ -99,6 +99,10 @@ def test_step_threads_run_the_faster_count_and_probe_again_less_often(threads):
     assert torch.get_num_threads() == 2
     threads(3)  # another count: a fresh probe
     assert _counts_of_steps(chooser, slow_count=1, loops=[5]) == [3, 1, 3, 1, 3]
+    chooser.begin(work=(2, 64, 64, 12))  # another lattice: a fresh probe too (its first step on 3)
+    with chooser.step():
+        assert torch.get_num_threads() == 3 and chooser.probe == [1, 3, 1]
+    chooser.end()
     threads(1)  # nothing to choose
     assert _counts_of_steps(chooser, slow_count=2, loops=[5]) == [1] * 5
 
