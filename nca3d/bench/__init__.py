@@ -101,7 +101,7 @@ def _run_transfer(args, device):
     if not models:
         raise NCA3DError("the transfer bench needs --models NAME,... (bundled mesh models or .nca3d files)")
     meshes = listed(args.meshes)
-    return bench_transfer(models, meshes, args.data or "../shared/data/textures",
+    return bench_transfer(models, meshes, args.data or "../shared/data",
                           steps=256 if args.quick else 1024, device=device), print_transfer
 
 
@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repeats and points (smoke test)")
     quality = parser.add_argument_group("quality")
     quality.add_argument("--data", help="folder of exemplar images (default ../shared/data/textures), or with "
-                                        "--pbr of material folders (default ../shared/data/pbr)")
+                                        "--pbr of material folders (default ../shared/data/pbr); transfer: a folder the models' "
+                                        "exemplars are in at any depth (default ../shared/data)")
     quality.add_argument("--pbr", action="store_true",
                          help="score PBR models per map and lit (shaded like the preview) against material folders")
     quality.add_argument("--exemplars", help="comma-separated name fragments (default: all)")

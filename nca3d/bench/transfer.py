@@ -11,6 +11,7 @@ the cause of blotches shows: what the icosphere lacks and the mesh has.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -82,15 +83,26 @@ def blotch_rates(model, vertices: np.ndarray, faces: np.ndarray, gamut, steps: i
                          for name, mask in classes.items()}}
 
 
-def _exemplar_gamut(model, data: str) -> np.ndarray:
+def exemplar_file(model, data: str) -> Path:
+    """The model's exemplar under `data`, at any depth (an image folder, a folder of PBR material
+    folders, or the folder above both): a file of the recorded name and, where the header records
+    its sha256, that content, so each model of a mixed list finds its own (one PBR set's albedo.png
+    among many). Prefers the folder of the recorded material."""
     name = Path(str(model.provenance.get("exemplar") or "")).name
     material = Path(str((model.provenance.get("config") or {}).get("material") or "")).name  # a PBR set's folder
-    candidates = [Path(data) / material / name] if material and name else []
-    candidates += [Path(data) / name, *Path(data).glob(f"*/{name}")] if name else []
-    found = next((path for path in candidates if path.is_file()), None)
+    digest = model.provenance.get("exemplar_sha256")
+    candidates = sorted(Path(data).rglob(name), key=lambda path: path.parent.name != material) if name else []
+    found = next((path for path in candidates if path.is_file()
+                  and (not digest or hashlib.sha256(path.read_bytes()).hexdigest() == digest)), None)
     if found is None:
-        raise NCA3DError(f"the model's exemplar '{name or '(none recorded)'}' is not in {data}; "
+        raise NCA3DError(f"the model's exemplar '{name or '(none recorded)'}' is not in {data}"
+                         f"{' (with the content it was trained on)' if digest and candidates else ''}; "
                          f"give --data the folder that holds it")
+    return found
+
+
+def _exemplar_gamut(model, data: str) -> np.ndarray:
+    found = exemplar_file(model, data)
     pixels = read_exemplar(found)[0].reshape(-1, 3)
     pick = np.random.default_rng(0).choice(len(pixels), min(GAMUT_SAMPLES, len(pixels)), replace=False)
     return pixels[pick]
@@ -99,7 +111,7 @@ def _exemplar_gamut(model, data: str) -> np.ndarray:
 def bench_transfer(models: list[str], meshes: list[str], data: str, steps: int = 1024, seeds: int = 2,
                    threshold: float = 0.12, device="cpu") -> dict:
     """Blotch rates of each mesh model on the reference lattices and on each mesh; `data` holds the
-    exemplars (RGB images, or PBR material folders, whose albedo is the gamut)."""
+    exemplars at any depth (RGB images, or PBR material folders, whose albedo is the gamut)."""
     rows = []
     for name in models:
         model = load_named_model(name, str(device), domains=("mesh",), refusal="the transfer bench takes mesh models")

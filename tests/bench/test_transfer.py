@@ -1,11 +1,14 @@
+import hashlib
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from nca3d.bench import main as bench_main
-from nca3d.bench.transfer import blotch_rates, vertex_classes
+from nca3d.bench.transfer import blotch_rates, exemplar_file, vertex_classes
 from nca3d.core.model import Model, ModelConfig
+from nca3d.errors import NCA3DError
 from nca3d.io.model_file import save_model
 from nca3d.lattices.mesh import icosphere
 
@@ -59,3 +62,21 @@ def test_transfer_bench_runs_on_the_reference_lattices_and_a_demo_mesh(tmp_path,
     (tmp_path / "empty").mkdir()
     assert bench_main(["transfer", "--models", str(path), "--data", str(tmp_path / "empty")]) == 2
     assert "is not in" in capsys.readouterr().err
+
+
+def test_each_model_finds_its_own_exemplar_by_content_at_any_depth(tmp_path):
+    """Two PBR sets' albedo.png under one data folder (as ../shared/data/pbr): a model finds the one
+    whose sha256 its header records, whatever folder comes first; none with other content."""
+    model, _ = _model(tmp_path)
+    files = []
+    for index, folder in enumerate(["a_set", "b_set"]):
+        (tmp_path / "data" / "pbr" / folder).mkdir(parents=True)
+        files.append(tmp_path / "data" / "pbr" / folder / "albedo.png")
+        Image.fromarray(np.full((8, 8, 3), 40 * index, np.uint8)).save(files[-1])
+    model.provenance.update(exemplar="albedo.png", exemplar_sha256=hashlib.sha256(files[1].read_bytes()).hexdigest())
+    assert exemplar_file(model, str(tmp_path / "data")) == files[1]
+    model.provenance["config"] = {"material": "/elsewhere/a_set"}  # the recorded folder is preferred, not trusted
+    assert exemplar_file(model, str(tmp_path / "data")) == files[1]
+    model.provenance["exemplar_sha256"] = "0" * 64
+    with pytest.raises(NCA3DError, match="with the content it was trained on"):
+        exemplar_file(model, str(tmp_path / "data"))
