@@ -574,10 +574,12 @@ class Trainer:
     @torch.no_grad()
     def age_pool(self) -> None:
         """Grow an eighth of the pool's states `pool_age_steps` steps without gradients, fewer when
-        that would cost over AGE_COST x the state-steps trained so far (see AGE_POOL_AT)."""
+        that would cost over AGE_COST x the state-steps trained so far (see AGE_POOL_AT), a
+        fine-tune's counting its --init model's iterations (at this run's batch and steps)."""
         cfg, lattice = self.config, self.task.lattice
         count = max(cfg.batch, cfg.pool // 8)
-        trained = self.iteration * cfg.batch * (cfg.min_steps + cfg.max_steps) / 2
+        iterations = self.iteration + int((self.init_record or {}).get("iterations") or 0)
+        trained = iterations * cfg.batch * (cfg.min_steps + cfg.max_steps) / 2
         steps = int(min(cfg.pool_age_steps, AGE_COST * trained / count))
         slots = torch.randperm(cfg.pool, generator=self.generator, device=self.device)[:count]
         chunks = slots.split(max(1, AGE_CHUNK_CELLS // lattice.num_cells)) if steps else ()
@@ -621,7 +623,8 @@ class Trainer:
             # A fine-tune starts from weights that grow long already, so its pool ages just before its
             # first candidate: fine-tunes scored before their pool aged blew up at 4096 steps (ore_mesh
             # 1e6 at 50-150, the 64^3 volume_default 1e14-1e22 to 330, NaN at 100), and held from the
-            # ageing on (1.65-6.8; 4.4-13.9)
+            # ageing on (1.65-6.8; 4.4-13.9). Its cap counts the init's iterations: counting only its
+            # own, amethyst_volume's fine-tune aged 400 of 2048 steps at 100 and darkens by 4096
             if cfg.pool_age_steps and self.pool_aged is None and (fraction >= AGE_POOL_AT or (cfg.init and selects)):
                 self.age_pool()
             if selects:

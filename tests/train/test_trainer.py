@@ -304,9 +304,11 @@ def test_a_fine_tune_ages_its_pool_before_its_first_candidate(tmp_path):
     first = tmp_path / "first"
     first.mkdir()
     start = Trainer(tiny_config(first, iters=3), Progress("none")).run()[0]
-    tuned = Trainer(tiny_config(tmp_path, iters=8, init=start, **SELECT), Progress("none"))
+    tuned = Trainer(tiny_config(tmp_path, iters=8, init=start, pool_age_steps=100, **SELECT), Progress("none"))
     tuned.run()
     assert tuned.pool_aged[0] == 3  # the first selection, before 40% of the budget (iteration 4)
+    # its cap counts the init's 3 iterations too: (3 + 3) x 2 states x 6 steps x 2 over 2 states (36 without)
+    assert tuned.init_record["iterations"] == 3 and tuned.pool_aged[1:] == [2, 72]
     fresh = Trainer(tiny_config(tmp_path / "first", iters=8, out=str(tmp_path / "f.nca3d"), **SELECT), Progress("none"))
     fresh.run()
     assert fresh.pool_aged[0] == 4  # from scratch: at 40% of the budget as before
