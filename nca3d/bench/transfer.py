@@ -11,7 +11,6 @@ the cause of blotches shows: what the icosphere lacks and the mesh has.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from ..lattices.mesh import MeshLattice, SurfacePoints, icosphere, unique_edges
 from ..models import load_named_model
 from ..ops.demo_meshes import load_demo_or_mesh
 from ..ops.remesh import uniform_lattice
+from ..train.trainer import exemplar_digest
 
 JITTER = 0.2  # tangential jitter of the jittered icosphere, in edge lengths
 GAMUT_SAMPLES = 20000  # exemplar pixels the gamut is made of
@@ -86,14 +86,21 @@ def blotch_rates(model, vertices: np.ndarray, faces: np.ndarray, gamut, steps: i
 def exemplar_file(model, data: str) -> Path:
     """The model's exemplar under `data`, at any depth (an image folder, a folder of PBR material
     folders, or the folder above both): a file of the recorded name and, where the header records
-    its sha256, that content, so each model of a mixed list finds its own (one PBR set's albedo.png
-    among many). Prefers the folder of the recorded material."""
+    the training data's sha256, that content (for a PBR model with its maps of the recorded names
+    beside it), so each model of a mixed list finds its own: one set's albedo.png among many."""
     name = Path(str(model.provenance.get("exemplar") or "")).name
-    material = Path(str((model.provenance.get("config") or {}).get("material") or "")).name  # a PBR set's folder
+    config = model.provenance.get("config") or {}
     digest = model.provenance.get("exemplar_sha256")
+
+    def matches(path: Path) -> bool:
+        if not path.is_file() or not digest:
+            return path.is_file()
+        maps = {kind: path.parent / Path(str(file)).name for kind, file in (config.get("maps") or {}).items()}
+        return all(file.is_file() for file in maps.values()) and exemplar_digest(path, maps) == digest
+
+    material = Path(str(config.get("material") or "")).name  # a PBR set's folder: looked in first
     candidates = sorted(Path(data).rglob(name), key=lambda path: path.parent.name != material) if name else []
-    found = next((path for path in candidates if path.is_file()
-                  and (not digest or hashlib.sha256(path.read_bytes()).hexdigest() == digest)), None)
+    found = next(filter(matches, candidates), None)
     if found is None:
         raise NCA3DError(f"the model's exemplar '{name or '(none recorded)'}' is not in {data}"
                          f"{' (with the content it was trained on)' if digest and candidates else ''}; "

@@ -206,12 +206,20 @@ def _square(pixels: np.ndarray) -> np.ndarray:
     return pixels[top:top + side, left:left + side]
 
 
+def exemplar_digest(exemplar: str | Path, maps: dict[str, str | Path]) -> str:
+    """sha256 of the exemplar's bytes then each given map's, in PBR_MAPS order: a model header's
+    exemplar_sha256."""
+    digest = hashlib.sha256(Path(exemplar).read_bytes())
+    for name in (name for name in PBR_MAPS if name in maps):
+        digest.update(Path(maps[name]).read_bytes())
+    return digest.hexdigest()
+
+
 def load_exemplar_stack(config: TrainConfig) -> tuple[torch.Tensor, list[str], bool, str, list[str]]:
     """The exemplar (K, S, S) in [0, 1]: the albedo and the maps it has (and, with `derive_pbr`, those
     derived from them), in output order; the map kinds, whether it is grey, its sha256 and notes on
     conversions (DirectX normals, gloss) and derivations."""
     albedo, grey = read_exemplar(config.exemplar)
-    digest = hashlib.sha256(Path(config.exemplar).read_bytes())
     maps = {"albedo": _square(albedo)}
     notes = list(find_material_maps(config.material).notes) if config.material else []  # e.g. GL used, DX ignored
     for name in PBR_MAPS:
@@ -221,7 +229,6 @@ def load_exemplar_stack(config: TrainConfig) -> tuple[torch.Tensor, list[str], b
         if pixels.shape[:2] != albedo.shape[:2]:
             raise NCA3DError(f"{name} map '{config.maps[name]}' is {pixels.shape[1]}x{pixels.shape[0]} px but the "
                              f"albedo is {albedo.shape[1]}x{albedo.shape[0]}; give maps of the same size")
-        digest.update(Path(config.maps[name]).read_bytes())
         maps[name] = _square(pixels)
         notes += [note] if note else []
     if config.derive_pbr:
@@ -230,7 +237,8 @@ def load_exemplar_stack(config: TrainConfig) -> tuple[torch.Tensor, list[str], b
     kinds = [name for name in PBR_CHANNELS if name in maps]
     grey = grey and kinds == ["albedo"]
     stack = np.concatenate([maps[name] for name in kinds], axis=2).transpose(2, 0, 1)
-    return torch.from_numpy(np.ascontiguousarray(stack)).float(), kinds, grey, digest.hexdigest(), notes
+    digest = exemplar_digest(config.exemplar, config.maps)
+    return torch.from_numpy(np.ascontiguousarray(stack)).float(), kinds, grey, digest, notes
 
 
 def map_widths(kinds: list[str]) -> list[int]:

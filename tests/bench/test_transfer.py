@@ -1,4 +1,3 @@
-import hashlib
 import json
 
 import numpy as np
@@ -11,6 +10,7 @@ from nca3d.core.model import Model, ModelConfig
 from nca3d.errors import NCA3DError
 from nca3d.io.model_file import save_model
 from nca3d.lattices.mesh import icosphere
+from nca3d.train.trainer import exemplar_digest
 
 
 def _fan(valence=6):
@@ -65,18 +65,22 @@ def test_transfer_bench_runs_on_the_reference_lattices_and_a_demo_mesh(tmp_path,
 
 
 def test_each_model_finds_its_own_exemplar_by_content_at_any_depth(tmp_path):
-    """Two PBR sets' albedo.png under one data folder (as ../shared/data/pbr): a model finds the one
-    whose sha256 its header records, whatever folder comes first; none with other content."""
+    """Two PBR sets under one data folder (as ../shared/data/pbr) with the same albedo.png and
+    different normal maps: a PBR model finds the set whose albedo and maps hash to the sha256 its
+    header records, whatever folder comes first or its header names; none with other content."""
     model, _ = _model(tmp_path)
-    files = []
-    for index, folder in enumerate(["a_set", "b_set"]):
-        (tmp_path / "data" / "pbr" / folder).mkdir(parents=True)
-        files.append(tmp_path / "data" / "pbr" / folder / "albedo.png")
-        Image.fromarray(np.full((8, 8, 3), 40 * index, np.uint8)).save(files[-1])
-    model.provenance.update(exemplar="albedo.png", exemplar_sha256=hashlib.sha256(files[1].read_bytes()).hexdigest())
-    assert exemplar_file(model, str(tmp_path / "data")) == files[1]
-    model.provenance["config"] = {"material": "/elsewhere/a_set"}  # the recorded folder is preferred, not trusted
-    assert exemplar_file(model, str(tmp_path / "data")) == files[1]
+    folders = []
+    for index, name in enumerate(["a_set", "b_set"]):
+        folders.append(tmp_path / "data" / "pbr" / name)
+        folders[-1].mkdir(parents=True)
+        Image.fromarray(np.full((8, 8, 3), 40, np.uint8)).save(folders[-1] / "albedo.png")
+        Image.fromarray(np.full((8, 8, 3), 100 + index, np.uint8)).save(folders[-1] / "normal.png")
+    maps = {"normal": "/machine/where/it/trained/normal.png"}
+    model.provenance.update(exemplar="albedo.png", config={"maps": maps, "material": "/elsewhere/a_set"},
+                            exemplar_sha256=exemplar_digest(folders[1] / "albedo.png", {"normal": folders[1] / "normal.png"}))
+    assert exemplar_file(model, str(tmp_path / "data")) == folders[1] / "albedo.png"
     model.provenance["exemplar_sha256"] = "0" * 64
     with pytest.raises(NCA3DError, match="with the content it was trained on"):
         exemplar_file(model, str(tmp_path / "data"))
+    del model.provenance["exemplar_sha256"]  # an older header: the recorded material's folder first
+    assert exemplar_file(model, str(tmp_path / "data")) == folders[0] / "albedo.png"
