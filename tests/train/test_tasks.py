@@ -37,3 +37,35 @@ def test_a_volume_crop_renders_what_the_whole_lattice_shows():
                              depth=crop.depth, density_scale=crop.density_scale)
     assert tiled.std() > 0.02  # a visible texture, not the background
     torch.testing.assert_close(cropped, tiled, rtol=1e-4, atol=1e-5)
+
+
+def _saved_bytes_and_gradients(model, task, state):
+    """Bytes autograd keeps through a volume render's forward, and the gradients of a loss on it."""
+    saved = []
+
+    def pack(tensor):
+        saved.append(tensor.numel() * tensor.element_size())
+        return tensor
+
+    model.zero_grad()
+    state = state.clone().requires_grad_(True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        crops = task.render(model, state, make_generator(3))
+    sum(crop.square().mean() for crop in crops).backward()
+    return sum(saved), [state.grad.clone(), *(p.grad.clone() for p in model.lppn.parameters())]
+
+
+def test_volume_views_are_checkpointed_with_the_same_gradients(monkeypatch):
+    """Checkpointed views keep a fraction of the plain render's activations in the forward (each
+    view's ray samples are recomputed in the backward) and give the same gradients."""
+    from nca3d.train import tasks
+
+    model = random_model("volume", outputs="rgba", grid_size=[8] * 3, harmonics=1, channels=8, hidden=16)
+    task = VolumeTask(8, 1, patch=8, samples=16)
+    state = torch.randn((2, 8, 8, 8, 8), generator=torch.Generator().manual_seed(0))
+    kept, gradients = _saved_bytes_and_gradients(model, task, state)
+    monkeypatch.setattr(tasks, "CHECKPOINT_VIEWS", False)
+    plain_kept, plain_gradients = _saved_bytes_and_gradients(model, task, state)
+    assert kept < plain_kept / 20
+    for checkpointed, plain in zip(gradients, plain_gradients, strict=True):
+        torch.testing.assert_close(checkpointed, plain, rtol=1e-5, atol=1e-7)
