@@ -582,11 +582,13 @@ class Trainer:
     @torch.no_grad()
     def age_pool(self) -> None:
         """Grow an eighth of the pool's states `pool_age_steps` steps without gradients, fewer when
-        that would cost over AGE_COST x the state-steps trained so far (see AGE_POOL_AT), a
-        fine-tune's counting its --init model's iterations (at this run's batch and steps)."""
+        that would cost over AGE_COST x the state-steps trained by AGE_POOL_AT of the budget (see
+        there): so a fine-tune ageing early, at its first candidate, may spend the share a run from
+        scratch spends at AGE_POOL_AT, not only what it has trained so far."""
         cfg, lattice = self.config, self.task.lattice
         count = max(cfg.batch, cfg.pool // 8)
-        iterations = self.iteration + int((self.init_record or {}).get("iterations") or 0)
+        planned = self.iteration / max(self.budget_fraction(), 1e-9)  # the run's iterations, estimated
+        iterations = max(self.iteration, AGE_POOL_AT * min(planned, cfg.iters))
         trained = iterations * cfg.batch * (cfg.min_steps + cfg.max_steps) / 2
         steps = int(min(cfg.pool_age_steps, AGE_COST * trained / count))
         slots = torch.randperm(cfg.pool, generator=self.generator, device=self.device)[:count]
@@ -631,8 +633,10 @@ class Trainer:
             # A fine-tune starts from weights that grow long already, so its pool ages just before its
             # first candidate: fine-tunes scored before their pool aged blew up at 4096 steps (ore_mesh
             # 1e6 at 50-150, the 64^3 volume_default 1e14-1e22 to 330, NaN at 100), and held from the
-            # ageing on (1.65-6.8; 4.4-13.9). Its cap counts the init's iterations: counting only its
-            # own, amethyst_volume's fine-tune aged 400 of 2048 steps at 100 and darkens by 4096
+            # ageing on (1.65-6.8; 4.4-13.9). Its cap is the share of a run ageing at AGE_POOL_AT:
+            # counting only the iterations before the candidate, amethyst_volume's aged 400 of 2048
+            # steps at 100 and darkens by 4096; counting the init's too, a 1.5-minute fine-tune of a
+            # frequency-64 mesh model spent many minutes ageing
             if cfg.pool_age_steps and self.pool_aged is None and (fraction >= AGE_POOL_AT or (cfg.init and selects)):
                 self.age_pool()
             if selects:
