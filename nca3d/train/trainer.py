@@ -23,7 +23,12 @@ from safetensors.torch import load_file, save
 from ..core.grow import LargestState, state_limit
 from ..core.model import PBR_CHANNELS, Model, ModelConfig, pbr_subset
 from ..core.threads import StepThreads
-from ..device import bf16_matmul_pays, keep_cpu_allocations, resolve_device
+from ..device import (
+    bf16_matmul_pays,
+    keep_cpu_allocations,
+    release_kept_allocations,
+    resolve_device,
+)
 from ..errors import NCA3DError
 from ..io.atomic import write_bytes_atomic
 from ..io.images import MIN_EXEMPLAR_SIZE, read_exemplar, write_png
@@ -624,6 +629,8 @@ class Trainer:
         while self.iteration < cfg.iters:
             with threads.step():
                 loss = self.step()
+            if self.device.type == "cpu":
+                release_kept_allocations()  # only when the machine runs short
             self.losses.append(loss)
             self.elapsed = start_elapsed + time.monotonic() - start
             fraction = self.budget_fraction()
