@@ -93,8 +93,10 @@ def exemplar_file(model, data: str) -> Path:
     digest = model.provenance.get("exemplar_sha256")
 
     def matches(path: Path) -> bool:
-        if not path.is_file() or not digest:
-            return path.is_file()
+        if not path.is_file():
+            return False
+        if not digest:  # an older header: its name is all there is to match
+            return True
         maps = {kind: path.parent / Path(str(file)).name for kind, file in (config.get("maps") or {}).items()}
         return all(file.is_file() for file in maps.values()) and exemplar_digest(path, maps) == digest
 
