@@ -28,7 +28,7 @@ from ..train.quality import (
     resize_square,
 )
 from ..train.trainer import TrainConfig, Trainer, make_task
-from .quality import rendered_views, score_text, view_distance
+from .quality import rendered_views, score_text, supersample_for, view_distance
 
 FIT_BATCH = 2  # free states fitted side by side
 STATE_LR = 3e-3  # Adam's rate for the free states; the decoder's is TrainConfig.lr
@@ -64,8 +64,10 @@ def score_fit(trainer: Trainer, state: torch.Tensor, exemplar: torch.Tensor, sta
     finest loss crop (upsampled) as a panel."""
     model, config = trainer.model, trainer.config
     scores = reference_scores(exemplar, stats, zoom=config.zoom)
-    task = make_task("2d", config.grid, config.harmonics, stats.size, config.ray_samples, trainer.device)
-    crops, scored = rendered_views(model, task, state, scores["scale"], make_generator(config.seed + 1, trainer.device))
+    supersample = supersample_for("2d", scores["region"].shape[-1], scores["scale"], stats.size)
+    task = make_task("2d", config.grid, config.harmonics, stats.size * supersample, config.ray_samples, trainer.device)
+    crops, scored = rendered_views(model, task, state, scores["scale"], make_generator(config.seed + 1, trainer.device),
+                                   stats.size)
     full, distance = view_distance(model, stats, scores, crops[0][0], scored)
     finest = trainer.task.render(model, state, make_generator(config.seed + 2, trainer.device))[-1][0, :3]
     finest = F.interpolate(finest[None], size=full.shape[-2:], mode="nearest")[0]

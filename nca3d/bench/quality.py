@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..core.nca import make_generator
 from ..errors import NCA3DError
@@ -36,12 +37,28 @@ from ..train.quality import (
 from ..train.trainer import TrainConfig, Trainer, make_task
 
 STEPS = (256, 1024, 2048, 4096)  # 4096: a shipped model must hold its texture that long
+# Most render px per view px, by domain (grow's supersample): 2D decodes are cheap; a mesh view
+# at 2x would need a 4x larger ray-cast cache (about 1 GB), a volume's march 4x the time.
+SUPERSAMPLE = {"2d": 4, "mesh": 1, "volume": 1}
 
 
-def rendered_views(model, task, state, scale: int, generator) -> tuple[list, list]:
+def supersample_for(domain: str, region_px: int, scale: int, size: int) -> int:
+    """Render px per view px for views of 1/`scale` of a region `region_px` exemplar px wide, at
+    `size` px: the exemplar px each view px covers (rounded, 1 .. SUPERSAMPLE[domain]). The
+    reference crop shrinks antialiased, so a view must too: decoded one point per px, detail
+    finer than a px aliases into noise that the reference averages out, and a model that draws
+    the exemplar's grain scored below one that blurs it."""
+    return int(min(SUPERSAMPLE[domain], max(1, round(region_px / (scale * size)))))
+
+
+def rendered_views(model, task, state, scale: int, generator, size: int | None = None) -> tuple[list, list]:
     """The task's crops of `state` (B, ...) (each (B, K, p, p); crops[0] the full views) and those of
-    1/scale extent, all channels, as a list of (K, p, p)."""
+    1/scale extent, all channels, as a list of (K, p, p); with `size`, shrunk antialiased to
+    size x size px (a task rendering at supersample_for's multiple of it)."""
     crops = task.render(model, state, generator)
+    if size is not None and crops[0].shape[-1] != size:
+        crops = [F.interpolate(c, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+                 for c in crops]
     first = sum(crop_count(s) for s in task.scales if s < scale)  # index of the first crop of that scale
     return crops, [c[i] for c in crops[first:first + scale] for i in range(state.shape[0])]
 
@@ -57,20 +74,21 @@ def view_distance(model, stats: TextureStatistics, scores: dict, full, scored) -
 
 
 @torch.no_grad()
-def grow(model, size: int, scale: int, seed: int = 0, batch: int = 4):
+def grow(model, size: int, scale: int, seed: int = 0, batch: int = 4, supersample: int = 1):
     """Grow `batch` textures from the seed; after each of STEPS yield (steps, state, crops, scored):
-    rendered_views at `size` px."""
+    rendered_views at `size` px, rendered at `supersample` x `size` and shrunk antialiased."""
     config = model.provenance.get("config") or {}
     domain = model.config.domain
     grid = config.get("grid") or (model.config.icosphere_frequency if domain == "mesh" else model.config.grid_size[0])
-    task = make_task(domain, grid, model.config.harmonics, size, config.get("ray_samples", 48), model.device)
+    task = make_task(domain, grid, model.config.harmonics, size * supersample, config.get("ray_samples", 48),
+                     model.device)
     generator = make_generator(seed, model.device)
     state = model.seed(task.lattice, batch)
     done = 0
     for steps in STEPS:
         state = model.rollout(state, task.lattice, steps - done, generator)
         done = steps
-        yield steps, state, *rendered_views(model, task, state, scale, make_generator(seed + steps, model.device))
+        yield steps, state, *rendered_views(model, task, state, scale, make_generator(seed + steps, model.device), size)
 
 
 @torch.no_grad()
@@ -83,8 +101,9 @@ def evaluate_model(model, exemplar: torch.Tensor, stats: TextureStatistics, out_
     config = model.provenance.get("config") or {}
     scores = reference_scores(exemplar, stats, zoom=config.get("zoom", 1.0))
     panels = [resize_square(scores["region"], stats.size)]
-    results = {}
-    for steps, state, crops, scored in grow(model, stats.size, scores["scale"], seed, batch):
+    supersample = supersample_for(model.config.domain, scores["region"].shape[-1], scores["scale"], stats.size)
+    results = {"supersample": supersample}
+    for steps, state, crops, scored in grow(model, stats.size, scores["scale"], seed, batch, supersample):
         full, distance = view_distance(model, stats, scores, crops[0][0], scored)
         results[f"distance_{steps}"] = distance
         results[f"score_{steps}"] = band_score(scores["ceiling"], scores["floor"], distance)

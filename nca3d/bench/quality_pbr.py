@@ -42,7 +42,7 @@ from ..train.quality import (
     resize_square,
 )
 from ..train.trainer import TrainConfig, Trainer, load_exemplar_stack, map_widths
-from .quality import STEPS, grow, score_text
+from .quality import STEPS, grow, score_text, supersample_for
 
 MAP_KINDS = ("albedo", "normal", "height", "roughness", "ao")  # scored maps, in panel row order
 HEADLINE_STEPS = 1024
@@ -155,6 +155,7 @@ def pbr_reference(maps: dict[str, torch.Tensor], stats: TextureStatistics, zoom:
                               [[convert(d) for d in kinds] for kinds in degraded], stats)
 
     result = {"kinds": kinds, "scale": crops["scale"], "tiled": crops["tiled"], "region": split(crops["region"]),
+              "region_px": crops["region"].shape[-1],
               "maps": {kind: scale(_rgb(reference[kind]), lambda m, k=kind: _rgb(m[k])) for kind in kinds},
               "lit": scale(shade(reference), shade)}
     return result
@@ -211,7 +212,9 @@ def evaluate_pbr_model(model, maps: dict[str, torch.Tensor], stats: TextureStati
             out["albedo"] = out["albedo"].mean(0, keepdim=True).expand(3, -1, -1)
         return out
 
-    for steps, state, crops, scored in grow(model, stats.size, reference["scale"], seed, batch):
+    supersample = supersample_for(model.config.domain, reference["region_px"], reference["scale"], stats.size)
+    results["supersample"] = supersample
+    for steps, state, crops, scored in grow(model, stats.size, reference["scale"], seed, batch, supersample):
         scores = score_pbr(reference, [split(c) for c in scored], stats)
         for kind, figures in scores["maps"].items():
             results["maps"][kind].update({f"distance_{steps}": figures["distance"], f"score_{steps}": figures["score"]})

@@ -75,6 +75,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--scales", type=_scale_list, metavar="S,S,...",
                         help="loss crop scales: scale s takes min(s, 4) crops of 1/s of the view (default 1,2,4; "
                              "1,2,4,8 adds pixel-scale crops for fine grain, at about 1.3x an iteration's cost)")
+    parser.add_argument("--target-sampling", choices=["area", "point"],
+                        help="how the loss shrinks exemplar crops to its patch: antialiased (area, default) or a "
+                             "texel per pixel (point), as renders sample the decoder, so fine grain is not "
+                             "averaged out of the targets only")
     parser.add_argument("--license", help="licence of the exemplar (stored in the model header)")
     parser.add_argument("--credit", help="credit line for the exemplar's author")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"],

@@ -20,6 +20,7 @@ from ..ops.pbr import normal_height_agreement
 
 __all__ = [
     "DISTANCES",
+    "RESAMPLINGS",
     "TextureLoss",
     "autocorrelation",
     "autocorrelation_loss",
@@ -194,10 +195,18 @@ def _patch_size(h: int, w: int, patch: int) -> tuple[int, int]:
     return max(1, round(patch * h / s)), max(1, round(patch * w / s))
 
 
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+RESAMPLINGS = ("area", "point")
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int], resample: str = "area") -> torch.Tensor:
+    """Crops (N, K, h, w) -> (N, K, *size): bilinear, and when shrinking either antialiased ("area":
+    each pixel the mean of the texels it covers) or one texel per pixel, at its centre ("point": as
+    a render decodes one point per pixel)."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     down = size[0] < x.shape[-2] or size[1] < x.shape[-1]
+    if down and resample == "point":
+        return F.interpolate(x, size=size, mode="nearest-exact")
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=down)
 
 
@@ -240,6 +249,7 @@ def multiscale_crops(
     wrap: bool = True,
     counts: Sequence[int] | None = None,
     extent: float = 1.0,
+    resample: str = "area",
 ) -> list[torch.Tensor]:
     """Multi-scale random crops, each resized to ``patch`` (bilinear, antialiased when shrinking).
 
@@ -248,6 +258,7 @@ def multiscale_crops(
     scale, of ``(B, K, patch, patch)`` tensors (for non-square images the shorter side is
     ``patch``). ``wrap=True`` lets crops wrap around the border (periodic textures); each batch
     element gets its own crop positions. A crop covering the whole image is the image itself.
+    ``resample`` says how crops larger than ``patch`` shrink (:func:`_resize`).
     """
     if images.dim() != 4:
         raise ValueError(f"expected images (B, K, H, W), got {tuple(images.shape)}")
@@ -261,7 +272,7 @@ def multiscale_crops(
     out: list[torch.Tensor] = []
     for s, count in zip(scales, counts):
         ch, cw = max(1, int(h * extent) // s), max(1, int(w * extent) // s)
-        crops = _resize(_random_crops(images, int(count), ch, cw, generator, wrap), size)
+        crops = _resize(_random_crops(images, int(count), ch, cw, generator, wrap), size, resample)
         out.extend(crops.split(b, dim=0))
     return out
 
@@ -415,6 +426,9 @@ class TextureLoss(nn.Module):
             about 100x smaller, barely count; 1 makes every tap count alike relative to the
             exemplar's own variation.
         chunk: crops per extractor call while caching the targets.
+        target_sampling: how exemplar crops larger than ``patch`` shrink: ``"area"`` (antialiased)
+            or ``"point"`` (a texel per pixel, as renders sample the decoder: then detail finer
+            than a pixel aliases alike in both, instead of averaging out in the target only).
 
     ``forward(images (B, K, H, W), generator=None, iteration=0)`` returns a scalar: the mean over
     views (the maps + one pseudo-target mix) x scales x taps of the batch-mean distance. The mix
@@ -442,6 +456,7 @@ class TextureLoss(nn.Module):
         tap_balance: float = 0.0,
         zoom: float = 1.0,
         chunk: int = 8,
+        target_sampling: str = "area",
     ):
         super().__init__()
         ex = torch.as_tensor(exemplar)
@@ -457,6 +472,8 @@ class TextureLoss(nn.Module):
             raise ValueError("patch must be >= 8, samples >= 2, target_crops >= 1 and scales non-empty")
         if zoom < 1:
             raise ValueError(f"zoom must be >= 1, got {zoom}")
+        if target_sampling not in RESAMPLINGS:
+            raise ValueError(f"unknown target_sampling '{target_sampling}'; use one of {RESAMPLINGS}")
         k = ex.shape[0]
         raw = _default_map_slices(k) if map_slices is None else list(map_slices)
         slices = [slice(*s.indices(k)) for s in raw]
@@ -480,6 +497,7 @@ class TextureLoss(nn.Module):
         self.moment_weight = float(moment_weight)
         self.tap_balance = float(tap_balance)
         self.zoom = float(zoom)
+        self.target_sampling = target_sampling
         # the auto-correlation term compares full views (scale 1) only
         self._ac_scale = self.scales.index(1) if (1 in self.scales and autocorr_weight > 0) else None
         self.n_mixes = int(pseudo_targets) if len(slices) > 1 else 0
@@ -530,7 +548,8 @@ class TextureLoss(nn.Module):
         if int(min(h, w) / self.zoom) // max(self.scales) < 1:
             raise ValueError(f"exemplar {h}x{w} is too small for scale {max(self.scales)} at zoom {self.zoom:g}")
         counts = [1 if s == 1 and self.zoom == 1 else self.target_crops for s in self.scales]
-        crops = multiscale_crops(ex, self.patch, gen, self.scales, wrap=False, counts=counts, extent=1 / self.zoom)
+        crops = multiscale_crops(ex, self.patch, gen, self.scales, wrap=False, counts=counts, extent=1 / self.zoom,
+                                 resample=self.target_sampling)
         self.tap_count = 0
         offset = 0
         for si, count in enumerate(counts):

@@ -39,6 +39,7 @@ from ..ops.pbr import derive_missing_maps
 from ..progress import Progress
 from .features import make_feature_extractor
 from .losses import (
+    RESAMPLINGS,
     TextureLoss,
     crop_count,
     normal_height_misfit,
@@ -129,6 +130,8 @@ class TrainConfig:
     tap_balance: float = 0.5  # 0: taps weigh alike (the paper); 1: each tap weighed by the exemplar's own variation there
     zoom: float = 0.0  # the lattice's full view matches 1/zoom of the exemplar: features zoom x larger in cells (0: chosen)
     scales: list = field(default_factory=lambda: list(DEFAULT_SCALES))  # crop scale s: crop_count(s) crops of 1/s the view
+    target_sampling: str = "area"  # exemplar crops shrink to the loss's patch antialiased ("area") or a texel per
+    # pixel ("point", as the renders sample the decoder, so fine grain aliases in both alike)
     patch: int = 96
     samples: int = 512
     ray_samples: int = 40
@@ -186,6 +189,8 @@ class TrainConfig:
         if not self.scales or self.scales[0] < 1 or self.scales[-1] > 16:
             raise NCA3DError(f"--scales {','.join(map(str, self.scales))} is out of range; give crop scales from 1 to 16, "
                              f"for example 1,2,4 (the default) or 1,2,4,8 (adds pixel-scale crops)")
+        if self.target_sampling not in RESAMPLINGS:
+            raise NCA3DError(f"--target-sampling {self.target_sampling} is unknown; use {' or '.join(RESAMPLINGS)}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise NCA3DError(f"--precision {self.precision} is unknown; use auto, fp32 or bf16")
         if self.autocorr_weight is not None and not self.autocorr_weight >= 0:
@@ -196,7 +201,7 @@ class TrainConfig:
 
 
 # Settings newer than some checkpoints, with the value a checkpoint without them was trained with.
-SETTINGS_BEFORE_THEY_EXISTED = {"pool_age_steps": 0, "derive_pbr": False, "dark_is_high": False, "normal_height_weight": 0.0, "tap_balance": 0.0, "moment_weight": 1.0, "zoom": 1.0, "scales": list(DEFAULT_SCALES)}
+SETTINGS_BEFORE_THEY_EXISTED = {"pool_age_steps": 0, "derive_pbr": False, "dark_is_high": False, "normal_height_weight": 0.0, "tap_balance": 0.0, "moment_weight": 1.0, "zoom": 1.0, "scales": list(DEFAULT_SCALES), "target_sampling": "area"}
 
 # Settings that may differ when a run is resumed: the budget, where it runs, and bookkeeping.
 RESUMABLE_CHANGES = ("iters", "minutes", "device", "checkpoint_every", "grad_checkpoint", "precision", "limit_steps",
@@ -362,7 +367,8 @@ class Trainer:
         self.loss_fn = TextureLoss(exemplar.to(self.device), extractor, distance=config.distance,
                                    patch=config.patch, samples=config.samples, map_slices=slices, seed=config.seed,
                                    autocorr_weight=config.autocorr_weight, moment_weight=config.moment_weight,
-                                   tap_balance=config.tap_balance, zoom=config.zoom, scales=config.scales)
+                                   tap_balance=config.tap_balance, zoom=config.zoom, scales=config.scales,
+                                   target_sampling=config.target_sampling)
         # the exemplar's directional structure at one full view, to catch stripes in long rollouts
         self.view_orientation = orientation_histogram(
             resize_square(zoomed_region(exemplar[channels["albedo"]], config.zoom).float(), config.patch))

