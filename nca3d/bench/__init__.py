@@ -90,7 +90,7 @@ def _run_capacity(args, device):
     grids, scales = whole_numbers(args.grids, "48,128", "--grids"), whole_numbers(args.scales, "1,2,4,8", "--scales")
     results = bench_capacity(args.data or "../shared/data/textures", exemplars, args.out, grids, scales,
                              iterations=20 if args.quick else args.iters, device=device,
-                             progress=Progress("none" if args.json else "bar"))
+                             progress=Progress("none" if args.json else "bar"), target_sampling=args.target_sampling)
     return results, print_capacity
 
 
@@ -138,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     capacity.add_argument("--grids", help="comma-separated lattice sizes to fit at (default: the trainer's choice)")
     capacity.add_argument("--scales", help="the loss's crop scales, e.g. 1,2,4,8 (default: the trainer's)")
     capacity.add_argument("--iters", type=int, default=400, help="fitting iterations per exemplar and grid")
+    capacity.add_argument("--target-sampling", choices=["area", "point"], default="area",
+                          help="how the loss shrinks exemplar crops (nca3d train --target-sampling; default area)")
     realtime = parser.add_argument_group("realtime")
     realtime.add_argument("--steps-per-frame", type=int, default=1, help="NCA steps per shown frame (default 1)")
     args = parser.parse_args(argv)

@@ -79,9 +79,10 @@ def score_fit(trainer: Trainer, state: torch.Tensor, exemplar: torch.Tensor, sta
 
 def bench_capacity(data: str, exemplars: list[str], out: str, grids: list[int] | None = None,
                    scales: list[int] | None = None, iterations: int = 400, features: str = "effnet",
-                   device="cpu", progress: Progress | None = None) -> dict:
-    """One free-state fit per exemplar and grid (0: the trainer's automatic choice); returns the
-    figures and writes them as JSON beside the panels."""
+                   device="cpu", progress: Progress | None = None, target_sampling: str = "area") -> dict:
+    """One free-state fit per exemplar and grid (0: the trainer's automatic choice), with the loss's
+    targets shrunk by `target_sampling` (TrainConfig); returns the figures and writes them as JSON
+    beside the panels."""
     progress = progress or Progress("bar")
     if not Path(data).is_dir():
         raise NCA3DError(f"data folder '{data}' not found; pass --data, a folder of exemplar images")
@@ -98,15 +99,17 @@ def bench_capacity(data: str, exemplars: list[str], out: str, grids: list[int] |
         for grid in grids or [0]:
             options = dict(scales=list(scales)) if scales else {}
             config = TrainConfig(exemplar=str(path), out=str(out_dir / f"{path.stem}.nca3d"), domain="2d", grid=grid,
-                                 features=features, device=str(device), **options)
+                                 features=features, device=str(device), target_sampling=target_sampling, **options)
             start = time.monotonic()
             trainer = Trainer(config, Progress("none"))
             state, losses = fit_free_states(trainer, iterations, progress, f"{path.stem} grid {config.grid}: ")
             row = {"exemplar": path.name, "grid": config.grid, "zoom": config.zoom, "scales": list(config.scales),
+                   "target_sampling": target_sampling,
                    "px_per_cell": exemplar.shape[-1] / (config.zoom * config.grid), "iterations": iterations,
                    "final_loss": sum(losses[-20:]) / len(losses[-20:]),
                    **score_fit(trainer, state, exemplar, stats,
-                               out_dir / f"{path.stem}_grid{config.grid}_s{max(config.scales)}.capacity.png")}
+                               out_dir / f"{path.stem}_grid{config.grid}_s{max(config.scales)}_{target_sampling}"
+                                         f".capacity.png")}
             row["seconds"] = time.monotonic() - start
             rows.append(row)
     results = {"stats_size": stats.size, "rows": rows}
@@ -115,11 +118,12 @@ def bench_capacity(data: str, exemplars: list[str], out: str, grids: list[int] |
 
 
 def print_capacity(results: dict) -> None:
-    print(f"{'exemplar':36s} {'grid':>5s} {'zoom':>5s} {'px/cell':>8s} {'scales':>10s} {'iters':>6s} "
+    print(f"{'exemplar':36s} {'grid':>5s} {'zoom':>5s} {'px/cell':>8s} {'scales':>10s} {'targets':>7s} {'iters':>6s} "
           f"{'loss':>7s} {'d':>7s} {'score':>6s}")
     for row in results["rows"]:
         print(f"{row['exemplar']:36s} {row['grid']:5d} {row['zoom']:5.2f} {row['px_per_cell']:8.1f} "
-              f"{','.join(map(str, row['scales'])):>10s} {row['iterations']:6d} {row['final_loss']:7.3f} "
+              f"{','.join(map(str, row['scales'])):>10s} {row['target_sampling']:>7s} {row['iterations']:6d} "
+              f"{row['final_loss']:7.3f} "
               f"{row['distance']:7.3f} {score_text(row['score'], 6)}")
     print("free cell states and the decoder fitted with the training loss, no NCA: the best the decoder draws at "
           "that lattice. score as in bench quality; panels: exemplar | fitted full view | finest loss crop.")

@@ -22,6 +22,7 @@ def test_free_states_fit_the_exemplar_and_are_scored_with_a_panel(tmp_path, caps
                              progress=Progress("none"))
     (row,) = results["rows"]
     assert row["grid"] == 8 and row["iterations"] == 30 and row["scales"] == [1, 2, 4]
+    assert row["target_sampling"] == "area" and row["panel"].endswith("blobs_grid8_s4_area.capacity.png")
     assert row["px_per_cell"] == 64 / (row["zoom"] * 8)
     assert np.isfinite(row["distance"]) and (row["score"] is None or np.isfinite(row["score"]))
     panel = Image.open(row["panel"])
