@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..core.nca import make_generator
 from ..errors import NCA3DError
@@ -57,8 +56,7 @@ def rendered_views(model, task, state, scale: int, generator, size: int | None =
     size x size px (a task rendering at supersample_for's multiple of it)."""
     crops = task.render(model, state, generator)
     if size is not None and crops[0].shape[-1] != size:
-        crops = [F.interpolate(c, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-                 for c in crops]
+        crops = [resize_square(c, size) for c in crops]  # as the reference crop shrinks
     first = sum(crop_count(s) for s in task.scales if s < scale)  # index of the first crop of that scale
     return crops, [c[i] for c in crops[first:first + scale] for i in range(state.shape[0])]
 

@@ -28,8 +28,10 @@ STATS_SIZE = 128  # images are compared at this size (a power of two for the pyr
 
 
 def resize_square(image: torch.Tensor, size: int) -> torch.Tensor:
-    """(3, H, W) -> (3, size, size), antialiased."""
-    return F.interpolate(image[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+    """(..., C, H, W) -> (..., C, size, size), antialiased."""
+    images = image.reshape(-1, *image.shape[-3:])
+    resized = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return resized.reshape(*image.shape[:-2], size, size)
 
 
 ORIENTATION_BINS = 12  # directions over 180 degrees
