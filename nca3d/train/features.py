@@ -262,7 +262,7 @@ class EfficientNetLite0Features(FeatureExtractor):
         x = images
         if self.upsample != 1:
             x = F.interpolate(x, scale_factor=self.upsample, mode="bilinear", align_corners=False)
-        x = self._conv((x - 0.5) / 0.5, "stem", self.net._conv_stem, True)
+        x = self._conv(((x - 0.5) / 0.5).contiguous(memory_format=torch.channels_last), "stem", self.net._conv_stem, True)
         feats = [x]
         for i, block in enumerate(self.net._blocks[: self._last_block + 1]):
             y = x
