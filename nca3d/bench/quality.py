@@ -33,21 +33,24 @@ from ..train.quality import (
     reference_scores,
     resize_square,
 )
+from ..train.tasks import DEFAULT_SCALES
 from ..train.trainer import TrainConfig, Trainer, make_task
 
 STEPS = (256, 1024, 2048, 4096)  # 4096: a shipped model must hold its texture that long
-# Most render px per view px, by domain (grow's supersample): 2D decodes are cheap; a mesh view
-# at 2x would need a 4x larger ray-cast cache (about 1 GB), a volume's march 4x the time.
-SUPERSAMPLE = {"2d": 4, "mesh": 1, "volume": 1}
+# Most render px (a side) per view px, by domain (grow's supersample): 2D decodes are cheap; a mesh
+# view averages the rays its task's ray-cast cache holds (max(scales) / scale a px side: 2 for the
+# bench's half-extent crops, 4 for the full views of the panels); a volume's march would take 4x.
+SUPERSAMPLE = {"2d": 4, "mesh": 4, "volume": 1}
 
 
 def supersample_for(domain: str, region_px: int, scale: int, size: int) -> int:
     """Render px per view px for views of 1/`scale` of a region `region_px` exemplar px wide, at
-    `size` px: the exemplar px each view px covers (rounded, 1 .. SUPERSAMPLE[domain]). The
-    reference crop shrinks antialiased, so a view must too: decoded one point per px, detail
-    finer than a px aliases into noise that the reference averages out, and a model that draws
-    the exemplar's grain scored below one that blurs it."""
-    return int(min(SUPERSAMPLE[domain], max(1, round(region_px / (scale * size)))))
+    `size` px: the exemplar px each view px covers (rounded, 1 .. SUPERSAMPLE[domain]; for a mesh
+    at most the cached rays a px side at that scale). The reference crop shrinks antialiased, so a
+    view must too: decoded one point per px, detail finer than a px aliases into noise that the
+    reference averages out, and a model that draws the exemplar's grain scored below one that blurs it."""
+    most = SUPERSAMPLE[domain] if domain != "mesh" else min(SUPERSAMPLE[domain], max(DEFAULT_SCALES) // scale)
+    return int(min(most, max(1, round(region_px / (scale * size)))))
 
 
 def rendered_views(model, task, state, scale: int, generator, size: int | None = None) -> tuple[list, list]:
@@ -78,8 +81,12 @@ def grow(model, size: int, scale: int, seed: int = 0, batch: int = 4, supersampl
     config = model.provenance.get("config") or {}
     domain = model.config.domain
     grid = config.get("grid") or (model.config.icosphere_frequency if domain == "mesh" else model.config.grid_size[0])
-    task = make_task(domain, grid, model.config.harmonics, size * supersample, config.get("ray_samples", 48),
-                     model.device)
+    if domain == "mesh":  # its px average the finer rays of its cached views
+        task = make_task(domain, grid, model.config.harmonics, size, config.get("ray_samples", 48), model.device,
+                         rays_per_px=supersample)
+    else:  # rendered larger, then shrunk
+        task = make_task(domain, grid, model.config.harmonics, size * supersample, config.get("ray_samples", 48),
+                         model.device)
     generator = make_generator(seed, model.device)
     state = model.seed(task.lattice, batch)
     done = 0

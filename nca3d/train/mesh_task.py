@@ -138,15 +138,22 @@ def build_view_cache(vertices, faces, centres, rights, ups, window: float, resol
     return face, uv
 
 
+def _pixel_rays(patch: int, rays_per_px: float, side: int) -> np.ndarray:
+    """Offsets (patch * side,) of the cached rays a crop's px sample along one axis, px by px: `side`
+    evenly spread over each px's `rays_per_px` (side 1: the ray at its centre)."""
+    within = (np.arange(side) + 0.5) * (rays_per_px / side)
+    return np.floor(np.arange(patch)[:, None] * rays_per_px + within[None, :]).astype(np.int64).reshape(-1)
+
+
 class MeshTask:
     """Mesh textures trained on the icosphere: crops of cached ray-cast views from its centre."""
 
     def __init__(self, frequency: int = 64, patch: int = 96, scales=(1, 2, 4), views: int = 120,
                  cache_dir=None, coord: str = "sorted_cdf", view_cells: float = 64.0,
-                 projection: str = "equidistant"):
+                 projection: str = "equidistant", supersample: int = 1):
         scales = tuple(int(s) for s in scales)
-        if patch < 1 or views < 1 or not scales or min(scales) < 1 or view_cells <= 0:
-            raise ValueError("MeshTask needs patch >= 1, views >= 1, scales >= 1 and view_cells > 0")
+        if patch < 1 or views < 1 or not scales or min(scales) < 1 or view_cells <= 0 or supersample < 1:
+            raise ValueError("MeshTask needs patch >= 1, views >= 1, scales >= 1, view_cells > 0 and supersample >= 1")
         if projection not in PROJECTIONS:
             raise ValueError(f"projection must be one of {PROJECTIONS}, got '{projection}'")
         vertices, faces = icosphere(frequency)
@@ -165,8 +172,12 @@ class MeshTask:
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         self.cache_path = self.cache_dir / f"icosphere{frequency}-{self.cache_key()[:20]}.npz"
         self.face, self.uv = self._load_or_build()
-        self._offsets = {s: np.floor((np.arange(patch) + 0.5) * (self.resolution / (s * patch))).astype(np.int64)
-                         for s in scales}
+        # A crop of scale s spans resolution / s cached rays a side, resolution / (s * patch) per px:
+        # each px averages `rays_per_px[s]` of them a side (the bench's views: as many as `supersample`
+        # asks and the cache holds, so a px shows the mean of finer detail, as an antialiased
+        # reference does), else takes the ray at its centre (training: supersample 1)
+        self.rays_per_px = {s: max(1, min(int(supersample), self.resolution // (s * patch))) for s in scales}
+        self._offsets = {s: _pixel_rays(patch, self.resolution / (s * patch), self.rays_per_px[s]) for s in scales}
         self._preview: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     # --- cache -------------------------------------------------------------------------------
@@ -228,12 +239,12 @@ class MeshTask:
         return plan
 
     def crop_points(self, plan) -> SurfacePoints:
-        """Face ids and barycentrics of the crops' pixels, (crops * patch^2,) in crop, row, column order."""
+        """Face ids and barycentrics of the crops' rays, crop by crop: (patch * n)^2 each, n =
+        rays_per_px of its scale (1: its pixels), in row, column order."""
         r = self.resolution
-        rows = np.stack([p[2] + self._offsets[p[0]] for p in plan])  # (n, patch)
-        cols = np.stack([p[3] + self._offsets[p[0]] for p in plan])
-        bases = np.array([p[1] for p in plan], np.int64) * (r * r)
-        index = (bases[:, None, None] + rows[:, :, None] * r + cols[:, None, :]).reshape(-1)
+        index = np.concatenate([(view * r * r + (row + self._offsets[scale])[:, None] * r
+                                 + (col + self._offsets[scale])[None, :]).reshape(-1)
+                                for scale, view, row, col in plan])
         face = np.take(self.face.reshape(-1), index).astype(np.int64)
         uv = np.take(self.uv.reshape(-1, 2), index, axis=0).astype(np.float32) * np.float32(1.0 / UV_SCALE)
         bary = np.empty((len(index), 3), np.float32)
@@ -244,11 +255,15 @@ class MeshTask:
         return SurfacePoints(torch.from_numpy(face), torch.from_numpy(bary))
 
     def render(self, model: Model, state: Tensor, generator: torch.Generator) -> list[Tensor]:
-        """For each scale s, s crops (B, K, patch, patch) of random views, decoded by the LPPN."""
+        """For each scale s, crop_count(s) crops (B, K, patch, patch) of random views, decoded by the
+        LPPN (each px the mean of its rays_per_px^2 rays)."""
         plan = self.crop_plan(generator)
-        values = model.decode(state, self.lattice, self.crop_points(plan).to(state.device))  # (B, n*p*p, K)
-        images = values.reshape(state.shape[0], len(plan), self.patch, self.patch, -1).permute(1, 0, 4, 2, 3)
-        return list(images.unbind(0))
+        values = model.decode(state, self.lattice, self.crop_points(plan).to(state.device))  # (B, rays, K)
+        sides = [self.rays_per_px[scale] for scale, *_ in plan]
+        batch, p = state.shape[0], self.patch
+        crops = [rays.reshape(batch, p, n, p, n, -1).mean(dim=(2, 4)) if n > 1 else rays.reshape(batch, p, p, -1)
+                 for rays, n in zip(values.split([(p * n) ** 2 for n in sides], dim=1), sides)]
+        return [crop.permute(0, 3, 1, 2) for crop in crops]
 
     # --- previews ----------------------------------------------------------------------------
     def _preview_hits(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -285,8 +285,9 @@ def _finite_or_none(selection: list[tuple[int, float]], digits: int | None = Non
 
 
 def make_task(domain: str, grid: int, harmonics: int, patch: int, ray_samples: int, device,
-              scales=DEFAULT_SCALES):
-    """The supervision task of a domain: its lattice and a renderer of loss crops at `scales`."""
+              scales=DEFAULT_SCALES, rays_per_px: int = 1):
+    """The supervision task of a domain: its lattice and a renderer of loss crops at `scales`;
+    rays_per_px: the mesh task's px average up to that many of its cached rays a side (bench views)."""
     if domain == "2d":
         return Texture2DTask(grid, harmonics, patch, scales)
     if domain == "volume":
@@ -295,7 +296,8 @@ def make_task(domain: str, grid: int, harmonics: int, patch: int, ray_samples: i
     from .mesh_task import MeshTask
 
     # A full view covers 64 cells at the default frequency (fewer on coarse test spheres).
-    return MeshTask(frequency=grid, patch=patch, scales=scales, view_cells=view_cells(domain, grid)).to(device)
+    return MeshTask(frequency=grid, patch=patch, scales=scales, view_cells=view_cells(domain, grid),
+                    supersample=rays_per_px).to(device)
 
 
 def checkpoint_path(out: str) -> Path:

@@ -64,7 +64,10 @@ def test_views_of_a_fine_exemplar_are_rendered_finer_and_shrunk_as_its_reference
     from nca3d.train.trainer import Trainer, make_task
 
     assert [supersample_for("2d", px, 2, 128) for px in (64, 256, 512, 1024, 4096)] == [1, 1, 2, 4, 4]
-    assert supersample_for("mesh", 1024, 2, 128) == supersample_for("volume", 1024, 2, 128) == 1
+    assert supersample_for("volume", 1024, 2, 128) == 1
+    # a mesh view averages the rays its task's cache holds: 2 a px side at half extent, 4 at full
+    assert [supersample_for("mesh", 1024, scale, 128) for scale in (1, 2, 4)] == [4, 2, 1]
+    assert supersample_for("mesh", 256, 2, 128) == 1
     model = Trainer(tiny_config(tmp_path), Progress("none")).model
     with torch.no_grad():  # in-cell detail: the local coordinate's first-layer weights x 300
         model.lppn.layers[0].weight[:, :model.local_dim] *= 300
@@ -81,3 +84,36 @@ def test_views_of_a_fine_exemplar_are_rendered_finer_and_shrunk_as_its_reference
     point, supersampled = views(1), views(4)
     assert point.shape == supersampled.shape == area.shape == (4, model.num_outputs, 24, 24)
     assert float((supersampled - area).abs().mean()) < 0.5 * float((point - area).abs().mean())
+
+
+def test_mesh_views_average_the_rays_of_the_training_cache_instead_of_a_larger_one(tmp_path, monkeypatch):
+    """A supersampled mesh view keeps the task's patch (and its ray-cast cache, 4 rays a px side at full
+    extent) and averages its px's rays; rendering the view larger would build a 4x larger cache."""
+    import torch
+
+    from nca3d.bench import quality
+    from nca3d.render.raycast import available_backends
+    from tests.conftest import random_model
+
+    if not available_backends():
+        import pytest
+
+        pytest.skip("no ray caster")
+    monkeypatch.setenv("NCA3D_CACHE", str(tmp_path))
+    monkeypatch.setattr(quality, "STEPS", (2,))
+    built = []
+
+    def recording_make_task(*args, **kwargs):
+        task = make_task(*args, **kwargs)
+        built.append(task)
+        return task
+
+    make_task = quality.make_task
+    monkeypatch.setattr(quality, "make_task", recording_make_task)
+    model = random_model("mesh", icosphere_frequency=8, channels=8, hidden=16)
+    with torch.no_grad():
+        ((steps, state, crops, scored),) = quality.grow(model, 16, 2, batch=1, supersample=2)
+    (task,) = built
+    assert (task.patch, task.resolution, task.rays_per_px) == (16, 64, {1: 2, 2: 2, 4: 1})
+    assert crops[0].shape == (1, model.num_outputs, 16, 16) and len(scored) == 2
+    assert scored[0].shape == (model.num_outputs, 16, 16)

@@ -49,6 +49,34 @@ def test_render_shapes_and_gradients(task):
         assert param.grad is not None and param.grad.abs().sum() > 0, name
 
 
+def test_supersampled_px_average_the_cached_rays_they_cover(cache, monkeypatch):
+    """With supersample n, a crop's px is the mean of n x n of the cached rays it covers (as many as
+    the cache holds at its scale): a scale-1 crop of 16 px over 64 cached rays a side, at 4 rays a px,
+    equals the 4 x 4 means of a 64-px crop that decodes each ray; supersample 1 is the training's
+    render, one ray at each px centre."""
+    model = random_model("mesh", channels=8, hidden=16)
+    with torch.no_grad():  # detail within a cell, so that rays a px apart differ
+        model.lppn.layers[0].weight[:, :model.local_dim] *= 50
+    fine = MeshTask(cache_dir=cache, **{**SMALL, "supersample": 4})
+    every_ray = MeshTask(cache_dir=cache, **{**SMALL, "patch": 64, "scales": (1,)})  # the same cache
+    assert fine.cache_path == every_ray.cache_path and fine.rays_per_px == {1: 4, 2: 2, 4: 1}
+    state = model.rollout(model.seed(fine.lattice, 2), fine.lattice, 4, torch.Generator().manual_seed(0))
+    for scale_task, plan in ((fine, [(1, 3, 0, 0), (2, 3, 5, 7)]), (every_ray, [(1, 3, 0, 0)])):
+        monkeypatch.setattr(scale_task, "crop_plan", lambda generator, plan=plan: plan)
+    with torch.no_grad():
+        averaged, half = fine.render(model, state, None)
+        (rays,) = every_ray.render(model, state, None)
+        point = MeshTask(cache_dir=cache, **SMALL)
+        monkeypatch.setattr(point, "crop_plan", lambda generator: [(1, 3, 0, 0)])
+        (centres,) = point.render(model, state, None)
+    assert averaged.shape == half.shape == centres.shape == (2, model.num_outputs, 16, 16)
+    torch.testing.assert_close(averaged, torch.nn.functional.avg_pool2d(rays, 4), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(centres, rays[..., 2::4, 2::4])  # the ray at each px centre
+    assert float((averaged - centres).abs().max()) > 0.05  # the detail is there to average
+    # scale 2: 2 x 2 rays a px, from row 5, column 7 of the same view
+    torch.testing.assert_close(half, torch.nn.functional.avg_pool2d(rays[..., 5:37, 7:39], 2), atol=1e-5, rtol=1e-5)
+
+
 def test_every_pixel_hits(task):
     assert (task.face >= 0).all() and (task.face < len(task.lattice.faces)).all()
     plan = task.crop_plan(torch.Generator().manual_seed(1))
