@@ -262,7 +262,10 @@ class EfficientNetLite0Features(FeatureExtractor):
         x = images
         if self.upsample != 1:
             x = F.interpolate(x, scale_factor=self.upsample, mode="bilinear", align_corners=False)
-        x = self._conv(((x - 0.5) / 0.5).contiguous(memory_format=torch.channels_last), "stem", self.net._conv_stem, True)
+        # Channels-last from here on (convolutions, pads and adds keep it): on a CPU the backward of the
+        # stride-2 depthwise convolutions is ~15x slower on NCHW tensors (a 2D iteration 1.16-1.21x)
+        x = (x - 0.5) / 0.5
+        x = self._conv(x.contiguous(memory_format=torch.channels_last), "stem", self.net._conv_stem, True)
         feats = [x]
         for i, block in enumerate(self.net._blocks[: self._last_block + 1]):
             y = x
