@@ -81,12 +81,9 @@ def grow(model, size: int, scale: int, seed: int = 0, batch: int = 4, supersampl
     config = model.provenance.get("config") or {}
     domain = model.config.domain
     grid = config.get("grid") or (model.config.icosphere_frequency if domain == "mesh" else model.config.grid_size[0])
-    if domain == "mesh":  # its px average the finer rays of its cached views
-        task = make_task(domain, grid, model.config.harmonics, size, config.get("ray_samples", 48), model.device,
-                         rays_per_px=supersample)
-    else:  # rendered larger, then shrunk
-        task = make_task(domain, grid, model.config.harmonics, size * supersample, config.get("ray_samples", 48),
-                         model.device)
+    mesh = domain == "mesh"  # a mesh task's px average the finer rays of its cached views; others render larger
+    task = make_task(domain, grid, model.config.harmonics, size if mesh else size * supersample,
+                     config.get("ray_samples", 48), model.device, rays_per_px=supersample if mesh else 1)
     generator = make_generator(seed, model.device)
     state = model.seed(task.lattice, batch)
     done = 0

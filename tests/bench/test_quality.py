@@ -3,7 +3,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from tests.conftest import optional_import
+from tests.conftest import optional_import, random_model, requires_raycaster
 
 optional_import("plenoptic", "the quality bench needs plenoptic (pip install 'nca3d[bench]')", module_level=True)
 
@@ -86,19 +86,14 @@ def test_views_of_a_fine_exemplar_are_rendered_finer_and_shrunk_as_its_reference
     assert float((supersampled - area).abs().mean()) < 0.5 * float((point - area).abs().mean())
 
 
+@requires_raycaster
 def test_mesh_views_average_the_rays_of_the_training_cache_instead_of_a_larger_one(tmp_path, monkeypatch):
     """A supersampled mesh view keeps the task's patch (and its ray-cast cache, 4 rays a px side at full
     extent) and averages its px's rays; rendering the view larger would build a 4x larger cache."""
     import torch
 
     from nca3d.bench import quality
-    from nca3d.render.raycast import available_backends
-    from tests.conftest import random_model
 
-    if not available_backends():
-        import pytest
-
-        pytest.skip("no ray caster")
     monkeypatch.setenv("NCA3D_CACHE", str(tmp_path))
     monkeypatch.setattr(quality, "STEPS", (2,))
     built = []
