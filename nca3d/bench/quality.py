@@ -83,7 +83,8 @@ def grow(model, size: int, scale: int, seed: int = 0, batch: int = 4, supersampl
     grid = config.get("grid") or (model.config.icosphere_frequency if domain == "mesh" else model.config.grid_size[0])
     mesh = domain == "mesh"  # a mesh task's px average the finer rays of its cached views; others render larger
     task = make_task(domain, grid, model.config.harmonics, size if mesh else size * supersample,
-                     config.get("ray_samples", 48), model.device, rays_per_px=supersample if mesh else 1)
+                     config.get("ray_samples", 48), model.device, rays_per_px=supersample if mesh else 1,
+                     zoom=config.get("zoom", 1.0))
     generator = make_generator(seed, model.device)
     state = model.seed(task.lattice, batch)
     done = 0

@@ -63,7 +63,8 @@ def add_arguments(parser) -> None:
             ("moment_weight", float, "weight of the relaxed EMD's mean and covariance term (default 1)"),
             ("tap_balance", float, "weigh feature depths by the exemplar's own variation, to this power (default 0.5)"),
             ("zoom", float, "one loss view (the 2D lattice; at most 32 volume cells or 64 icosphere cells) spans 1/ZOOM "
-                          "of the exemplar: features ZOOM x larger (default: from the feature size)"),
+                          "of the exemplar: features ZOOM x larger; on a mesh 0.5-1 narrows the view to ZOOM x its "
+                          "cells (default: from the feature size)"),
             ("select_every", int, "score a long rollout every this many iterations and keep the best (default 100; 0: off)"),
             ("select_after", int, "... from this iteration on (default 400)"),
             ("select_steps", int, "... grown from the seed for this many steps (default 4096)"),

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import require
+from .scale import exemplar_zoom
 
 STATS_SIZE = 128  # images are compared at this size (a power of two for the pyramid)
 
@@ -198,7 +199,9 @@ def orientation_distance(images: torch.Tensor, reference: torch.Tensor) -> float
 
 
 def zoomed_region(exemplar: torch.Tensor, zoom: float) -> torch.Tensor:
-    """What one full view of a model trained at `zoom` spans of an exemplar (C, H, W): its top-left 1/zoom."""
+    """What one full view of a model trained at `zoom` spans of an exemplar (C, H, W): its top-left
+    1/zoom (all of it below zoom 1, where the views narrow instead: train.scale.exemplar_zoom)."""
+    zoom = exemplar_zoom(zoom)
     h, w = exemplar.shape[-2:]
     return exemplar[:, : max(2, int(h / zoom)), : max(2, int(w / zoom))]
 

@@ -46,12 +46,31 @@ MIN_PERIODS = 4  # zoom keeps at least this many repeats of a regular pattern pe
 
 
 VIEW_CELLS = {"mesh": 64, "volume": 32}  # at most this many cells across one loss view (see trainer.make_task)
+# Zoom below 1 where a view can span fewer cells of the lattice: on the icosphere a view is a window
+# on the sphere, so zoom z < 1 narrows it to z x VIEW_CELLS cells over the whole exemplar (features
+# 1/z x smaller in cells). 2D views are the whole grid and volume crops are periodic: zoom >= 1 there.
+MIN_ZOOM = {"mesh": 0.5}
 
 
 def view_cells(domain: str, grid: int) -> int:
     """Lattice cells across one loss view: the whole 2D grid; on the icosphere and in a volume at
     most VIEW_CELLS (a volume trains on a periodic crop of that many cells)."""
     return min(VIEW_CELLS.get(domain, grid), grid)
+
+
+def min_zoom(domain: str) -> float:
+    """The smallest zoom a domain takes (MIN_ZOOM; 1 where a view cannot narrow)."""
+    return MIN_ZOOM.get(domain, 1.0)
+
+
+def exemplar_zoom(zoom: float) -> float:
+    """A full view spans 1/exemplar_zoom of the exemplar: zoom, or 1 where zoom < 1 narrows the view instead."""
+    return max(1.0, zoom)
+
+
+def view_span(domain: str, grid: int, zoom: float) -> float:
+    """Lattice cells across one loss view at `zoom`: view_cells, narrowed by a zoom below 1."""
+    return view_cells(domain, grid) * min(1.0, zoom)
 
 
 def _radial_correlation(image: torch.Tensor) -> tuple[np.ndarray, np.ndarray, int] | None:
@@ -157,8 +176,10 @@ def choose_scale(domain: str, feature_px: float | None, side_px: int, grid: int 
 
     Small features: the default lattice, and zoom (at most MAX_ZOOM, keeping MIN_VIEW_PX of the
     exemplar per view and, for a regular pattern repeating every `period_px`, MIN_PERIODS repeats).
-    Large ones: zoom 1 and a smaller lattice (at least MIN_GRID, a multiple of 8), yet large enough
-    that no cell spans more than MAX_PX_PER_CELL exemplar px."""
+    Features over a cell on the default lattice: on the icosphere a zoom below 1 (at least MIN_ZOOM),
+    its views narrowed to fewer cells; elsewhere zoom 1 and a smaller lattice:
+    at least MIN_GRID, a multiple of 8, yet large enough that no cell spans more than
+    MAX_PX_PER_CELL exemplar px."""
     chosen = [name for name, value in (("grid", grid), ("zoom", zoom)) if not value]
     default = DEFAULT_GRID[domain]
     if feature_px is None:
@@ -168,13 +189,17 @@ def choose_scale(domain: str, feature_px: float | None, side_px: int, grid: int 
     max_zoom = max(1.0, min(MAX_ZOOM, side_px / MIN_VIEW_PX, side_px / (MIN_PERIODS * (period_px or 0) or 1)))
     if not grid:
         span = wanted / zoom if zoom else wanted  # cells wanted across one view (1/zoom of the exemplar)
-        if span >= view_cells(domain, default) * (1 - KEEP_DEFAULT):
+        if span >= view_cells(domain, default) * (1 - KEEP_DEFAULT) or (domain in MIN_ZOOM and not zoom):
             grid = default
         else:
             finest = side_px / (MAX_PX_PER_CELL * (zoom or 1))  # fewer cells would hold too much exemplar each
             grid = max(MIN_GRID[domain], min(default, max(8 * round(span / 8), 8 * int(np.ceil(finest / 8)))))
     if not zoom:
         zoom = wanted / view_cells(domain, grid)
-        zoom = 1.0 if zoom < 1 + KEEP_DEFAULT else round(min(zoom, max_zoom), 2)
-    cells = feature_px * view_cells(domain, grid) * zoom / side_px
+        if 1 - KEEP_DEFAULT < zoom < 1 + KEEP_DEFAULT:
+            zoom = 1.0
+        else:
+            narrowest = max(min_zoom(domain), side_px / (MAX_PX_PER_CELL * view_cells(domain, grid)))
+            zoom = max(min(np.ceil(narrowest * 100) / 100, 1.0), round(min(zoom, max_zoom), 2))
+    cells = feature_px * view_span(domain, grid, zoom) * exemplar_zoom(zoom) / side_px
     return ScaleChoice(grid, zoom, feature_px, cells, chosen, period_px)

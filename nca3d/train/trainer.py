@@ -52,7 +52,15 @@ from .quality import (
     resize_square,
     zoomed_region,
 )
-from .scale import choose_scale, period, scale_measures, view_cells
+from .scale import (
+    choose_scale,
+    exemplar_zoom,
+    min_zoom,
+    period,
+    scale_measures,
+    view_cells,
+    view_span,
+)
 from .tasks import DEFAULT_SCALES, Texture2DTask, VolumeTask
 
 PBR_MAPS = PBR_CHANNELS[1:]  # the maps beside the albedo, in output order
@@ -182,9 +190,12 @@ class TrainConfig:
             raise NCA3DError("need 1 <= min_steps <= max_steps")
         if not 0.0 < self.lr_decay <= 1.0 or not 0.0 <= self.lr_decay_at <= 1.0:
             raise NCA3DError("need 0 < lr_decay <= 1 and 0 <= lr_decay_at <= 1")
-        if self.zoom and self.zoom < 1:
-            raise NCA3DError(f"--zoom {self.zoom:g} is below 1; use 1 (the lattice spans the whole exemplar) or more "
-                             f"(it spans 1/zoom of it, so the texture's features grow zoom x larger)")
+        lowest = min_zoom(self.domain)
+        if self.zoom and self.zoom < lowest:
+            narrowed = " (below 1 the views narrow to fewer cells)" if lowest < 1 else " (only a mesh's views narrow below 1)"
+            raise NCA3DError(f"--zoom {self.zoom:g} is below {lowest:g}, the least a {self.domain} run takes{narrowed}; "
+                             f"use {lowest:g} or more: at 1 the lattice spans the whole exemplar, above 1 it spans "
+                             f"1/zoom of it, so the texture's features grow zoom x larger")
         self.scales = sorted({int(s) for s in self.scales})
         if not self.scales or self.scales[0] < 1 or self.scales[-1] > 16:
             raise NCA3DError(f"--scales {','.join(map(str, self.scales))} is out of range; give crop scales from 1 to 16, "
@@ -285,9 +296,10 @@ def _finite_or_none(selection: list[tuple[int, float]], digits: int | None = Non
 
 
 def make_task(domain: str, grid: int, harmonics: int, patch: int, ray_samples: int, device,
-              scales=DEFAULT_SCALES, rays_per_px: int = 1):
+              scales=DEFAULT_SCALES, rays_per_px: int = 1, zoom: float = 1.0):
     """The supervision task of a domain: its lattice and a renderer of loss crops at `scales`;
-    rays_per_px: the mesh task's px average up to that many of its cached rays a side (bench views)."""
+    rays_per_px: the mesh task's px average up to that many of its cached rays a side (bench views);
+    zoom: the run's (below 1 it narrows the mesh task's views, train.scale.view_span)."""
     if domain == "2d":
         return Texture2DTask(grid, harmonics, patch, scales)
     if domain == "volume":
@@ -295,8 +307,8 @@ def make_task(domain: str, grid: int, harmonics: int, patch: int, ray_samples: i
         return VolumeTask(grid, harmonics, patch, scales, samples=ray_samples, crop=view_cells(domain, grid))
     from .mesh_task import MeshTask
 
-    # A full view covers 64 cells at the default frequency (fewer on coarse test spheres).
-    return MeshTask(frequency=grid, patch=patch, scales=scales, view_cells=view_cells(domain, grid),
+    # A full view covers 64 cells at the default frequency (fewer on coarse test spheres or below zoom 1).
+    return MeshTask(frequency=grid, patch=patch, scales=scales, view_cells=view_span(domain, grid, zoom),
                     supersample=rays_per_px).to(device)
 
 
@@ -332,11 +344,12 @@ class Trainer:
         if config.autocorr_weight is None:
             config.autocorr_weight = REGULAR_AUTOCORR_WEIGHT if self.scale.period_px else 0.0
             self.chosen.append("autocorr_weight")
-        if exemplar.shape[-1] / config.zoom < MIN_EXEMPLAR_SIZE:
-            raise NCA3DError(f"--zoom {config.zoom:g} leaves {exemplar.shape[-1] / config.zoom:.0f} px of the "
+        spanned = exemplar_zoom(config.zoom)  # a full view spans 1/spanned of the exemplar
+        if exemplar.shape[-1] / spanned < MIN_EXEMPLAR_SIZE:
+            raise NCA3DError(f"--zoom {config.zoom:g} leaves {exemplar.shape[-1] / spanned:.0f} px of the "
                              f"{exemplar.shape[-1]} px exemplar per lattice view; use at most "
                              f"--zoom {exemplar.shape[-1] / MIN_EXEMPLAR_SIZE:g}")
-        finest_texel = exemplar.shape[-1] / (config.zoom * max(config.scales) * config.patch)  # exemplar px per px
+        finest_texel = exemplar.shape[-1] / (spanned * max(config.scales) * config.patch)  # exemplar px per px
         # the exemplar's normal-height strength per texel of the finest loss crops
         self.relief_strength = None if not {"normal", "height"} <= channels.keys() else relief_strength(
             exemplar[None, channels["normal"]], exemplar[None, channels["height"]], texel=finest_texel)
@@ -352,7 +365,7 @@ class Trainer:
         if config.domain == "mesh":
             self.progress.update("raycast", 0.0, "ray-cast views of the icosphere (cached after the first run)")
         self.task = make_task(config.domain, config.grid, config.harmonics, config.patch, config.ray_samples,
-                              self.device, config.scales)
+                              self.device, config.scales, zoom=config.zoom)
         self.progress.update("features", 0.0, f"loading {config.features} features")
         extractor = make_feature_extractor(config.features, vgg_weights=config.vgg_weights, device=self.device)
         self.progress.update("scale", 0.0, self.scale.message(), force=True)  # once nothing can refuse the run
@@ -369,11 +382,11 @@ class Trainer:
         self.loss_fn = TextureLoss(exemplar.to(self.device), extractor, distance=config.distance,
                                    patch=config.patch, samples=config.samples, map_slices=slices, seed=config.seed,
                                    autocorr_weight=config.autocorr_weight, moment_weight=config.moment_weight,
-                                   tap_balance=config.tap_balance, zoom=config.zoom, scales=config.scales,
+                                   tap_balance=config.tap_balance, zoom=spanned, scales=config.scales,
                                    target_sampling=config.target_sampling)
         # the exemplar's directional structure at one full view, to catch stripes in long rollouts
         self.view_orientation = orientation_histogram(
-            resize_square(zoomed_region(exemplar[channels["albedo"]], config.zoom).float(), config.patch))
+            resize_square(zoomed_region(exemplar[channels["albedo"]], spanned).float(), config.patch))
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.pool = self.model.seed(self.task.lattice, config.pool)

@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tests.conftest import optional_import, random_model, requires_raycaster
@@ -112,3 +113,7 @@ def test_mesh_views_average_the_rays_of_the_training_cache_instead_of_a_larger_o
     assert (task.patch, task.resolution, task.rays_per_px) == (16, 64, {1: 2, 2: 2, 4: 1})
     assert crops[0].shape == (1, model.num_outputs, 16, 16) and len(scored) == 2
     assert scored[0].shape == (model.num_outputs, 16, 16)
+    model.provenance = {"config": {"zoom": 0.5}}  # trained below zoom 1: its views spanned half the cells
+    with torch.no_grad():
+        next(quality.grow(model, 16, 2, batch=1, supersample=2))
+    assert built[1].window == pytest.approx(task.window / 2)

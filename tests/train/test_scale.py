@@ -16,12 +16,14 @@ from nca3d.train.scale import (
     MAX_ZOOM,
     MIN_GRID,
     MIN_PERIODS,
+    MIN_ZOOM,
     TARGET_CELLS,
     choose_scale,
     correlation_length,
     period,
 )
 from nca3d.train.trainer import REGULAR_AUTOCORR_WEIGHT, TrainConfig, Trainer
+from tests.conftest import requires_raycaster
 
 
 def smooth_noise(size: int, sigma: float, seed: int = 0, channels: int = 3) -> np.ndarray:
@@ -97,6 +99,19 @@ def test_choose_scale_small_features_zoom_large_ones_shrink_the_lattice():
     assert choose_scale("mesh", 4.0, 512).grid == DEFAULT_GRID["mesh"]
 
 
+def test_on_a_mesh_large_features_narrow_the_views_instead_of_shrinking_the_icosphere():
+    ore = choose_scale("mesh", 12.2, 512)  # wants 42 cells across the exemplar: 0.66 of a 64-cell view
+    assert (ore.grid, ore.zoom) == (DEFAULT_GRID["mesh"], 0.66) and ore.chosen == ["grid", "zoom"]
+    assert ore.feature_cells == pytest.approx(TARGET_CELLS, abs=0.01)
+    assert choose_scale("mesh", 100.0, 256).zoom == MIN_ZOOM["mesh"]  # at most half a view's cells go
+    lava = choose_scale("mesh", 30.0, 1024)  # wants 34 cells, but 1024 px over 34 cells is 30 px each
+    assert lava.zoom == 0.73 and 1024 / (lava.zoom * 64) <= MAX_PX_PER_CELL and lava.feature_cells > TARGET_CELLS
+    assert choose_scale("mesh", 12.2, 512, grid=32).zoom == 1.31  # 42 cells on a 32-cell view: zoom in as before
+    assert choose_scale("mesh", 12.2, 512, zoom=1.0).grid == 40  # a given zoom: the lattice shrinks as before
+    for domain in ("2d", "volume"):  # their views cannot narrow
+        assert choose_scale(domain, 100.0, 256).zoom == 1.0
+
+
 def test_a_chosen_lattice_gives_no_cell_more_than_max_px():
     # lava flow: 1024 px with features ~35 px wants ~29 cells, but 32 cells would hold 32 px each
     lava = choose_scale("2d", 35.0, 1024)
@@ -147,6 +162,26 @@ def test_trainer_chooses_records_and_prints_the_scale(tmp_path, capsys):
     provenance = read_header(files[0])[0]["provenance"]
     assert provenance["config"]["grid"] == 8 and provenance["scale"]["chosen"] == []
     assert provenance["scale"]["feature_px"] == pytest.approx(given.scale.feature_px, abs=0.01)
+
+
+@requires_raycaster
+def test_a_mesh_run_below_zoom_1_narrows_its_views_over_the_whole_exemplar(tmp_path, monkeypatch):
+    monkeypatch.setenv("NCA3D_CACHE", str(tmp_path / "cache"))
+    exemplar = _exemplar(tmp_path / "big.png", 10.0, size=64)  # ~12 px features: 5 cells of the 8 wanted
+    mesh = dict(domain="mesh", grid=8, ray_samples=8)
+    wide = Trainer(_config(tmp_path, exemplar, zoom=1.0, **mesh), Progress("none"))
+    narrow = Trainer(_config(tmp_path, exemplar, **mesh), Progress("none"))
+    zoom = narrow.config.zoom
+    assert MIN_ZOOM["mesh"] <= zoom < 0.9 and narrow.scale.chosen == ["zoom"] and narrow.config.grid == 8
+    assert narrow.task.window == pytest.approx(wide.task.window * zoom)  # zoom x the cells a view
+    assert narrow.loss_fn.zoom == wide.loss_fn.zoom == 1.0  # of the whole exemplar either way
+    assert narrow.scale.feature_cells == pytest.approx(TARGET_CELLS, abs=0.01)
+    assert wide.scale.feature_cells == pytest.approx(TARGET_CELLS / zoom, abs=0.02)
+    assert read_header(narrow.run()[0])[0]["provenance"]["config"]["zoom"] == zoom
+    with pytest.raises(NCA3DError, match="below 0.5, the least a mesh run takes"):
+        TrainConfig(exemplar=exemplar, out="m.nca3d", domain="mesh", zoom=0.4)
+    with pytest.raises(NCA3DError, match="only a mesh's views narrow below 1"):
+        TrainConfig(exemplar=exemplar, out="m.nca3d", zoom=0.5)
 
 
 def test_resume_under_a_different_automatic_choice_says_what_to_pass(tmp_path, capsys):
