@@ -33,7 +33,7 @@ from ..train.quality import (
     reference_scores,
     resize_square,
 )
-from ..train.tasks import DEFAULT_SCALES
+from ..train.tasks import DEFAULT_SCALES, samples_per_px
 from ..train.trainer import TrainConfig, Trainer, make_task
 
 STEPS = (256, 1024, 2048, 4096)  # 4096: a shipped model must hold its texture that long
@@ -49,7 +49,7 @@ def supersample_for(domain: str, region_px: int, scale: int, size: int) -> int:
     at most the cached rays a px side at that scale). The reference crop shrinks antialiased, so a
     view must too: decoded one point per px, detail finer than a px aliases into noise that the
     reference averages out, and a model that draws the exemplar's grain scored below one that blurs it."""
-    most = SUPERSAMPLE[domain] if domain != "mesh" else min(SUPERSAMPLE[domain], max(DEFAULT_SCALES) // scale)
+    most = SUPERSAMPLE[domain] if domain != "mesh" else samples_per_px(DEFAULT_SCALES, SUPERSAMPLE[domain])[scale]
     return int(min(most, max(1, round(region_px / (scale * size)))))
 
 

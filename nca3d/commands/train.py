@@ -76,6 +76,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--scales", type=_scale_list, metavar="S,S,...",
                         help="loss crop scales: scale s takes min(s, 4) crops of 1/s of the view (default 1,2,4; "
                              "1,2,4,8 adds pixel-scale crops for fine grain, at about 1.3x an iteration's cost)")
+    parser.add_argument("--supersample", type=int, metavar="N",
+                        help="loss renders: each px the mean of up to NxN decoder samples (at most the finest crops' "
+                             "px), as the area-sampled targets average the exemplar (default 2 for 2D, 1 for mesh; "
+                             "2D and mesh only)")
     parser.add_argument("--target-sampling", choices=["area", "point"],
                         help="how the loss shrinks exemplar crops to its patch: antialiased (area, default) or a "
                              "texel per pixel (point), as renders sample the decoder, so fine grain is not "

@@ -57,6 +57,7 @@ from ..core.model import Model
 from ..io.atomic import atomic_path
 from ..lattices import MeshLattice, SurfacePoints, icosphere
 from .losses import crop_count
+from .tasks import pooled_crops, samples_per_px
 
 CACHE_VERSION = 1  # bump when the view geometry or the file layout changes
 PROJECTIONS = ("equidistant", "gnomonic")
@@ -176,7 +177,7 @@ class MeshTask:
         # each px averages `rays_per_px[s]` of them a side (the bench's views: as many as `supersample`
         # asks and the cache holds, so a px shows the mean of finer detail, as an antialiased
         # reference does), else takes the ray at its centre (training: supersample 1)
-        self.rays_per_px = {s: max(1, min(int(supersample), self.resolution // (s * patch))) for s in scales}
+        self.rays_per_px = samples_per_px(scales, supersample)  # resolution // (s * patch) = max(scales) // s
         self._offsets = {s: _pixel_rays(patch, self.resolution / (s * patch), self.rays_per_px[s]) for s in scales}
         self._preview: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
@@ -259,11 +260,7 @@ class MeshTask:
         LPPN (each px the mean of its rays_per_px^2 rays)."""
         plan = self.crop_plan(generator)
         values = model.decode(state, self.lattice, self.crop_points(plan).to(state.device))  # (B, rays, K)
-        sides = [self.rays_per_px[scale] for scale, *_ in plan]
-        batch, p = state.shape[0], self.patch
-        crops = [rays.reshape(batch, p, n, p, n, -1).mean(dim=(2, 4)) if n > 1 else rays.reshape(batch, p, p, -1)
-                 for rays, n in zip(values.split([(p * n) ** 2 for n in sides], dim=1), sides)]
-        return [crop.permute(0, 3, 1, 2) for crop in crops]
+        return pooled_crops(values, [self.rays_per_px[scale] for scale, *_ in plan], self.patch)
 
     # --- previews ----------------------------------------------------------------------------
     def _preview_hits(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -22,25 +22,45 @@ DEFAULT_SCALES = (1, 2, 4)  # the full view, 2 half-size crops, 4 quarter-size c
 CHECKPOINT_VIEWS = True  # VolumeTask.render recomputes each view's march in the backward
 
 
-class Texture2DTask:
-    """Flat periodic textures: crops of the Grid2D torus, rendered at patch resolution."""
+def samples_per_px(scales, supersample: int) -> dict[int, int]:
+    """Decoder samples a px side per crop scale: up to `supersample`, and no finer than the finest
+    crops' px (max(scales) / s at scale s), so each px of a coarser crop averages the field over
+    its area, as the exemplar's area-sampled targets do, where one sample would alias."""
+    return {s: max(1, min(int(supersample), max(scales) // s)) for s in scales}
 
-    def __init__(self, grid: int, harmonics: int, patch: int, scales=DEFAULT_SCALES):
+
+def pooled_crops(values: Tensor, sides: list[int], patch: int) -> list[Tensor]:
+    """Decoded samples (B, sum of (patch * n)^2, K), crop after crop with n = sides[i] samples a px
+    side in image order -> the crops (B, K, patch, patch), each px the mean of its n x n samples."""
+    batch, p = values.shape[0], patch
+    crops = [part.reshape(batch, p, n, p, n, -1).mean(dim=(2, 4)) if n > 1 else part.reshape(batch, p, p, -1)
+             for part, n in zip(values.split([(p * n) ** 2 for n in sides], dim=1), sides)]
+    return [crop.permute(0, 3, 1, 2) for crop in crops]
+
+
+class Texture2DTask:
+    """Flat periodic textures: crops of the Grid2D torus, rendered at patch resolution (each px
+    the mean of samples_per_px's n x n decoder samples; supersample 1: one at its centre)."""
+
+    def __init__(self, grid: int, harmonics: int, patch: int, scales=DEFAULT_SCALES, supersample: int = 1):
+        if supersample < 1:
+            raise ValueError(f"supersample must be >= 1, got {supersample}")
         self.lattice = Grid2D(grid, harmonics)
         self.patch, self.scales = patch, tuple(scales)
+        self.rays_per_px = samples_per_px(self.scales, supersample)
 
     def render(self, model: Model, state: Tensor, generator: torch.Generator) -> list[Tensor]:
-        batch, extent = state.shape[0], float(self.lattice.cell_shape[1])
-        unit = pixel_grid(self.patch, state.device)
-        points, crops = [], 0
+        extent = float(self.lattice.cell_shape[1])
+        points, sides = [], []
         for scale in self.scales:
+            side = self.rays_per_px[scale]
+            unit = pixel_grid(self.patch * side, state.device)
             for _ in range(crop_count(scale)):
                 origin = torch.rand(2, generator=generator, device=state.device) * extent
                 points.append(origin + unit * (extent / scale))
-                crops += 1
-        values = model.decode(state, self.lattice, torch.cat(points))  # (B, crops*p*p, K)
-        images = values.reshape(batch, crops, self.patch, self.patch, -1).permute(1, 0, 4, 2, 3)
-        return list(images.unbind(0))
+                sides.append(side)
+        values = model.decode(state, self.lattice, torch.cat(points))  # (B, samples, K)
+        return pooled_crops(values, sides, self.patch)
 
     def preview(self, model: Model, state: Tensor, scale: float = 4.0) -> np.ndarray:
         """The whole tile of state[0] at `scale` x lattice resolution: (H, W, K) float (core.dense's grid decode)."""

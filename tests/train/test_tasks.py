@@ -19,6 +19,24 @@ def test_2d_preview_is_the_whole_tile_at_scale():
     torch.testing.assert_close(torch.from_numpy(image), reference.reshape(24, 24, 3), rtol=1e-5, atol=1e-6)
 
 
+def test_2d_supersampled_crops_average_the_finer_samples_of_the_same_crops():
+    """supersample 2: a scale-1 or scale-2 crop's px is the 2 x 2 mean of a crop decoded at twice the
+    px over the same extent and origin; scale-4 crops (the finest) keep one sample a px."""
+    model = random_model("2d", outputs="rgb", grid_size=[6, 6], harmonics=1)
+    plain, fine = Texture2DTask(6, 1, patch=8, supersample=2), Texture2DTask(6, 1, patch=16, scales=(1, 2, 4))
+    assert plain.rays_per_px == {1: 2, 2: 2, 4: 1} and Texture2DTask(6, 1, patch=8).rays_per_px == {1: 1, 2: 1, 4: 1}
+    with torch.inference_mode():
+        state = model.rollout(model.seed(plain.lattice, batch=2), plain.lattice, 4, make_generator(0))
+        pooled = plain.render(model, state, make_generator(7))
+        every = fine.render(model, state, make_generator(7))  # the same origins, twice the px
+    assert [tuple(crop.shape) for crop in pooled] == [(2, 3, 8, 8)] * 7
+    for crop, reference in zip(pooled[:3], every[:3]):  # scales 1 and 2
+        torch.testing.assert_close(crop, torch.nn.functional.avg_pool2d(reference, 2), rtol=1e-5, atol=1e-6)
+    centres = Texture2DTask(6, 1, patch=8).render(model, state, make_generator(7))
+    for crop, reference in zip(pooled[3:], centres[3:]):  # scale 4: one sample a px, as without supersampling
+        torch.testing.assert_close(crop, reference)
+
+
 def test_a_volume_crop_renders_what_the_whole_lattice_shows():
     """A 16-cell lattice trained on an 8-cell crop: the crop's rays (wrapping through it, as deep and
     as dense as through the whole cube) composite what rays through the crop tiled 2 x 2 x 2 do."""

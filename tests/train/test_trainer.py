@@ -42,6 +42,19 @@ def tiny_config(tmp_path, domain="2d", **overrides):
     return TrainConfig(**options)
 
 
+def test_2d_loss_renders_are_supersampled_by_default(tmp_path):
+    """2D: each px of the coarser loss crops the mean of 2 x 2 decoder samples (the finest crops keep
+    one); meshes and volumes one sample a px unless asked; a given count is kept."""
+    assert [TrainConfig(exemplar="x.png", out="m.nca3d", domain=d).supersample for d in ("2d", "mesh", "volume")] \
+        == [2, 1, 1]
+    trainer = Trainer(tiny_config(tmp_path), Progress("none"))
+    assert trainer.task.rays_per_px == {1: 2, 2: 2, 4: 1}
+    assert Trainer(tiny_config(tmp_path, supersample=1), Progress("none")).task.rays_per_px == {1: 1, 2: 1, 4: 1}
+    assert Trainer(tiny_config(tmp_path, supersample=4), Progress("none")).task.rays_per_px == {1: 4, 2: 2, 4: 1}
+    model = trainer.run()[0]
+    assert read_header(model)[0]["provenance"]["config"]["supersample"] == 2
+
+
 @pytest.mark.parametrize("domain", ["2d", "volume", "mesh"])
 def test_loss_goes_down(tmp_path, monkeypatch, domain):
     if domain == "mesh":
@@ -393,6 +406,11 @@ def test_bad_exemplars_give_one_clear_line(tmp_path, capsys):
         assert main(["train", str(good), "--zoom", zoom, "--out", out, "--iters", "1", "--features", "patches"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], (zoom, err)
+    for domain, supersample in (("volume", "2"), ("2d", "-1")):
+        assert main(["train", str(good), "--domain", domain, "--supersample", supersample, "--out", out,
+                     "--iters", "1", "--features", "patches"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"--supersample {supersample} does not apply" in err[0], (domain, err)
     for scales, message in (("1,a", "not a comma-separated list"), ("0,2", "out of range")):
         assert main(["train", str(good), "--scales", scales, "--out", out, "--iters", "1", "--features", "patches"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
