@@ -69,8 +69,9 @@ REGULAR_AUTOCORR_WEIGHT = 10.0  # the auto-correlation term of an exemplar with 
 # finer than a px that the area-sampled targets average out, so the coarse crops penalised the fine
 # detail the finest ones ask for. Side by side, one thread each, quality at 256 / 1024 / 2048 / 4096
 # steps, 1 sample a px against 2: rust 06 (30 minutes) 0.15 / 0.18 / 0.22 / 0.15 against 0.41 / 0.34 /
-# 0.34 / 0.30; granite 15 (25 minutes) 0.80 / 0.62 / 0.49 / 0.54 against 0.74 / 0.72 / 0.72 / 0.64; in
-# 12-14% fewer iterations (an iteration costs 1.16x on one thread, 1.32x on two).
+# 0.34 / 0.30; granite 15 (25 minutes) 0.80 / 0.62 / 0.49 / 0.54 against 0.74 / 0.72 / 0.72 / 0.64; green
+# marble 12 (25 minutes; its large veins) 0.16 / 0.29 / 0.06 / 0.26 against 0.33 / 0.30 / -0.02 / 0.03; in
+# 12-17% fewer iterations (an iteration costs 1.16x on one thread, 1.32x on two).
 DEFAULT_SUPERSAMPLE = {"2d": 2, "mesh": 1, "volume": 1}
 # The training rollout's autograd memory per cell and step of the batch, measured (peak RSS over a
 # 24-step rollout on 2D, mesh and volume lattices): 250-280 B with bf16 matmuls, 480-750 B in fp32.
