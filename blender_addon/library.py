@@ -47,13 +47,15 @@ _PREVIEWS: dict = {"collection": None}
 _ITEMS: dict = {"texture": [], "volume": []}  # enum items must stay referenced from Python
 
 
-def training_spacing(domain: str | None, lattice: dict) -> float | None:
+def training_spacing(domain: str | None, lattice: dict, zoom: float | None = None) -> float | None:
     """World units per cell the model was trained at: a mesh model's icosphere (10 f^2 + 2 cells on
-    a radius-1 sphere: the backend's automatic scale on a mesh that size), or a volume model's
-    grid over VOLUME_EDGE. None when unknown."""
+    a radius-1 sphere: the backend's automatic scale on a mesh that size; f times the training zoom
+    where that is below 1, as the backend's default_cells), or a volume model's grid over
+    VOLUME_EDGE. None when unknown."""
     try:
         if domain == "mesh":
-            cells = 10 * int(lattice["icosphere_frequency"]) ** 2 + 2
+            frequency = int(lattice["icosphere_frequency"]) * min(1.0, float(zoom or 1.0))
+            cells = round(10 * frequency ** 2) + 2
             return math.sqrt(4.0 * math.pi * TRAINING_SPHERE_RADIUS ** 2 / (cells * CELL_AREA))
         if domain == "volume":
             return VOLUME_EDGE / max(int(side) for side in lattice["size"])
@@ -68,7 +70,8 @@ def describe(entry: dict) -> dict:
     channels = entry.get("channels") or []
     maps = ["albedo"] + [kind for kind in MAP_KINDS[1:] if kind in channels]
     return {**entry, "maps": maps, "pbr": len(maps) > 1,
-            "spacing": training_spacing(entry.get("domain"), entry.get("lattice") or {})}
+            "spacing": training_spacing(entry.get("domain"), entry.get("lattice") or {},
+                                        (entry.get("scale") or {}).get("zoom"))}
 
 
 def read_file_header(path: str) -> dict | None:
@@ -99,6 +102,7 @@ def file_entry(path: str) -> dict | None:
         if header is not None:
             entry = describe({"name": os.path.splitext(os.path.basename(path))[0], "path": path,
                               "domain": header.get("domain"), "lattice": header.get("lattice"),
+                              "scale": (header.get("provenance") or {}).get("scale"),
                               "channels": [o.get("name") for o in header.get("outputs") or []]})
         cached = _FILES[path] = (stamp, entry)
     return cached[1]

@@ -51,7 +51,7 @@ def load_named_model(name_or_path: str, device: str = "auto", domains: tuple[str
 
 # --------------------------------------------------------------------------- listing (`nca3d models`)
 
-PROVENANCE_KEYS = ("exemplar", "license", "credit", "iterations", "final_loss")
+PROVENANCE_KEYS = ("exemplar", "license", "credit", "iterations", "final_loss", "scale")
 
 
 def preview_path(model_path: Path) -> Path | None:
@@ -63,7 +63,7 @@ def preview_path(model_path: Path) -> Path | None:
 def model_entry(name: str, path: Path) -> dict:
     """One library row from a model file's header (no weights are loaded): name, path, domain,
     outputs (the preset), channels (output names), lattice (its kind and grid size or icosphere
-    frequency), the provenance keys and the preview path.
+    frequency), the provenance keys (scale: the training's lattice and zoom choice) and the preview path.
     A file whose header cannot be read gets an `error` field instead of failing the listing."""
     from .io.model_file import read_header
 

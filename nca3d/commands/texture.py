@@ -33,7 +33,7 @@ def add_texture_arguments(parser) -> None:
     scale = parser.add_mutually_exclusive_group()
     scale.add_argument("--scale", type=float, help="texture scale: cell spacing in mesh units")
     scale.add_argument("--cells", type=int, help="texture scale: lattice cells over the surface (default: a mesh model's training "
-                       "icosphere count, 40962 for volume models)")
+                       "icosphere count, times its zoom squared where that is below 1; 40962 for volume models)")
     parser.add_argument("--margin", type=int, default=0, help="seam dilation in px (default size/128, >= 4)")
     parser.add_argument("--object-normals", dest="object_normals", action="store_true",
                         help="also write an object-space normal map NAME_normal_object.png")

@@ -36,6 +36,7 @@ from ..errors import NCA3DError
 from ..io.atomic import prepare_out_dir
 from ..lattices.mesh import unique_edges
 from ..ops.bake import vertex_normals
+from ..render.maps import default_cells
 
 PAGE_FOLDER = Path(__file__).resolve().parent / "web_page"
 PAGE_FILES = ("index.html", "nca3d.js")
@@ -241,7 +242,7 @@ def page_size(files: list[str]) -> int:
 @torch.no_grad()
 def mesh_lattice_for(model, mesh: str | None) -> MeshLatticeData:
     """The lattice a mesh model grows on in the page: its training icosphere (mesh None), or a
-    demo mesh / mesh file remeshed to the model's cell count (as `nca3d texture` does)."""
+    demo mesh / mesh file remeshed to `nca3d texture`'s default cell count (render.maps.default_cells)."""
     from ..lattices.mesh import icosphere
 
     if not mesh:
@@ -251,7 +252,7 @@ def mesh_lattice_for(model, mesh: str | None) -> MeshLatticeData:
     from ..ops.demo_meshes import load_demo_or_mesh
     from ..ops.remesh import uniform_lattice
 
-    cells = 10 * model.config.icosphere_frequency ** 2 + 2
+    cells = default_cells(model)
     loaded = load_demo_or_mesh(mesh)
     lattice = uniform_lattice(loaded.vertices, loaded.faces, cells=cells)
     vertices = lattice.vertices - (lattice.vertices.max(axis=0) + lattice.vertices.min(axis=0)) / 2
@@ -270,7 +271,7 @@ def export_web(model_paths: list[tuple[str, str]], out: str | os.PathLike, mesh:
         model = load_model(path, device="cpu")
         models.append((name, model))
         if model.config.domain == "mesh":
-            request = (mesh or "", model.config.icosphere_frequency)
+            request = (mesh or "", model.config.icosphere_frequency, default_cells(model) if mesh else 0)
             if request not in by_request:
                 if progress is not None:
                     progress.update("lattice", 0.0, f"lattice for {name}", force=True)

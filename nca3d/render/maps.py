@@ -264,10 +264,13 @@ def store_outputs(maps: MapSet, model, values: np.ndarray, index: np.ndarray, no
 def default_cells(model) -> int:
     """Lattice cells over a mesh when neither --cells nor --scale is given.
 
-    A mesh model gets its training icosphere's count (10 f^2 + 2): the texture then covers the
-    mesh as it covered the sphere in training, whatever frequency it was trained at."""
+    A mesh model gets the count (10 f^2 + 2) of the icosphere whose zoom-1 views show what its
+    training views showed: its training frequency f, times its zoom where that is below 1 (the
+    views were narrowed to fewer cells, train.scale.view_span). The texture then covers the mesh
+    as the exemplar covered those views, whatever lattice and zoom the model was trained at."""
     if model.config.domain == "mesh":
-        return 10 * model.config.icosphere_frequency ** 2 + 2
+        zoom = float((model.provenance.get("scale") or {}).get("zoom") or 1.0)
+        return round(10 * (model.config.icosphere_frequency * min(1.0, zoom)) ** 2) + 2
     return DEFAULT_CELLS
 
 

@@ -12,6 +12,7 @@ from .conftest import run_blender
 PBR_MESH_MODELS = {"eroded_concrete_mesh", "tree_bark_mesh", "wood_shingles_mesh"}
 # granite_mesh's training icosphere: frequency 64, 40,962 cells on a radius-1 sphere
 GRANITE_SPACING = math.sqrt(4 * math.pi / (10 * 64 ** 2 + 2) / (math.sqrt(3) / 2))
+ORE_SPACING = math.sqrt(4 * math.pi / 17_844 / (math.sqrt(3) / 2))  # zoom 0.66: 10 (0.66 x 64)^2 + 2 cells
 
 
 PICKERS = r'''
@@ -93,6 +94,7 @@ def test_pickers_offer_models_by_domain(tmp_path: Path, tiny_models):
     assert describe["granite_mesh"]["maps"] == ["albedo"] and not describe["granite_mesh"]["pbr"]
     assert describe["eroded_concrete_mesh"]["maps"] == ["albedo", "normal", "roughness", "height", "ao"]
     assert math.isclose(describe["granite_mesh"]["spacing"], GRANITE_SPACING, rel_tol=1e-9)
+    assert math.isclose(describe["ore_mesh"]["spacing"], ORE_SPACING, rel_tol=1e-9)  # as default_cells
     assert math.isclose(describe["volume_default"]["spacing"], 2.0 / 64, rel_tol=1e-9)
 
     rgb, pbr = result["draw_rgb"], result["draw_pbr"]

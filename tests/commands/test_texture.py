@@ -285,6 +285,20 @@ def test_default_cells_follow_the_models_training_sphere(tmp_path, pbr_mesh_mode
     assert 0.8 * 162 < record["lattice"]["cells"] < 1.25 * 162
 
 
+def test_default_cells_follow_a_narrowed_models_views(pbr_mesh_model):
+    """A model trained at zoom z < 1 (its views narrowed to z f cells of the frequency-f sphere) gets
+    the cells of a frequency-z f sphere, so its features cover a mesh as at zoom 1; zoom > 1 (views on
+    part of the exemplar) and models without a record keep the training sphere's count."""
+    from nca3d.io.model_file import load_model
+    from nca3d.render.maps import default_cells
+
+    model = load_model(pbr_mesh_model)
+    for record, cells in ((None, 162), ({"zoom": 1.0}, 162), ({"zoom": 0.5}, 10 * 2 ** 2 + 2),
+                          ({"zoom": 0.75}, 10 * 3 ** 2 + 2), ({"zoom": 2.5}, 162)):
+        model.provenance["scale"] = record
+        assert default_cells(model) == cells
+
+
 @pytest.mark.parametrize("budget", [1 << 30, 1])
 def test_located_texels_are_reused_across_bakes(tmp_path, monkeypatch, pbr_mesh_model, budget):
     """Animated bakes and live views locate texels once (when they fit the cache budget); the

@@ -260,6 +260,26 @@ def test_export_is_atomic_and_refuses_a_mesh_model_without_lattice(tmp_path, pag
     assert list((tmp_path / "out").iterdir()) == []  # no staging folder, no partial page
 
 
+def test_a_demo_mesh_is_remeshed_to_each_models_default_cells(tmp_path):
+    """--mesh: each mesh model grows on the mesh remeshed to `nca3d texture`'s default count (a model
+    trained at zoom 0.5 on frequency 4: a frequency-2 sphere's 42 cells, not 162), and models of
+    the same frequency but different zoom do not share a lattice."""
+    from nca3d.io.model_file import save_model
+
+    paths = []
+    for name, zoom in (("whole", 1.0), ("narrowed", 0.5)):
+        torch.manual_seed(7)
+        model = random_model("mesh", channels=8, hidden=16, icosphere_frequency=4)
+        model.provenance["scale"] = {"grid": 4, "zoom": zoom}
+        save_model(model, tmp_path / f"{name}.nca3d")
+        paths.append((name, str(tmp_path / f"{name}.nca3d")))
+    export_web(paths, tmp_path / "page", mesh="torus")
+    lattices = sorted(p.name for p in (tmp_path / "page").glob("lattice_*.js"))
+    assert lattices == ["lattice_torus_162.js", "lattice_torus_42.js"]
+    for name, key in (("whole", "torus_162"), ("narrowed", "torus_42")):
+        assert re.search(rf'"mesh_lattice":\s*"{key}"', (tmp_path / "page" / f"model_{name}.js").read_text())
+
+
 def test_lattice_data_lists_each_neighbour_once_both_ways():
     vertices, faces = small_mesh()
     data = lattice_data(MeshLatticeData("t", vertices, faces))
