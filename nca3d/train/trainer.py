@@ -234,6 +234,13 @@ RESUMABLE_CHANGES = ("iters", "minutes", "device", "checkpoint_every", "grad_che
                      "license", "credit")
 
 
+def _setting(value) -> str:
+    """A config value as a resume refusal names it: 0.5, 1,2,4, area, a/b/c.png."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(_setting, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _square(pixels: np.ndarray) -> np.ndarray:
     """Centre-crop (H, W, C) to a square: the full lattice view maps onto the whole exemplar."""
     h, w = pixels.shape[:2]
@@ -490,7 +497,9 @@ class Trainer:
                 now = ", ".join(f"{k.replace('_', ' ')} {getattr(self.config, k):g}" for k in keys)
                 raise NCA3DError(f"checkpoint '{path}' was made at {given}, but the automatic choice is now "
                                  f"{now}; resume with {given}, or delete it to start over")
-            raise NCA3DError(f"checkpoint '{path}' was made with different settings ({', '.join(changed)}); "
+            differences = "; ".join(f"{k.replace('_', ' ')} {_setting(saved.get(k))} there, {_setting(current[k])} now"
+                                    for k in changed)
+            raise NCA3DError(f"checkpoint '{path}' was made with different settings ({differences}); "
                              f"use the same options or delete it")
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         for index, param in enumerate(self.model.parameters()):

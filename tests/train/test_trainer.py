@@ -180,9 +180,15 @@ def test_an_eighth_of_the_pool_ages_once_at_a_fraction_of_the_budget(tmp_path):
 
 
 def test_resume_refuses_other_settings(tmp_path):
+    """The refusal names each setting with the checkpoint's value and the run's, so the user knows
+    what to pass; a checkpoint older than a setting counts as made with its old value."""
     Trainer(tiny_config(tmp_path, iters=2), Progress("none")).run()
-    with pytest.raises(NCA3DError, match="different settings"):
+    with pytest.raises(NCA3DError, match="different settings \\(hidden 32 there, 16 now\\)"):
         Trainer(tiny_config(tmp_path, iters=4, hidden=16), Progress("none")).run(resume=True)
+    edit_checkpoint(tmp_path / "m.nca3d", lambda meta, tensors: meta["config"].pop("supersample"))
+    with pytest.raises(NCA3DError, match="\\(supersample 1 there, 2 now\\)"):
+        Trainer(tiny_config(tmp_path, iters=4), Progress("none")).run(resume=True)
+    Trainer(tiny_config(tmp_path, iters=4, supersample=1), Progress("none")).run(resume=True)
 
 
 def edit_checkpoint(out, edit) -> None:
