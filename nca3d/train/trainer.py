@@ -497,7 +497,7 @@ class Trainer:
                 now = ", ".join(f"{k.replace('_', ' ')} {getattr(self.config, k):g}" for k in keys)
                 raise NCA3DError(f"checkpoint '{path}' was made at {given}, but the automatic choice is now "
                                  f"{now}; resume with {given}, or delete it to start over")
-            differences = "; ".join(f"{k.replace('_', ' ')} {_setting(saved.get(k))} there, {_setting(current[k])} now"
+            differences = "; ".join(f"--{k.replace('_', '-')} {_setting(saved.get(k))} there, {_setting(current[k])} now"
                                     for k in changed)
             raise NCA3DError(f"checkpoint '{path}' was made with different settings ({differences}); "
                              f"use the same options or delete it")

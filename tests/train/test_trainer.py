@@ -183,10 +183,10 @@ def test_resume_refuses_other_settings(tmp_path):
     """The refusal names each setting with the checkpoint's value and the run's, so the user knows
     what to pass; a checkpoint older than a setting counts as made with its old value."""
     Trainer(tiny_config(tmp_path, iters=2), Progress("none")).run()
-    with pytest.raises(NCA3DError, match="different settings \\(hidden 32 there, 16 now\\)"):
+    with pytest.raises(NCA3DError, match="different settings \\(--hidden 32 there, 16 now\\)"):
         Trainer(tiny_config(tmp_path, iters=4, hidden=16), Progress("none")).run(resume=True)
     edit_checkpoint(tmp_path / "m.nca3d", lambda meta, tensors: meta["config"].pop("supersample"))
-    with pytest.raises(NCA3DError, match="\\(supersample 1 there, 2 now\\)"):
+    with pytest.raises(NCA3DError, match="\\(--supersample 1 there, 2 now\\)"):
         Trainer(tiny_config(tmp_path, iters=4), Progress("none")).run(resume=True)
     Trainer(tiny_config(tmp_path, iters=4, supersample=1), Progress("none")).run(resume=True)
 
@@ -210,7 +210,7 @@ def test_a_checkpoint_older_than_a_setting_resumes_with_the_value_it_was_trained
     Trainer(tiny_config(tmp_path, iters=2, tap_balance=0.0), Progress("none")).run()
     # as written before --tap-balance existed (the loss was tap_balance 0)
     edit_checkpoint(tmp_path / "m.nca3d", lambda meta, tensors: meta["config"].pop("tap_balance"))
-    with pytest.raises(NCA3DError, match="tap_balance"):  # today's default, 0.5, is not what it was trained with
+    with pytest.raises(NCA3DError, match="--tap-balance 0 there, 0.5 now"):  # today's default, 0.5, is not what it was trained with
         Trainer(tiny_config(tmp_path, iters=4), Progress("none")).run(resume=True)
     resumed = Trainer(tiny_config(tmp_path, iters=4, tap_balance=0.0), Progress("none"))
     resumed.run(resume=True)
