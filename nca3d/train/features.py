@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 FEATURE_NAMES = ("effnet", "patches", "vgg16")
+EFFNET_NAMES = ("effnet", "efficientnet", "efficientnet-lite0")  # what --features takes for EfficientNet-Lite0
 
 
 class FeatureExtractor(nn.Module):
@@ -453,7 +454,7 @@ def make_feature_extractor(
     ``kernel=5, levels=3, stride=1``).
     """
     key = str(name).lower()
-    if key in ("effnet", "efficientnet", "efficientnet-lite0"):
+    if key in EFFNET_NAMES:
         ext: FeatureExtractor = EfficientNetLite0Features(**options)
     elif key == "patches":
         ext = PatchFeatures(**options)

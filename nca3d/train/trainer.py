@@ -37,7 +37,7 @@ from ..io.model_file import load_model, read_header, save_model
 from ..memory import available_memory, human_bytes
 from ..ops.pbr import derive_missing_maps
 from ..progress import Progress
-from .features import make_feature_extractor
+from .features import EFFNET_NAMES, make_feature_extractor
 from .losses import (
     RESAMPLINGS,
     TextureLoss,
@@ -151,6 +151,8 @@ class TrainConfig:
     supersample: int = 0  # loss renders (2D, mesh): each px the mean of up to N x N decoder samples, at most the
     # finest crops' px (train.tasks.samples_per_px), so coarse crops see detail averaged as their area targets
     # do (0: DEFAULT_SUPERSAMPLE of the domain)
+    feature_upsample: float = 2.0  # effnet: the crops are upsampled this many times before the network, so
+    # detail of 2-4 px reaches its finer taps (1: about 1.5x faster iterations)
     patch: int = 96
     samples: int = 512
     ray_samples: int = 40
@@ -215,6 +217,9 @@ class TrainConfig:
         if self.supersample < 1 or (self.domain == "volume" and self.supersample > 1):
             raise NCA3DError(f"--supersample {self.supersample} does not apply here; give 1 or more for 2D and mesh "
                              f"renders (a volume's views march rays: 1 or leave it out)")
+        if not 1 <= self.feature_upsample <= 4:
+            raise NCA3DError(f"--feature-upsample {self.feature_upsample:g} is out of range; give 1 to 4 (2, the "
+                             f"default, lets EfficientNet see 2-4 px detail; 1 trains about 1.5x faster)")
         if self.target_sampling not in RESAMPLINGS:
             raise NCA3DError(f"--target-sampling {self.target_sampling} is unknown; use {' or '.join(RESAMPLINGS)}")
         if self.precision not in ("auto", "fp32", "bf16"):
@@ -227,7 +232,7 @@ class TrainConfig:
 
 
 # Settings newer than some checkpoints, with the value a checkpoint without them was trained with.
-SETTINGS_BEFORE_THEY_EXISTED = {"pool_age_steps": 0, "derive_pbr": False, "dark_is_high": False, "normal_height_weight": 0.0, "tap_balance": 0.0, "moment_weight": 1.0, "zoom": 1.0, "scales": list(DEFAULT_SCALES), "target_sampling": "area", "supersample": 1}
+SETTINGS_BEFORE_THEY_EXISTED = {"pool_age_steps": 0, "derive_pbr": False, "dark_is_high": False, "normal_height_weight": 0.0, "tap_balance": 0.0, "moment_weight": 1.0, "zoom": 1.0, "scales": list(DEFAULT_SCALES), "target_sampling": "area", "supersample": 1, "feature_upsample": 2.0}
 
 # Settings that may differ when a run is resumed: the budget, where it runs, and bookkeeping.
 RESUMABLE_CHANGES = ("iters", "minutes", "device", "checkpoint_every", "grad_checkpoint", "precision", "limit_steps",
@@ -390,7 +395,8 @@ class Trainer:
         self.task = make_task(config.domain, config.grid, config.harmonics, config.patch, config.ray_samples,
                               self.device, config.scales, rays_per_px=config.supersample, zoom=config.zoom)
         self.progress.update("features", 0.0, f"loading {config.features} features")
-        extractor = make_feature_extractor(config.features, vgg_weights=config.vgg_weights, device=self.device)
+        options = {"upsample": config.feature_upsample} if config.features.lower() in EFFNET_NAMES else {}
+        extractor = make_feature_extractor(config.features, vgg_weights=config.vgg_weights, device=self.device, **options)
         self.progress.update("scale", 0.0, self.scale.message(), force=True)  # once nothing can refuse the run
         if finest_texel > FINE_TEXEL:
             self.progress.update("scale", 0.0, f"the finest loss crops see {finest_texel:.1f} exemplar px per px, so "

@@ -55,6 +55,18 @@ def test_2d_loss_renders_are_supersampled_by_default(tmp_path):
     assert read_header(model)[0]["provenance"]["config"]["supersample"] == 2
 
 
+def test_feature_upsample_reaches_efficientnet(tmp_path):
+    """--feature-upsample sets how far EfficientNet upsamples the loss crops (default 2, as before the
+    setting existed); out-of-range values are refused in one line."""
+    for given, used in ((None, 2.0), (1.0, 1.0)):
+        options = {} if given is None else {"feature_upsample": given}
+        trainer = Trainer(tiny_config(tmp_path, features="effnet", **options), Progress("none"))
+        assert trainer.loss_fn.extractor.upsample == used
+    for wrong in (0.5, 5.0):
+        with pytest.raises(NCA3DError, match=f"--feature-upsample {wrong:g} is out of range"):
+            tiny_config(tmp_path, feature_upsample=wrong)
+
+
 @pytest.mark.parametrize("domain", ["2d", "volume", "mesh"])
 def test_loss_goes_down(tmp_path, monkeypatch, domain):
     if domain == "mesh":
