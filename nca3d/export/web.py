@@ -271,7 +271,8 @@ def export_web(model_paths: list[tuple[str, str]], out: str | os.PathLike, mesh:
         model = load_model(path, device="cpu")
         models.append((name, model))
         if model.config.domain == "mesh":
-            request = (mesh or "", model.config.icosphere_frequency, default_cells(model) if mesh else 0)
+            # a mesh remeshed to the same cell count serves every model asking for it; else the training icosphere
+            request = (mesh, default_cells(model)) if mesh else ("", model.config.icosphere_frequency)
             if request not in by_request:
                 if progress is not None:
                     progress.update("lattice", 0.0, f"lattice for {name}", force=True)

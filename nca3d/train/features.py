@@ -35,7 +35,6 @@ __all__ = [
 ]
 
 FEATURE_NAMES = ("effnet", "patches", "vgg16")
-EFFNET_NAMES = ("effnet", "efficientnet", "efficientnet-lite0")  # what --features takes for EfficientNet-Lite0
 
 
 class FeatureExtractor(nn.Module):
@@ -446,16 +445,17 @@ def make_feature_extractor(
     name: str = "effnet",
     vgg_weights: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
+    upsample: float = 2,
     **options,
 ) -> FeatureExtractor:
     """Build a frozen extractor by name: ``effnet`` (default), ``patches`` or ``vgg16``.
 
-    ``options`` go to the extractor (``effnet``: ``upsample=2, stages=4``; ``patches``:
-    ``kernel=5, levels=3, stride=1``).
+    ``upsample`` is EfficientNet's (the others ignore it, as all but VGG16 ignore ``vgg_weights``);
+    ``options`` go to the extractor (``effnet``: ``stages=4``; ``patches``: ``kernel=5, levels=3, stride=1``).
     """
     key = str(name).lower()
-    if key in EFFNET_NAMES:
-        ext: FeatureExtractor = EfficientNetLite0Features(**options)
+    if key in ("effnet", "efficientnet", "efficientnet-lite0"):
+        ext: FeatureExtractor = EfficientNetLite0Features(upsample=upsample, **options)
     elif key == "patches":
         ext = PatchFeatures(**options)
     elif key == "vgg16":

@@ -37,7 +37,7 @@ from ..io.model_file import load_model, read_header, save_model
 from ..memory import available_memory, human_bytes
 from ..ops.pbr import derive_missing_maps
 from ..progress import Progress
-from .features import EFFNET_NAMES, make_feature_extractor
+from .features import make_feature_extractor
 from .losses import (
     RESAMPLINGS,
     TextureLoss,
@@ -395,8 +395,8 @@ class Trainer:
         self.task = make_task(config.domain, config.grid, config.harmonics, config.patch, config.ray_samples,
                               self.device, config.scales, rays_per_px=config.supersample, zoom=config.zoom)
         self.progress.update("features", 0.0, f"loading {config.features} features")
-        options = {"upsample": config.feature_upsample} if config.features.lower() in EFFNET_NAMES else {}
-        extractor = make_feature_extractor(config.features, vgg_weights=config.vgg_weights, device=self.device, **options)
+        extractor = make_feature_extractor(config.features, vgg_weights=config.vgg_weights, device=self.device,
+                                           upsample=config.feature_upsample)
         self.progress.update("scale", 0.0, self.scale.message(), force=True)  # once nothing can refuse the run
         if finest_texel > FINE_TEXEL:
             self.progress.update("scale", 0.0, f"the finest loss crops see {finest_texel:.1f} exemplar px per px, so "
