@@ -53,6 +53,7 @@ from .quality import (
     zoomed_region,
 )
 from .scale import (
+    ScaleChoice,
     choose_scale,
     exemplar_zoom,
     min_zoom,
@@ -73,6 +74,17 @@ REGULAR_AUTOCORR_WEIGHT = 10.0  # the auto-correlation term of an exemplar with 
 # marble 12 (25 minutes; its large veins) 0.16 / 0.29 / 0.06 / 0.26 against 0.33 / 0.30 / -0.02 / 0.03; in
 # 12-17% fewer iterations (an iteration costs 1.16x on one thread, 1.32x on two).
 DEFAULT_SUPERSAMPLE = {"2d": 2, "mesh": 1, "volume": 1}
+# EfficientNet upsamples the loss crops 2x (--feature-upsample) so that 2-4 px detail reaches its finer
+# taps, at 4x its cost, the largest part of an iteration. A 2D run whose features the lattice's floors
+# (train.scale: MIN_GRID, MAX_PX_PER_CELL) leave at over LARGE_FEATURE_CELLS cells each grows large
+# soft structure (lava flow, rust, green marble, coral cells), which wants iterations more than fine
+# detail: it gets 1x, 1.57x the iterations on one thread (1.34x on two). 30 minutes, one thread each,
+# two side by side, quality at 256 / 1024 / 2048 / 4096 steps, 2x against 1x: green marble (grid 32,
+# 1.95 cells) 0.33 / 0.30 / -0.02 / 0.03 (499 iterations, beside two runs) against 0.47 / 1.08 / 1.21 /
+# 1.02 (2,066); lava flow (grid 48, 1.39 cells) 0.26 / 0.34 / 0.38 / 0.46 (1,001) against 0.57 / 0.47 /
+# 0.58 / 0.49 (1,735); rust (2.5 cells) 0.11 / 0.25 / 0.12 / 0.12 and 0.41 / 0.34 / 0.34 / 0.30 against
+# 0.37 / 0.32 / 0.33 / 0.28 (1,503).
+LARGE_FEATURE_CELLS = 1.25
 # The training rollout's autograd memory per cell and step of the batch, measured (peak RSS over a
 # 24-step rollout on 2D, mesh and volume lattices): 250-280 B with bf16 matmuls, 480-750 B in fp32.
 ROLLOUT_BYTES_PER_CELL_STEP = 600
@@ -151,8 +163,8 @@ class TrainConfig:
     supersample: int = 0  # loss renders (2D, mesh): each px the mean of up to N x N decoder samples, at most the
     # finest crops' px (train.tasks.samples_per_px), so coarse crops see detail averaged as their area targets
     # do (0: DEFAULT_SUPERSAMPLE of the domain)
-    feature_upsample: float = 2.0  # effnet: the crops are upsampled this many times before the network, so
-    # detail of 2-4 px reaches its finer taps (1: about 1.5x faster iterations)
+    feature_upsample: float = 0.0  # effnet: the crops are upsampled this many times before the network, so
+    # detail of 2-4 px reaches its finer taps (1: about 1.5x faster iterations; 0: chosen, feature_upsample_for)
     patch: int = 96
     samples: int = 512
     ray_samples: int = 40
@@ -217,9 +229,9 @@ class TrainConfig:
         if self.supersample < 1 or (self.domain == "volume" and self.supersample > 1):
             raise NCA3DError(f"--supersample {self.supersample} does not apply here; give 1 or more for 2D and mesh "
                              f"renders (a volume's views march rays: 1 or leave it out)")
-        if not 1 <= self.feature_upsample <= 4:
-            raise NCA3DError(f"--feature-upsample {self.feature_upsample:g} is out of range; give 1 to 4 (2, the "
-                             f"default, lets EfficientNet see 2-4 px detail; 1 trains about 1.5x faster)")
+        if self.feature_upsample and not 1 <= self.feature_upsample <= 4:
+            raise NCA3DError(f"--feature-upsample {self.feature_upsample:g} is out of range; give 1 to 4 (2 lets "
+                             f"EfficientNet see 2-4 px detail; 1 trains about 1.5x faster) or leave it out")
         if self.target_sampling not in RESAMPLINGS:
             raise NCA3DError(f"--target-sampling {self.target_sampling} is unknown; use {' or '.join(RESAMPLINGS)}")
         if self.precision not in ("auto", "fp32", "bf16"):
@@ -322,6 +334,13 @@ def _finite_or_none(selection: list[tuple[int, float]], digits: int | None = Non
     return [[i, (round(s, digits) if digits is not None else s) if math.isfinite(s) else None] for i, s in selection]
 
 
+def feature_upsample_for(domain: str, scale: ScaleChoice) -> float:
+    """EfficientNet's crop upsampling when --feature-upsample is not given: 1 on 2D lattices whose
+    features land at over LARGE_FEATURE_CELLS cells, else 2 (see LARGE_FEATURE_CELLS)."""
+    large = domain == "2d" and (scale.feature_cells or 0.0) > LARGE_FEATURE_CELLS
+    return 1.0 if large else 2.0
+
+
 def make_task(domain: str, grid: int, harmonics: int, patch: int, ray_samples: int, device,
               scales=DEFAULT_SCALES, rays_per_px: int = 1, zoom: float = 1.0):
     """The supervision task of a domain: its lattice and a renderer of loss crops at `scales`;
@@ -372,6 +391,9 @@ class Trainer:
         if config.autocorr_weight is None:
             config.autocorr_weight = REGULAR_AUTOCORR_WEIGHT if self.scale.period_px else 0.0
             self.chosen.append("autocorr_weight")
+        if not config.feature_upsample:
+            config.feature_upsample = feature_upsample_for(config.domain, self.scale)
+            self.chosen.append("feature_upsample")
         spanned = exemplar_zoom(config.zoom)  # a full view spans 1/spanned of the exemplar
         if exemplar.shape[-1] / spanned < MIN_EXEMPLAR_SIZE:
             raise NCA3DError(f"--zoom {config.zoom:g} leaves {exemplar.shape[-1] / spanned:.0f} px of the "
@@ -405,6 +427,10 @@ class Trainer:
                                  f"(about 1.4x the time per iteration)", force=True)
         if config.grad_checkpoint < 0:
             config.grad_checkpoint = self._auto_checkpoint()
+        if "feature_upsample" in self.chosen and config.feature_upsample == 1 and config.features == "effnet":
+            self.progress.update("scale", 0.0, f"large features ({self.scale.feature_cells:.2f} cells): EfficientNet "
+                                 f"sees the loss crops unscaled, for about 1.5x the iterations (--feature-upsample 2 "
+                                 f"sees 2-4 px detail)", force=True)
         if "autocorr_weight" in self.chosen and config.autocorr_weight:
             self.progress.update("scale", 0.0, f"a regular pattern: the auto-correlation term is on (weight "
                                  f"{config.autocorr_weight:g}); --autocorr-weight 0 turns it off", force=True)
@@ -498,7 +524,7 @@ class Trainer:
             chosen = [k for k in changed if k in self.chosen]
             if chosen:
                 keys = (["grid", "zoom"] if {"grid", "zoom"} & set(chosen) else []) + \
-                    (["autocorr_weight"] if "autocorr_weight" in chosen else [])
+                    [k for k in ("autocorr_weight", "feature_upsample") if k in chosen]
                 given = " ".join(f"--{k.replace('_', '-')} {saved[k]:g}" for k in keys)
                 now = ", ".join(f"{k.replace('_', ' ')} {getattr(self.config, k):g}" for k in keys)
                 raise NCA3DError(f"checkpoint '{path}' was made at {given}, but the automatic choice is now "

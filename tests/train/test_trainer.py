@@ -1,3 +1,4 @@
+import io
 import shutil
 import signal
 import subprocess
@@ -14,7 +15,14 @@ from nca3d.errors import NCA3DError
 from nca3d.io.model_file import load_model, read_header
 from nca3d.progress import Progress
 from nca3d.render.raycast import available_backends
-from nca3d.train.trainer import TrainConfig, Trainer, checkpoint_path
+from nca3d.train.scale import ScaleChoice
+from nca3d.train.trainer import (
+    LARGE_FEATURE_CELLS,
+    TrainConfig,
+    Trainer,
+    checkpoint_path,
+    feature_upsample_for,
+)
 
 
 def make_exemplar(path, size=48, grey=False):
@@ -56,12 +64,22 @@ def test_2d_loss_renders_are_supersampled_by_default(tmp_path):
 
 
 def test_feature_upsample_reaches_efficientnet(tmp_path):
-    """--feature-upsample sets how far EfficientNet upsamples the loss crops (default 2, as before the
-    setting existed); out-of-range values are refused in one line."""
-    for given, used in ((None, 2.0), (1.0, 1.0)):
+    """--feature-upsample sets how far EfficientNet upsamples the loss crops; left out, 2 where the
+    features land at under LARGE_FEATURE_CELLS cells (2-px blobs on an 8-cell lattice over 48 px: 0.5
+    cells) and 1 on a 2D lattice that puts them at more (the same on 32 cells: 2 cells), as the
+    trainer says, and either is kept when given; out-of-range values are refused in one line."""
+    for grid, given, used in ((8, None, 2.0), (8, 1.0, 1.0), (32, None, 1.0), (32, 2.0, 2.0)):
         options = {} if given is None else {"feature_upsample": given}
-        trainer = Trainer(tiny_config(tmp_path, features="effnet", **options), Progress("none"))
-        assert trainer.loss_fn.extractor.upsample == used
+        printed = io.StringIO()
+        trainer = Trainer(tiny_config(tmp_path, features="effnet", grid=grid, **options), Progress("json", printed))
+        assert trainer.loss_fn.extractor.upsample == used == trainer.config.feature_upsample
+        said = "EfficientNet sees the loss crops unscaled" in printed.getvalue()
+        assert said == (given is None and used == 1.0)
+        assert ("feature_upsample" in trainer.chosen) == (given is None)
+    assert feature_upsample_for("2d", ScaleChoice(32, 1.0, 30.0, LARGE_FEATURE_CELLS + 0.01, [])) == 1.0
+    assert feature_upsample_for("2d", ScaleChoice(32, 1.0, 30.0, LARGE_FEATURE_CELLS, [])) == 2.0
+    assert feature_upsample_for("2d", ScaleChoice(64, 1.0, None, None, [])) == 2.0  # nothing to measure
+    assert feature_upsample_for("mesh", ScaleChoice(64, 0.5, 30.0, 2.0, [])) == 2.0  # meshes: not measured there
     for wrong in (0.5, 5.0):
         with pytest.raises(NCA3DError, match=f"--feature-upsample {wrong:g} is out of range"):
             tiny_config(tmp_path, feature_upsample=wrong)
