@@ -138,6 +138,27 @@ def period(image: torch.Tensor) -> float | None:
     return scale_measures(image)[1]
 
 
+FINE_DETAIL_PX = 5  # train.trainer.feature_upsample_for: detail under this many px of the finest loss crops
+
+
+def fine_detail(image: torch.Tensor, texel: float) -> float | None:
+    """The share of an image's (C, H, W) variance in detail under FINE_DETAIL_PX px once resized to
+    `texel` image px per px (the finest loss crops' resolution, antialiased as their targets are):
+    the image less its FINE_DETAIL_PX box blur; None for an image without variation."""
+    h, w = image.shape[-2:]
+    size = (max(FINE_DETAIL_PX, round(h / texel)), max(FINE_DETAIL_PX, round(w / texel)))
+    pixels = torch.nn.functional.interpolate(image[None].detach().float().cpu(), size=size, mode="bilinear",
+                                             antialias=texel > 1, align_corners=False)
+    centred = pixels - pixels.mean(dim=(-2, -1), keepdim=True)
+    variance = float((centred ** 2).mean())
+    if variance < 1e-10:
+        return None
+    pad = FINE_DETAIL_PX // 2
+    blurred = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(centred, (pad,) * 4, mode="reflect"),
+                                             FINE_DETAIL_PX, stride=1)
+    return float(((centred - blurred) ** 2).mean()) / variance
+
+
 @dataclass
 class ScaleChoice:
     """The lattice and zoom of a run, and why: recorded in the model header."""
@@ -148,12 +169,14 @@ class ScaleChoice:
     feature_cells: float | None  # ... in cells of the lattice a loss view spans, at this grid and zoom
     chosen: list  # which of "grid", "zoom" were chosen here (the others were given)
     period_px: float | None = None  # a regular pattern's repeat (train.scale.period), which caps the zoom
+    fine_detail: float | None = None  # the share of the variance in detail the finest loss crops see (fine_detail)
 
     def as_dict(self) -> dict:
         record = asdict(self)
         record["feature_px"] = None if self.feature_px is None else round(self.feature_px, 2)
         record["feature_cells"] = None if self.feature_cells is None else round(self.feature_cells, 2)
         record["period_px"] = None if self.period_px is None else round(self.period_px, 1)
+        record["fine_detail"] = None if self.fine_detail is None else round(self.fine_detail, 3)
         return record
 
     def message(self) -> str:

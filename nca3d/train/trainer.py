@@ -56,6 +56,7 @@ from .scale import (
     ScaleChoice,
     choose_scale,
     exemplar_zoom,
+    fine_detail,
     min_zoom,
     period,
     scale_measures,
@@ -75,16 +76,19 @@ REGULAR_AUTOCORR_WEIGHT = 10.0  # the auto-correlation term of an exemplar with 
 # 12-17% fewer iterations (an iteration costs 1.16x on one thread, 1.32x on two).
 DEFAULT_SUPERSAMPLE = {"2d": 2, "mesh": 1, "volume": 1}
 # EfficientNet upsamples the loss crops 2x (--feature-upsample) so that 2-4 px detail reaches its finer
-# taps, at 4x its cost, the largest part of an iteration. A 2D run whose features the lattice's floors
-# (train.scale: MIN_GRID, MAX_PX_PER_CELL) leave at over LARGE_FEATURE_CELLS cells each grows large
-# soft structure (lava flow, rust, green marble, coral cells), which wants iterations more than fine
-# detail: it gets 1x, 1.57x the iterations on one thread (1.34x on two). 30 minutes, one thread each,
-# two side by side, quality at 256 / 1024 / 2048 / 4096 steps, 2x against 1x: green marble (grid 32,
-# 1.95 cells) 0.33 / 0.30 / -0.02 / 0.03 (499 iterations, beside two runs) against 0.47 / 1.08 / 1.21 /
-# 1.02 (2,066); lava flow (grid 48, 1.39 cells) 0.26 / 0.34 / 0.38 / 0.46 (1,001) against 0.57 / 0.47 /
-# 0.58 / 0.49 (1,735); rust (2.5 cells) 0.11 / 0.25 / 0.12 / 0.12 and 0.41 / 0.34 / 0.34 / 0.30 against
-# 0.37 / 0.32 / 0.33 / 0.28 (1,503).
+# taps, at 4x its cost, the largest part of an iteration. A 2D exemplar of large soft structure wants
+# iterations more than that detail: features the lattice's floors (train.scale: MIN_GRID,
+# MAX_PX_PER_CELL) leave at over LARGE_FEATURE_CELLS cells each, and under FINE_DETAIL_SHARE of its
+# variance in detail under 5 px of the finest crops (train.scale.fine_detail). It gets 1x: 1.57x the
+# iterations on one thread (1.34x on two). 30 minutes, one thread each, two side by side, quality at
+# 256 / 1024 / 2048 / 4096 steps, 2x against 1x: green marble (1.95 cells, fine share 0.04) 0.51 / 0.26
+# / 0.13 / 0.05 (1,324 iterations) against 0.47 / 1.08 / 1.21 / 1.02 (2,066); lava flow (1.39, 0.06)
+# 0.26 / 0.34 / 0.38 / 0.46 (1,001) against 0.57 / 0.47 / 0.58 / 0.49 (1,735); but coral cells (1.44,
+# 0.16: sharp rims) 0.94 / 0.96 / 0.80 / 0.83 (1,179) against 0.21 / 0.40 / 0.79 / 0.47 (1,417), and
+# rust (2.52, 0.10: speckle) 0.41 / 0.34 / 0.34 / 0.30 and 0.11 / 0.25 / 0.12 / 0.12 against 0.37 /
+# 0.32 / 0.33 / 0.28 (1,503): those keep 2x.
 LARGE_FEATURE_CELLS = 1.25
+FINE_DETAIL_SHARE = 0.08
 # The training rollout's autograd memory per cell and step of the batch, measured (peak RSS over a
 # 24-step rollout on 2D, mesh and volume lattices): 250-280 B with bf16 matmuls, 480-750 B in fp32.
 ROLLOUT_BYTES_PER_CELL_STEP = 600
@@ -336,8 +340,10 @@ def _finite_or_none(selection: list[tuple[int, float]], digits: int | None = Non
 
 def feature_upsample_for(domain: str, scale: ScaleChoice) -> float:
     """EfficientNet's crop upsampling when --feature-upsample is not given: 1 on 2D lattices whose
-    features land at over LARGE_FEATURE_CELLS cells, else 2 (see LARGE_FEATURE_CELLS)."""
-    large = domain == "2d" and (scale.feature_cells or 0.0) > LARGE_FEATURE_CELLS
+    features land at over LARGE_FEATURE_CELLS cells with under FINE_DETAIL_SHARE of the variance in
+    fine detail (scale.fine_detail), else 2 (see LARGE_FEATURE_CELLS)."""
+    soft = scale.fine_detail is not None and scale.fine_detail < FINE_DETAIL_SHARE
+    large = domain == "2d" and (scale.feature_cells or 0.0) > LARGE_FEATURE_CELLS and soft
     return 1.0 if large else 2.0
 
 
@@ -391,15 +397,16 @@ class Trainer:
         if config.autocorr_weight is None:
             config.autocorr_weight = REGULAR_AUTOCORR_WEIGHT if self.scale.period_px else 0.0
             self.chosen.append("autocorr_weight")
-        if not config.feature_upsample:
-            config.feature_upsample = feature_upsample_for(config.domain, self.scale)
-            self.chosen.append("feature_upsample")
         spanned = exemplar_zoom(config.zoom)  # a full view spans 1/spanned of the exemplar
         if exemplar.shape[-1] / spanned < MIN_EXEMPLAR_SIZE:
             raise NCA3DError(f"--zoom {config.zoom:g} leaves {exemplar.shape[-1] / spanned:.0f} px of the "
                              f"{exemplar.shape[-1]} px exemplar per lattice view; use at most "
                              f"--zoom {exemplar.shape[-1] / MIN_EXEMPLAR_SIZE:g}")
         finest_texel = exemplar.shape[-1] / (spanned * max(config.scales) * config.patch)  # exemplar px per px
+        self.scale.fine_detail = fine_detail(exemplar[channels["albedo"]], finest_texel)
+        if not config.feature_upsample:
+            config.feature_upsample = feature_upsample_for(config.domain, self.scale)
+            self.chosen.append("feature_upsample")
         # the exemplar's normal-height strength per texel of the finest loss crops
         self.relief_strength = None if not {"normal", "height"} <= channels.keys() else relief_strength(
             exemplar[None, channels["normal"]], exemplar[None, channels["height"]], texel=finest_texel)
@@ -428,9 +435,10 @@ class Trainer:
         if config.grad_checkpoint < 0:
             config.grad_checkpoint = self._auto_checkpoint()
         if "feature_upsample" in self.chosen and config.feature_upsample == 1 and config.features == "effnet":
-            self.progress.update("scale", 0.0, f"large features ({self.scale.feature_cells:.2f} cells): EfficientNet "
-                                 f"sees the loss crops unscaled, for about 1.5x the iterations (--feature-upsample 2 "
-                                 f"sees 2-4 px detail)", force=True)
+            self.progress.update("scale", 0.0, f"large soft features ({self.scale.feature_cells:.2f} cells, "
+                                 f"{self.scale.fine_detail:.0%} of the variance in fine detail): EfficientNet sees "
+                                 f"the loss crops unscaled, for about 1.5x the iterations (--feature-upsample 2 sees "
+                                 f"2-4 px detail)", force=True)
         if "autocorr_weight" in self.chosen and config.autocorr_weight:
             self.progress.update("scale", 0.0, f"a regular pattern: the auto-correlation term is on (weight "
                                  f"{config.autocorr_weight:g}); --autocorr-weight 0 turns it off", force=True)

@@ -20,6 +20,7 @@ from nca3d.train.scale import (
     TARGET_CELLS,
     choose_scale,
     correlation_length,
+    fine_detail,
     period,
 )
 from nca3d.train.trainer import REGULAR_AUTOCORR_WEIGHT, TrainConfig, Trainer
@@ -44,6 +45,17 @@ def as_tensor(image: np.ndarray) -> torch.Tensor:
 def test_correlation_length_of_blurred_noise_is_sigma_root_pi(sigma):
     length = correlation_length(as_tensor(smooth_noise(256, sigma)))
     assert length == pytest.approx(sigma * np.sqrt(np.pi), rel=0.2)
+
+
+def test_fine_detail_is_the_share_of_the_variance_under_five_px_at_the_finest_crops():
+    """White noise is nearly all fine detail, smooth noise (sigma 8) almost none; shrinking white noise
+    4x antialiased (texel 4) leaves it white, magnifying smooth noise 4x (texel 0.25) smoother still;
+    a flat image has none to measure."""
+    white, smooth = as_tensor(smooth_noise(256, 0.01)), as_tensor(smooth_noise(256, 8.0))
+    assert fine_detail(white, 1.0) > 0.9 and fine_detail(white, 4.0) > 0.9
+    assert fine_detail(smooth, 1.0) < 0.02 and fine_detail(smooth, 0.25) < fine_detail(smooth, 1.0) / 4
+    assert 0.02 < fine_detail(as_tensor(smooth_noise(256, 1.5)), 1.0) < 0.9  # between
+    assert fine_detail(torch.full((3, 64, 64), 0.5), 1.0) is None
 
 
 def test_correlation_length_sees_coarse_structure_under_fine_grain():

@@ -17,6 +17,7 @@ from nca3d.progress import Progress
 from nca3d.render.raycast import available_backends
 from nca3d.train.scale import ScaleChoice
 from nca3d.train.trainer import (
+    FINE_DETAIL_SHARE,
     LARGE_FEATURE_CELLS,
     TrainConfig,
     Trainer,
@@ -66,8 +67,8 @@ def test_2d_loss_renders_are_supersampled_by_default(tmp_path):
 def test_feature_upsample_reaches_efficientnet(tmp_path):
     """--feature-upsample sets how far EfficientNet upsamples the loss crops; left out, 2 where the
     features land at under LARGE_FEATURE_CELLS cells (2-px blobs on an 8-cell lattice over 48 px: 0.5
-    cells) and 1 on a 2D lattice that puts them at more (the same on 32 cells: 2 cells), as the
-    trainer says, and either is kept when given; out-of-range values are refused in one line."""
+    cells) and 1 on a 2D lattice that puts smooth ones at more (the same on 32 cells: 2 cells), as the
+    trainer says; either is kept when given; out-of-range values are refused in one line."""
     for grid, given, used in ((8, None, 2.0), (8, 1.0, 1.0), (32, None, 1.0), (32, 2.0, 2.0)):
         options = {} if given is None else {"feature_upsample": given}
         printed = io.StringIO()
@@ -76,10 +77,21 @@ def test_feature_upsample_reaches_efficientnet(tmp_path):
         said = "EfficientNet sees the loss crops unscaled" in printed.getvalue()
         assert said == (given is None and used == 1.0)
         assert ("feature_upsample" in trainer.chosen) == (given is None)
-    assert feature_upsample_for("2d", ScaleChoice(32, 1.0, 30.0, LARGE_FEATURE_CELLS + 0.01, [])) == 1.0
-    assert feature_upsample_for("2d", ScaleChoice(32, 1.0, 30.0, LARGE_FEATURE_CELLS, [])) == 2.0
+    assert trainer.scale.fine_detail < FINE_DETAIL_SHARE
+    # the same large features with per-pixel grain: fine detail the upsampling is for
+    exemplar = np.asarray(Image.open(make_exemplar(tmp_path / "grainy.png")), dtype=np.float64)
+    grain = np.random.default_rng(1).normal(0, 40, exemplar.shape)
+    Image.fromarray(np.clip(exemplar + grain, 0, 255).astype(np.uint8)).save(tmp_path / "grainy.png")
+    grainy = Trainer(tiny_config(tmp_path, exemplar=str(tmp_path / "grainy.png"), grid=32), Progress("none"))
+    assert grainy.scale.fine_detail > FINE_DETAIL_SHARE and grainy.scale.feature_cells > LARGE_FEATURE_CELLS
+    assert grainy.config.feature_upsample == 2.0
+    large, small = LARGE_FEATURE_CELLS + 0.01, LARGE_FEATURE_CELLS
+    soft, fine = FINE_DETAIL_SHARE - 0.01, FINE_DETAIL_SHARE
+    assert feature_upsample_for("2d", ScaleChoice(32, 1.0, 30.0, large, [], fine_detail=soft)) == 1.0
+    assert feature_upsample_for("2d", ScaleChoice(32, 1.0, 30.0, small, [], fine_detail=soft)) == 2.0
+    assert feature_upsample_for("2d", ScaleChoice(32, 1.0, 30.0, large, [], fine_detail=fine)) == 2.0
     assert feature_upsample_for("2d", ScaleChoice(64, 1.0, None, None, [])) == 2.0  # nothing to measure
-    assert feature_upsample_for("mesh", ScaleChoice(64, 0.5, 30.0, 2.0, [])) == 2.0  # meshes: not measured there
+    assert feature_upsample_for("mesh", ScaleChoice(64, 0.5, 30.0, large, [], fine_detail=soft)) == 2.0  # 2D only
     for wrong in (0.5, 5.0):
         with pytest.raises(NCA3DError, match=f"--feature-upsample {wrong:g} is out of range"):
             tiny_config(tmp_path, feature_upsample=wrong)
@@ -243,6 +255,18 @@ def test_a_checkpoint_older_than_a_setting_resumes_with_the_value_it_was_trained
     with pytest.raises(NCA3DError, match="--tap-balance 0 there, 0.5 now"):  # today's default, 0.5, is not what it was trained with
         Trainer(tiny_config(tmp_path, iters=4), Progress("none")).run(resume=True)
     resumed = Trainer(tiny_config(tmp_path, iters=4, tap_balance=0.0), Progress("none"))
+    resumed.run(resume=True)
+    assert resumed.iteration == 4
+
+
+def test_a_checkpoint_from_before_the_chosen_upsampling_resumes_with_the_value_it_was_trained_with(tmp_path):
+    """Large features (2 cells on 32 cells) get --feature-upsample 1 chosen; a checkpoint made before
+    the setting existed was trained at 2, and the refusal says to pass that."""
+    Trainer(tiny_config(tmp_path, iters=2, grid=32), Progress("none")).run()
+    edit_checkpoint(tmp_path / "m.nca3d", lambda meta, tensors: meta["config"].pop("feature_upsample"))
+    with pytest.raises(NCA3DError, match="automatic choice is now feature upsample 1; resume with --feature-upsample 2"):
+        Trainer(tiny_config(tmp_path, iters=4, grid=32), Progress("none")).run(resume=True)
+    resumed = Trainer(tiny_config(tmp_path, iters=4, grid=32, feature_upsample=2.0), Progress("none"))
     resumed.run(resume=True)
     assert resumed.iteration == 4
 
