@@ -63,7 +63,8 @@ def add_arguments(parser) -> None:
             ("moment_weight", float, "weight of the relaxed EMD's mean and covariance term (default 1)"),
             ("feature_upsample", float, "EfficientNet features: the loss crops are upsampled this many times first, "
                                         "so 2-4 px detail reaches its finer taps (1: about 1.5x faster iterations; "
-                                        "default: 2, or 1 on 2D where the features land at over 1.25 cells)"),
+                                        "default: 2, or 1 on 2D for large soft features: over 1.25 cells, little "
+                                        "fine detail)"),
             ("tap_balance", float, "weigh feature depths by the exemplar's own variation, to this power (default 0.5)"),
             ("zoom", float, "one loss view (the 2D lattice; at most 32 volume cells or 64 icosphere cells) spans 1/ZOOM "
                           "of the exemplar: features ZOOM x larger; on a mesh 0.5-1 narrows the view to ZOOM x its "
