@@ -82,8 +82,9 @@ DEFAULT_SUPERSAMPLE = {"2d": 2, "mesh": 1, "volume": 1}
 # variance in detail under 5 px of the finest crops (train.scale.fine_detail). It gets 1x: 1.57x the
 # iterations on one thread (1.34x on two). 30 minutes, one thread each, two side by side, quality at
 # 256 / 1024 / 2048 / 4096 steps, 2x against 1x: green marble (1.95 cells, fine share 0.04) 0.51 / 0.26
-# / 0.13 / 0.05 (1,324 iterations) against 0.47 / 1.08 / 1.21 / 1.02 (2,066); lava flow (1.39, 0.06)
-# 0.26 / 0.34 / 0.38 / 0.46 (1,001) against 0.57 / 0.47 / 0.58 / 0.49 (1,735); but coral cells (1.44,
+# / 0.13 / 0.05 (1,324 iterations) against 0.47 / 1.08 / 1.21 / 1.02 (2,066) and, seed 1, 1.13 / 0.94 /
+# 1.03 / 1.20 (2,132); lava flow (1.39, 0.05) 0.26 / 0.34 / 0.38 / 0.46 (1,001) against 0.57 / 0.47 /
+# 0.58 / 0.49 (1,735) and 0.18 / 0.21 / 0.23 / 0.15 (1,512; even on average); but coral cells (1.44,
 # 0.16: sharp rims) 0.94 / 0.96 / 0.80 / 0.83 (1,179) against 0.21 / 0.40 / 0.79 / 0.47 (1,417), and
 # rust (2.52, 0.10: speckle) 0.41 / 0.34 / 0.34 / 0.30 and 0.11 / 0.25 / 0.12 / 0.12 against 0.37 /
 # 0.32 / 0.33 / 0.28 (1,503): those keep 2x.
