@@ -343,9 +343,9 @@ def feature_upsample_for(domain: str, scale: ScaleChoice) -> float:
     """EfficientNet's crop upsampling when --feature-upsample is not given: 1 on 2D lattices whose
     features land at over LARGE_FEATURE_CELLS cells with under FINE_DETAIL_SHARE of the variance in
     fine detail (scale.fine_detail), else 2 (see LARGE_FEATURE_CELLS)."""
+    large = (scale.feature_cells or 0.0) > LARGE_FEATURE_CELLS
     soft = scale.fine_detail is not None and scale.fine_detail < FINE_DETAIL_SHARE
-    large = domain == "2d" and (scale.feature_cells or 0.0) > LARGE_FEATURE_CELLS and soft
-    return 1.0 if large else 2.0
+    return 1.0 if domain == "2d" and large and soft else 2.0
 
 
 def make_task(domain: str, grid: int, harmonics: int, patch: int, ray_samples: int, device,
@@ -435,7 +435,7 @@ class Trainer:
                                  f"(about 1.4x the time per iteration)", force=True)
         if config.grad_checkpoint < 0:
             config.grad_checkpoint = self._auto_checkpoint()
-        if "feature_upsample" in self.chosen and config.feature_upsample == 1 and config.features == "effnet":
+        if "feature_upsample" in self.chosen and getattr(extractor, "upsample", None) == 1:  # EfficientNet's
             self.progress.update("scale", 0.0, f"large soft features ({self.scale.feature_cells:.2f} cells, "
                                  f"{self.scale.fine_detail:.0%} of the variance in fine detail): EfficientNet sees "
                                  f"the loss crops unscaled, for about 1.5x the iterations (--feature-upsample 2 sees "

@@ -78,6 +78,10 @@ def test_feature_upsample_reaches_efficientnet(tmp_path):
         assert said == (given is None and used == 1.0)
         assert ("feature_upsample" in trainer.chosen) == (given is None)
     assert trainer.scale.fine_detail < FINE_DETAIL_SHARE
+    for features, said in (("efficientnet", True), ("patches", False)):  # another name for it; no upsampling at all
+        printed = io.StringIO()
+        Trainer(tiny_config(tmp_path, features=features, grid=32), Progress("json", printed))
+        assert ("EfficientNet sees the loss crops unscaled" in printed.getvalue()) == said
     # the same large features with per-pixel grain: fine detail the upsampling is for
     exemplar = np.asarray(Image.open(make_exemplar(tmp_path / "grainy.png")), dtype=np.float64)
     grain = np.random.default_rng(1).normal(0, 40, exemplar.shape)
