@@ -54,11 +54,11 @@ from .quality import (
 )
 from .scale import (
     ScaleChoice,
+    ScaleMeasures,
     choose_scale,
     exemplar_zoom,
     fine_detail,
     min_zoom,
-    period,
     scale_measures,
     view_cells,
     view_span,
@@ -389,10 +389,11 @@ class Trainer:
             for note in self.map_notes:
                 self.progress.update("maps", 1.0, note, force=True)
         channels = map_slices(kinds)
-        length, albedo_period = scale_measures(exemplar[channels["albedo"]])
-        repeats = [albedo_period, period(exemplar[channels["height"]]) if "height" in channels else None]
-        self.scale = choose_scale(config.domain, length, exemplar.shape[-1], grid=config.grid, zoom=config.zoom,
-                                  period_px=max(filter(None, repeats), default=None))
+        albedo = scale_measures(exemplar[channels["albedo"]])
+        height = scale_measures(exemplar[channels["height"]]) if "height" in channels else ScaleMeasures(None, None)
+        self.scale = choose_scale(config.domain, albedo.length, exemplar.shape[-1], grid=config.grid, zoom=config.zoom,
+                                  period_px=max(filter(None, [albedo.period, height.period]), default=None),
+                                  repeats_px=albedo.repeats if any(albedo.repeats) else height.repeats)
         config.grid, config.zoom = self.scale.grid, self.scale.zoom
         self.chosen = list(self.scale.chosen)  # the settings chosen here: a resume must find them unchanged
         if config.autocorr_weight is None:

@@ -18,10 +18,14 @@ from nca3d.train.scale import (
     MIN_PERIODS,
     MIN_ZOOM,
     TARGET_CELLS,
+    TORUS_RANGE,
+    axis_repeats,
     choose_scale,
     correlation_length,
     fine_detail,
+    fit_torus,
     period,
+    torus_strain,
 )
 from nca3d.train.trainer import REGULAR_AUTOCORR_WEIGHT, TrainConfig, Trainer
 from tests.conftest import requires_raycaster
@@ -94,6 +98,40 @@ def test_a_repeat_caps_the_zoom_so_a_view_holds_several():
     assert free.zoom == MAX_ZOOM and capped.zoom == 1024 / (MIN_PERIODS * 128)
     assert choose_scale("2d", 4.0, 1024, period_px=512.0).zoom == 1.0  # never below 1
     assert "repeats every 128 px" in capped.message() and capped.as_dict()["period_px"] == 128.0
+
+
+def _rect_tiles(size: int, across: int, down: int, seed: int = 3) -> np.ndarray:
+    """A regular pattern (size, size, 3): one smooth-noise tile `across` px wide and `down` px high
+    repeated (a whole number of times in neither direction when they do not divide size)."""
+    tile = smooth_noise(max(across, down), 2.0, seed=seed)[:down, :across]
+    return np.tile(tile, (size // down + 1, size // across + 1, 1))[:size, :size]
+
+
+def test_axis_repeats_finds_each_axis_repeat_to_a_fraction_of_a_px():
+    across, down = axis_repeats(as_tensor(_rect_tiles(512, 36, 76)))
+    assert across == pytest.approx(36, abs=0.2) and down == pytest.approx(76, abs=0.3)
+    # a repeat only along the rows: columns of a tile 40 px wide, rows of independent noise
+    columns = np.concatenate([_rect_tiles(512, 40, 512 // 8, seed=s)[: 512 // 8] for s in range(8)], 0)
+    across, down = axis_repeats(as_tensor(columns))
+    assert across == pytest.approx(40, abs=0.3) and down is None
+    assert axis_repeats(as_tensor(smooth_noise(256, 2.0, seed=4))) == (None, None)
+    assert axis_repeats(torch.full((3, 64, 64), 0.5)) == (None, None)
+
+
+def test_a_chosen_2d_zoom_fits_whole_repeats_across_the_torus():
+    knit = dict(period_px=70.0, repeats_px=(35.31, 75.69))  # the knit exemplar's, as measured
+    loose = choose_scale("2d", 5.66, 512, period_px=70.0)  # 363 px a view: 10.3 x 4.8 repeats
+    fitted = choose_scale("2d", 5.66, 512, **knit)
+    assert loose.zoom == 1.41 and abs(fitted.zoom / loose.zoom - 1) <= TORUS_RANGE
+    assert torus_strain(512 / fitted.zoom, knit["repeats_px"]) < 0.02 < torus_strain(512 / loose.zoom, knit["repeats_px"])
+    assert fitted.view_repeats == pytest.approx((512 / fitted.zoom / 35.31, 512 / fitted.zoom / 75.69))
+    assert fitted.as_dict()["repeats_px"] == [35.31, 75.69] and "a view holds 10.82 across x 5.05 down" in fitted.message()
+    assert choose_scale("2d", 5.66, 512, zoom=1.41, **knit).zoom == 1.41  # a given zoom is kept
+    assert choose_scale("2d", 25.8, 1024, period_px=343.0, repeats_px=(300.0, None)).zoom == 1.0  # the whole exemplar
+    assert choose_scale("volume", 5.66, 512, **knit).view_repeats is None  # 2D only
+    assert fit_torus(1.5, 512, (None, None), 4.0) == 1.5  # nothing repeats: unchanged
+    assert fit_torus(1.5, 512, (32.0, None), 4.0) == 1.6  # 10.7 repeats of 32 px -> 10 (11 needs 1.4545)
+    assert fit_torus(1.5, 512, (32.0, None), 1.55) == 1.45  # the most zoom allows rules 1.6 out: 11 repeats, nearly
 
 
 def test_choose_scale_small_features_zoom_large_ones_shrink_the_lattice():
@@ -219,6 +257,7 @@ def _tiled_exemplar(path, tile: int = 64, repeats: int = 4):
 def test_a_regular_exemplar_turns_the_autocorrelation_term_on_by_itself(tmp_path, capsys):
     regular = Trainer(_config(tmp_path, _tiled_exemplar(tmp_path / "tiles.png")), Progress("json"))
     assert regular.scale.period_px % 64 == pytest.approx(0, abs=2)  # the tile, or a multiple of it
+    assert regular.scale.repeats_px == pytest.approx((64, 64), abs=0.5)
     assert regular.config.autocorr_weight == REGULAR_AUTOCORR_WEIGHT == regular.loss_fn.autocorr_weight
     stochastic = Trainer(_config(tmp_path, _exemplar(tmp_path / "noise.png", 2.0)), Progress("json"))
     assert stochastic.config.autocorr_weight == 0.0 == stochastic.loss_fn.autocorr_weight
