@@ -66,8 +66,6 @@ def add_arguments(parser) -> None:
                                         "default: 2, or 1 on 2D for large soft features: over 1.25 cells, little "
                                         "fine detail)"),
             ("tap_balance", float, "weigh feature depths by the exemplar's own variation, to this power (default 0.5)"),
-            ("colour_weight", float, "match the exemplar's px colours too (sliced Wasserstein: every tone, the darkest and "
-                                     "brightest, in its share), weighed as this many feature depths (default 0: off)"),
             ("zoom", float, "one loss view (the 2D lattice; at most 32 volume cells or 64 icosphere cells) spans 1/ZOOM "
                           "of the exemplar: features ZOOM x larger; on a mesh 0.5-1 narrows the view to ZOOM x its "
                           "cells (default: from the feature size)"),

@@ -34,7 +34,6 @@ __all__ = [
 ]
 
 DISTANCES = ("emd", "swd")
-COLOUR_PROJECTIONS = 32  # directions in colour space of TextureLoss's colour term
 
 
 # --------------------------------------------------------------------------------------------
@@ -426,11 +425,6 @@ class TextureLoss(nn.Module):
             ``t``. 0 (default) weighs every tap alike, so the finest taps, whose distances are
             about 100x smaller, barely count; 1 makes every tap count alike relative to the
             exemplar's own variation.
-        colour_weight: weight of a colour term beside the taps (0: off): each view's px colours
-            against the exemplar's, by sliced Wasserstein distance, so the whole range of tones
-            counts (the darkest and brightest, and how much of each colour there is), which the
-            network's features see only through their ReLU6s. Scaled by the exemplar's own
-            variation like a tap, so 1 weighs it as one more tap.
         chunk: crops per extractor call while caching the targets.
         target_sampling: how exemplar crops larger than ``patch`` shrink: ``"area"`` (antialiased)
             or ``"point"`` (a texel per pixel, as renders sample the decoder: then detail finer
@@ -460,7 +454,6 @@ class TextureLoss(nn.Module):
         autocorr_weight: float = 0.0,
         moment_weight: float = 1.0,
         tap_balance: float = 0.0,
-        colour_weight: float = 0.0,
         zoom: float = 1.0,
         chunk: int = 8,
         target_sampling: str = "area",
@@ -503,7 +496,6 @@ class TextureLoss(nn.Module):
         self.autocorr_weight = float(autocorr_weight)
         self.moment_weight = float(moment_weight)
         self.tap_balance = float(tap_balance)
-        self.colour_weight = float(colour_weight)
         self.zoom = float(zoom)
         self.target_sampling = target_sampling
         # the auto-correlation term compares full views (scale 1) only
@@ -594,47 +586,20 @@ class TextureLoss(nn.Module):
                 if si == self._ac_scale:
                     self.register_buffer(f"_autocorr_{t}", torch.stack(autocorrs[t]), persistent=False)
         # the smallest crops (last scale) give the exemplar's own crop-to-crop distance per tap
-        halves = scale_crops.shape[0] >= 2
-        base = self._baselines(scale_crops, gen) if halves and (self.tap_balance or self.colour_weight) else None
-        weights = torch.ones(self.tap_count, device=scale_crops.device)
-        if base is not None and self.tap_balance:
-            weights = (base.mean() / base).pow(self.tap_balance)
-        self.register_buffer("tap_weights", weights, persistent=False)
-        # the colour term counts colour_weight x as much as a tap at the exemplar's own variation
-        self.colour_scale = self.colour_weight
-        if self.colour_weight and halves:
-            half = scale_crops.shape[0] // 2
-            first, second = (sample_vectors(self._view(c, 0), self.samples, gen).reshape(1, -1, 3)
-                             for c in (scale_crops[:half], scale_crops[half: 2 * half]))
-            colour_base = float(self._colour_distance(first, second, gen)[0].clamp_min(1e-8))
-            self.colour_scale *= float((base * weights).mean()) / colour_base
-        if self.colour_weight:  # the exemplar's px colours per scale: (views, P, 3)
-            offset = 0
-            for si, count in enumerate(counts):
-                scale_crops = torch.cat(crops[offset : offset + count], 0)
-                offset += count
-                pools = []
-                for v in range(self.n_views):
-                    pool = sample_vectors(self._view(scale_crops, v), math.ceil(self.target_pool / count), gen).reshape(-1, 3)
-                    keep = _stratified_indices(pool.shape[0], min(self.target_pool, pool.shape[0]), 1, gen, pool.device)[0]
-                    pools.append(pool[keep])
-                self.register_buffer(f"_colours_{si}", torch.stack(pools).contiguous(), persistent=False)
+        self.register_buffer("tap_weights", self._tap_weights(scale_crops, gen), persistent=False)
 
-    def _baselines(self, crops: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """Each tap's distance ``(T,)`` between two disjoint halves of ``crops (N, K, p, q)``: the
-        exemplar's own variation there (see ``tap_balance``)."""
+    def _tap_weights(self, crops: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Per-tap loss weights ``(T,)`` from two disjoint halves of ``crops (N, K, p, q)`` (see ``tap_balance``)."""
+        if self.tap_balance == 0 or crops.shape[0] < 2:
+            return torch.ones(self.tap_count, device=crops.device)
         half = crops.shape[0] // 2
         first, second = (self.extractor(self._view(c, 0)) for c in (crops[:half], crops[half : 2 * half]))
-        return torch.stack([
+        base = torch.stack([
             self._distance(sample_vectors(a, self.samples, gen).reshape(1, -1, a.shape[1]),
                            sample_vectors(b, self.samples, gen).reshape(1, -1, b.shape[1]), gen)[0]
             for a, b in zip(first, second)
         ]).clamp_min(1e-6)
-
-    def _colour_distance(self, x: torch.Tensor, y: torch.Tensor, gen) -> torch.Tensor:
-        """How far apart two sets of colours ``(..., N, 3)`` are: their sliced Wasserstein distance
-        (every quantile of every direction in colour space: the darkest and brightest tones too)."""
-        return sliced_wasserstein(x, y, COLOUR_PROJECTIONS, gen)
+        return (base.mean() / base).pow(self.tap_balance)
 
     def target_vectors(self, view: int, scale_index: int, tap: int) -> torch.Tensor:
         """Cached exemplar feature vectors ``(P, C)`` for one view, scale and tap."""
@@ -706,17 +671,10 @@ class TextureLoss(nn.Module):
         views = self.views_for(generator, iteration)
         nv = len(views)
         x = torch.cat(list(crops), 0)  # (n_crops * B, K, p, q), crop-major
-        viewed = torch.cat([self._view(x, v) for v in views], 0)
-        feats = self.extractor(viewed)
+        feats = self.extractor(torch.cat([self._view(x, v) for v in views], 0))
         view_index = torch.tensor(views, device=self.mix_weight.device)
 
         terms, ac_terms = [], []
-        if self.colour_weight:
-            for si, xs in enumerate(self._sample_render(viewed, nv, b, generator)):
-                pool = getattr(self, f"_colours_{si}").index_select(0, view_index)  # (V, P, 3)
-                idx = _stratified_indices(pool.shape[1], min(self.samples, pool.shape[1]), nv, generator, pool.device)
-                pool = torch.gather(pool, 1, idx.unsqueeze(-1).expand(-1, -1, 3))
-                terms.append(self._colour_distance(xs, pool.unsqueeze(1).to(xs.dtype), generator).mean(1) * self.colour_scale)
         for t, f in enumerate(feats):
             for si, xs in enumerate(self._sample_render(f, nv, b, generator)):
                 pool = getattr(self, f"_target_{si}_{t}").index_select(0, view_index)  # (V, P, C)

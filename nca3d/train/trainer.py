@@ -161,7 +161,6 @@ class TrainConfig:
     normal_height_weight: float = 10.0  # models with normal and height: weight tying the normal to the height's slopes
     moment_weight: float = 1.0  # weight of the relaxed EMD's moment term (mean + covariance)
     tap_balance: float = 0.5  # 0: taps weigh alike (the paper); 1: each tap weighed by the exemplar's own variation there
-    colour_weight: float = 0.0  # the loss's colour term (TextureLoss): px colours by sliced Wasserstein, as this many taps
     zoom: float = 0.0  # the lattice's full view matches 1/zoom of the exemplar: features zoom x larger in cells (0: chosen)
     scales: list = field(default_factory=lambda: list(DEFAULT_SCALES))  # crop scale s: crop_count(s) crops of 1/s the view
     target_sampling: str = "area"  # exemplar crops shrink to the loss's patch antialiased ("area") or a texel per
@@ -250,7 +249,7 @@ class TrainConfig:
 
 
 # Settings newer than some checkpoints, with the value a checkpoint without them was trained with.
-SETTINGS_BEFORE_THEY_EXISTED = {"pool_age_steps": 0, "derive_pbr": False, "dark_is_high": False, "normal_height_weight": 0.0, "tap_balance": 0.0, "colour_weight": 0.0, "moment_weight": 1.0, "zoom": 1.0, "scales": list(DEFAULT_SCALES), "target_sampling": "area", "supersample": 1, "feature_upsample": 2.0}
+SETTINGS_BEFORE_THEY_EXISTED = {"pool_age_steps": 0, "derive_pbr": False, "dark_is_high": False, "normal_height_weight": 0.0, "tap_balance": 0.0, "moment_weight": 1.0, "zoom": 1.0, "scales": list(DEFAULT_SCALES), "target_sampling": "area", "supersample": 1, "feature_upsample": 2.0}
 
 # Settings that may differ when a run is resumed: the budget, where it runs, and bookkeeping.
 RESUMABLE_CHANGES = ("iters", "minutes", "device", "checkpoint_every", "grad_checkpoint", "precision", "limit_steps",
@@ -448,8 +447,7 @@ class Trainer:
         self.loss_fn = TextureLoss(exemplar.to(self.device), extractor, distance=config.distance,
                                    patch=config.patch, samples=config.samples, map_slices=slices, seed=config.seed,
                                    autocorr_weight=config.autocorr_weight, moment_weight=config.moment_weight,
-                                   tap_balance=config.tap_balance, colour_weight=config.colour_weight, zoom=spanned,
-                                   scales=config.scales,
+                                   tap_balance=config.tap_balance, zoom=spanned, scales=config.scales,
                                    target_sampling=config.target_sampling)
         # the exemplar's directional structure at one full view, to catch stripes in long rollouts
         self.view_orientation = orientation_histogram(
