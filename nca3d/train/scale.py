@@ -116,11 +116,6 @@ def _first_zero(profile: np.ndarray) -> int:
     return int(negative[0]) if len(negative) else len(profile)
 
 
-def _repeat_start(mean: np.ndarray) -> int:
-    """The least shift a repeat is looked for at: 1.5x the first zero of the radial mean (a feature's own width is no repeat)."""
-    return int(np.ceil(1.5 * max(_first_zero(mean), 1)))
-
-
 class ScaleMeasures(NamedTuple):
     """What scale_measures finds in an image, in px (None: not found)."""
 
@@ -146,12 +141,13 @@ def scale_measures(image: torch.Tensor) -> ScaleMeasures:
     mean, largest = _radial(correlation)
     quarter = mean[: len(mean) // 2 + 1]
     length = float(quarter[:_first_zero(quarter)].sum()) * factor
-    start = _repeat_start(mean)
+    start = int(np.ceil(1.5 * max(_first_zero(mean), 1)))
     if start >= len(largest):
         return ScaleMeasures(length, None)
     peak = start + int(np.argmax(largest[start:]))
     h, w = correlation.shape[0] // 2, correlation.shape[1] // 2
-    repeats = (_axis_repeat(correlation[0, : w // 2 + 2].numpy()), _axis_repeat(correlation[: h // 2 + 2, 0].numpy()))
+    repeats = (_axis_repeat(correlation[0, : w // 2 + 2].numpy()),  # along the rows, then the columns
+               _axis_repeat(correlation[: h // 2 + 2, 0].numpy()))
     return ScaleMeasures(length, float(peak * factor) if largest[peak] >= PERIOD_PEAK else None,
                          tuple(None if r is None else r * factor for r in repeats))
 
@@ -175,8 +171,8 @@ def _axis_repeat(profile: np.ndarray) -> float | None:
     within a quarter of it), refined by the farthest multiple k of it that peaks as high (its shift
     over k, the peak placed to a fraction of a px by a parabola); None for no repeat."""
     lowest = np.minimum.accumulate(profile)
-    peaks = [i for i in range(1, len(profile) - 1) if profile[i] >= PERIOD_PEAK and lowest[i] <= REPEAT_DIP * profile[i]
-             and profile[i] >= profile[i - 1] and profile[i] >= profile[i + 1]]
+    peaks = [i for i in range(1, len(profile) - 1) if profile[i] >= PERIOD_PEAK
+             and lowest[i] <= REPEAT_DIP * profile[i] and profile[i] >= profile[i - 1] and profile[i] >= profile[i + 1]]
     if not peaks:
         return None
 
@@ -253,8 +249,9 @@ class ScaleChoice:
     chosen: list  # which of "grid", "zoom" were chosen here (the others were given)
     period_px: float | None = None  # a regular pattern's repeat (train.scale.period), which caps the zoom
     fine_detail: float | None = None  # the share of the variance in detail the finest loss crops see (fine_detail)
-    repeats_px: tuple | None = None  # a regular pattern's repeats along rows and columns (axis_repeats), which a 2D zoom fits (fit_torus)
-    view_repeats: tuple | None = None  # ... how many of them one full view spans
+    repeats_px: tuple | None = None  # a regular pattern's repeats along rows, columns (axis_repeats): a 2D zoom
+    # fits them to the torus (fit_torus)
+    view_repeats: tuple | None = None  # how many of them one full view spans
 
     def as_dict(self) -> dict:
         record = asdict(self)

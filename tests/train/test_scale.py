@@ -123,9 +123,11 @@ def test_a_chosen_2d_zoom_fits_whole_repeats_across_the_torus():
     loose = choose_scale("2d", 5.66, 512, period_px=70.0)  # 363 px a view: 10.3 x 4.8 repeats
     fitted = choose_scale("2d", 5.66, 512, **knit)
     assert loose.zoom == 1.41 and abs(fitted.zoom / loose.zoom - 1) <= TORUS_RANGE
-    assert torus_strain(512 / fitted.zoom, knit["repeats_px"]) < 0.02 < torus_strain(512 / loose.zoom, knit["repeats_px"])
+    strain = [torus_strain(512 / choice.zoom, knit["repeats_px"]) for choice in (fitted, loose)]
+    assert strain[0] < 0.02 < strain[1]
     assert fitted.view_repeats == pytest.approx((512 / fitted.zoom / 35.31, 512 / fitted.zoom / 75.69))
-    assert fitted.as_dict()["repeats_px"] == [35.31, 75.69] and "a view holds 10.82 across x 5.05 down" in fitted.message()
+    assert fitted.as_dict()["repeats_px"] == [35.31, 75.69]
+    assert "a view holds 10.82 across x 5.05 down" in fitted.message()
     assert choose_scale("2d", 5.66, 512, zoom=1.41, **knit).zoom == 1.41  # a given zoom is kept
     assert choose_scale("2d", 25.8, 1024, period_px=343.0, repeats_px=(300.0, None)).zoom == 1.0  # the whole exemplar
     assert choose_scale("volume", 5.66, 512, **knit).view_repeats is None  # 2D only
