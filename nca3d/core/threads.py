@@ -37,6 +37,10 @@ def run_threads(worker: Callable[[int], T], count: int, stop: threading.Event | 
     inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
 
     def in_callers_mode(index: int) -> T:  # grad and inference modes are per thread
+        # and so is OpenMP's team size: a new thread's is the machine's, so oneDNN's ops (bf16
+        # matmuls, convolutions) ran teams of every core in each stream, oversubscribed and in
+        # varying order (a bf16 training step's numbers changed from run to run)
+        torch.set_num_threads(1)
         with torch.inference_mode(inference), torch.set_grad_enabled(grad):
             return worker(index)
 

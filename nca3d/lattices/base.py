@@ -53,6 +53,13 @@ class Lattice:
         blocks = [block for _, block in self.perceive_blocks(state, max_cells)]
         return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
 
+    def perceive_rows(self, state: Tensor, rows: Tensor, max_cells: int | None = None) -> Tensor:
+        """The perception of some cells only: state (B, *cells, C), rows (F,) long indices of the flat
+        (B * cells) cells -> (F, P*C), differentiable for the state. Here the whole perception's
+        rows (the reference); grids compute only the rows asked for."""
+        perception = self.perceive(state, max_cells)
+        return perception.reshape(-1, perception.shape[-1]).index_select(0, rows)
+
     def perceive_blocks(self, state: Tensor, max_cells: int | None) -> Iterator[tuple[slice, Tensor]]:
         """Yield (rows, perception) for consecutive slices of the first cell axis.
 

@@ -6,6 +6,7 @@ Cells sit at integer positions. A state is (B, H, W, C) or (B, D, H, W, C); quer
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Iterator
 
@@ -86,6 +87,68 @@ class _PeriodicFilters(torch.autograd.Function):
         return state_grad, None, None
 
 
+def _fired_stencil(state, at, cells, neighbours, weights, out):
+    """out[f, p*C + c] = sum_k weights[p, k] state[row_k, c], row_k the k-th neighbour (wrapped) of
+    fired flat cell at[f] = b * cells + cell (compiled by nca3d.jit). state (B * cells, C),
+    at (F,), neighbours (cells, K) flat cells, weights (P, K), out (F, P*C)."""
+    channels = state.shape[1]
+    for f in range(at.shape[0]):
+        first = at[f] - at[f] % cells  # the batch element's first row
+        cell = at[f] - first
+        out[f, :] = 0
+        for k in range(neighbours.shape[1]):
+            row = first + neighbours[cell, k]
+            for p in range(weights.shape[0]):
+                w = weights[p, k]
+                if w != 0:
+                    for c in range(channels):
+                        out[f, p * channels + c] += w * state[row, c]
+
+
+def _fired_stencil_adjoint(grad, at, cells, neighbours, weights, state_grad):
+    """The transpose of _fired_stencil: state_grad[row_k, c] += weights[p, k] grad[f, p*C + c]
+    (compiled by nca3d.jit; state_grad (B * cells, C) zeroed by the caller)."""
+    channels = state_grad.shape[1]
+    for f in range(at.shape[0]):
+        first = at[f] - at[f] % cells
+        cell = at[f] - first
+        for k in range(neighbours.shape[1]):
+            row = first + neighbours[cell, k]
+            for p in range(weights.shape[0]):
+                w = weights[p, k]
+                if w != 0:
+                    for c in range(channels):
+                        state_grad[row, c] += w * grad[f, p * channels + c]
+
+
+class _FiredPerception(torch.autograd.Function):
+    """A grid's perception of the fired cells only, state (B, *n, C) -> (F, P*C), as a stencil of
+    3^d neighbours (GridLattice.stencil) in one compiled loop; its backward is the loop's transpose.
+    float32 CPU tensors with numba only (GridLattice.perceive_rows)."""
+
+    @staticmethod
+    def forward(ctx, state: Tensor, rows: Tensor, lattice: "GridLattice") -> Tensor:
+        neighbours, weights = lattice.stencil()
+        flat = state.detach().reshape(-1, state.shape[-1]).contiguous()
+        out = state.new_empty((rows.shape[0], weights.shape[0] * flat.shape[1]))
+        compiled(_fired_stencil, frozenset({"contract"}))(flat.numpy(), rows.numpy(), lattice.num_cells,
+                                                          neighbours, weights, out.numpy())
+        ctx.save_for_backward(rows)
+        ctx.lattice, ctx.shape = lattice, state.shape
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        (rows,) = ctx.saved_tensors
+        neighbours, weights = ctx.lattice.stencil()
+        state_grad = torch.zeros(ctx.shape, dtype=grad.dtype)
+        compiled(_fired_stencil_adjoint, frozenset({"contract"}))(
+            grad.contiguous().numpy(), rows.numpy(), ctx.lattice.num_cells, neighbours, weights,
+            state_grad.view(-1, ctx.shape[-1]).numpy())
+        return state_grad, None, None
+
+
 class GridLattice(Lattice):
     """Shared n-linear location for periodic grids; subclasses define the perception filters."""
 
@@ -118,6 +181,36 @@ class GridLattice(Lattice):
             # through every slice and sum of the filters
             return _PeriodicFilters.apply(state, self, max_cells)
         return super().perceive(state, max_cells)
+
+    def perceive_rows(self, state: Tensor, rows: Tensor, max_cells: int | None = None) -> Tensor:
+        """Lattice.perceive_rows; on float32 CPU states with numba, only the rows asked for, in one
+        compiled stencil loop each way (_FiredPerception): a training step's perception of its fired
+        cells (half of them), forward + backward on one thread 1.7x faster than the whole perception
+        and the gather of its rows for 4 x 64^2 cells (3.1 -> 1.8 ms), 1.4x for 2 x 24^3."""
+        if (state.device.type == "cpu" and state.dtype == torch.float32 and rows.dtype == torch.long
+                and compiled(_fired_stencil) is not None):
+            return _FiredPerception.apply(state, rows, self)
+        return super().perceive_rows(state, rows, max_cells)
+
+    def stencil(self) -> tuple[np.ndarray, np.ndarray]:
+        """The perception as a stencil: neighbours (cells, 3^d) int64, the flat cell of each cell's
+        neighbour at offset k (wrapped; k runs over itertools.product((-1, 0, 1), repeat=d) in array
+        axis order), and weights (P, 3^d) float32, filter p's weight of neighbour k, read off the
+        lattice's own filters (_filters) applied to a unit impulse at each offset."""
+        if getattr(self, "_stencil", None) is None:
+            dims = len(self.cell_shape)
+            offsets = np.array(list(itertools.product((-1, 0, 1), repeat=dims)))
+            coords = np.stack(np.unravel_index(np.arange(self.num_cells), self.cell_shape), axis=1)  # (cells, d)
+            wrapped = (coords[:, None, :] + offsets[None]) % np.array(self.cell_shape)
+            neighbours = np.ravel_multi_index(tuple(np.moveaxis(wrapped, -1, 0)), self.cell_shape)
+            probe = type(self)((3,) * dims)  # a 3^d torus: each offset is a distinct cell
+            impulses = torch.zeros((len(offsets), *probe.cell_shape, 1))
+            for k, offset in enumerate(offsets):
+                impulses[(k, *(offset + 1))] = 1.0
+            centre = probe.perceive(impulses)[(slice(None), *(1,) * dims)]  # (3^d, P): filter p at the centre
+            self._stencil = (np.ascontiguousarray(neighbours, dtype=np.int64),
+                             np.ascontiguousarray(centre.t().numpy(), dtype=np.float32))
+        return self._stencil
 
     def perceive_blocks(self, state: Tensor, max_cells: int | None) -> Iterator[tuple[slice, Tensor]]:
         if state.requires_grad:

@@ -22,7 +22,8 @@ from safetensors.torch import load_file, save
 
 from ..core.grow import LargestState, state_limit
 from ..core.model import PBR_CHANNELS, Model, ModelConfig, pbr_subset
-from ..core.threads import StepThreads
+from ..core.nca import make_generator
+from ..core.threads import StepThreads, run_threads, shared_numbers
 from ..device import (
     bf16_matmul_pays,
     keep_cpu_allocations,
@@ -118,6 +119,7 @@ ITERATION_PROBES = 3
 # blurring a 1024 px rust (2.7 px per px at 1,2,4) by 1 px moved its loss 1.0 sd of the crop-to-crop
 # noise, and 6.7 sd with scale 8 added (granite, 512 px at 1.3 px per px: 4.0 sd). The trainer says so.
 FINE_TEXEL = 2.0
+BATCH_PARTS = 2  # a CPU iteration's batch is grown and scored in this many parts (Trainer.step)
 STRIPE_WEIGHT = 1.0  # the selection score's orientation term (Trainer.long_rollout_score)
 # The selection scores each candidate's growth at these step counts on its way to select_steps: the
 # counts the quality bench judges (a fine-tuned amethyst_volume scored at 256 and 4096 only grew
@@ -650,27 +652,64 @@ class Trainer:
         self.selection.append((self.iteration, score))
 
     def step(self) -> float:
+        """One iteration: a batch of pool states grown `steps` random steps, scored, and one Adam step.
+
+        On a CPU the batch is grown and scored in BATCH_PARTS parts, each with its own generator drawn
+        from the run's, on one stream per core (core.threads.run_threads; one torch thread each) or,
+        on one thread, one part after the other: the same numbers either way. The loss is the mean
+        over the batch, as before, so the gradient is the mean of the parts'. torch's own threads split
+        every small op of a rollout across the cores and meet at a barrier after each; independent
+        streams do not wait."""
         cfg, g = self.config, self.generator
         index = torch.randperm(cfg.pool, generator=g, device=self.device)[:cfg.batch]
         state = self.pool[index].clone()
         if self.iteration % cfg.seed_every == 0:
             state[0] = 0.0  # re-inject the seed
         steps = int(torch.randint(cfg.min_steps, cfg.max_steps + 1, (1,), generator=g, device=self.device))
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.rollout_bf16):
-            state = self.model.rollout(state, self.task.lattice, steps, g, checkpoint_segment=cfg.grad_checkpoint)
-        texture, extra = self._losses(state, g)
-        loss = texture + extra
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if self.device.type != "cpu" or cfg.batch < BATCH_PARTS:
+            grown, texture, grads = self._grow_and_score(state, steps, g, params)
+        else:
+            parts = state.chunk(BATCH_PARTS)
+            seeds = torch.randint(0, 2 ** 62, (len(parts),), generator=g, device=self.device).tolist()
+            results: list = [None] * len(parts)
+            numbers = shared_numbers(len(parts))
+
+            def stream(_: int) -> None:
+                for number in numbers():
+                    results[number] = self._grow_and_score(parts[number], steps,
+                                                           make_generator(seeds[number], self.device), params)
+
+            run_threads(stream, min(len(parts), torch.get_num_threads()))
+            weights = [part.shape[0] / cfg.batch for part in parts]  # the batch mean of the parts' means
+            grown = torch.cat([r[0] for r in results])
+            texture = sum(w * r[1] for w, r in zip(weights, results))
+            grads = [sum(w * r[2][k] for w, r in zip(weights, results)) for k in range(len(params))]
+        for param, grad in zip(params, grads):
+            param.grad = grad
         for param in self.model.nca.parameters():  # per-tensor gradient normalisation
             if param.grad is not None:
                 param.grad /= param.grad.norm() + 1e-8
         for group in self.optimizer.param_groups:
             group["lr"] = self._lr()
         self.optimizer.step()
-        self.pool[index] = state.detach()
+        self.pool[index] = grown
         self.iteration += 1
-        return float(texture.detach())
+        return float(texture)
+
+    def _grow_and_score(self, state: torch.Tensor, steps: int, generator: torch.Generator,
+                        params: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """`state` (b, *cells, C) grown `steps` steps and scored: the grown states (detached), the
+        texture loss and the gradients of the whole loss for `params` (zeros where one is unused)."""
+        # Without autocast's cache each step casts the weights anew (a few thousand numbers), so their
+        # gradients meet in fp32; with it, concurrent parts shared casts by timing (run-to-run noise)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.rollout_bf16, cache_enabled=False):
+            state = self.model.rollout(state, self.task.lattice, steps, generator,
+                                       checkpoint_segment=self.config.grad_checkpoint)
+        texture, extra = self._losses(state, generator)
+        grads = torch.autograd.grad(texture + extra, params, allow_unused=True)
+        grads = [torch.zeros_like(p) if grad is None else grad for p, grad in zip(params, grads)]
+        return state.detach(), texture.detach(), grads
 
     @torch.no_grad()
     def age_pool(self) -> None:

@@ -109,6 +109,35 @@ def test_training_perception_backward_is_the_filters_transpose(grid, kernels, ro
     assert torch.allclose(got, want, atol=1e-10)
 
 
+@pytest.mark.parametrize("grid, kernels", [(Grid2D((5, 7)), _kernels_2d), (Grid3D((4, 5, 6)), _kernels_3d)])
+def test_stencil_holds_the_explicit_kernels_and_wrapped_neighbours(grid, kernels):
+    neighbours, weights = grid.stencil()
+    offsets = list(itertools.product((-1, 0, 1), repeat=len(grid.cell_shape)))
+    assert torch.allclose(torch.from_numpy(weights), torch.stack([k.reshape(-1) for k in kernels()]))
+    strides = [math.prod(grid.cell_shape[a + 1:]) for a in range(len(grid.cell_shape))]
+    cell = (0, *[n - 1 for n in grid.cell_shape[1:]])  # a corner: its neighbours wrap on every axis
+    for k, offset in enumerate(offsets):
+        wrapped = [(c + o) % n for c, o, n in zip(cell, offset, grid.cell_shape)]
+        assert neighbours[sum(c * s for c, s in zip(cell, strides)), k] == sum(c * s for c, s in zip(wrapped, strides))
+
+
+@pytest.mark.parametrize("grid", [Grid2D((5, 7)), Grid3D((4, 5, 6)), Grid2D(3)])
+def test_perception_of_some_rows_is_those_rows_of_the_whole(grid):
+    """perceive_rows (the fired cells of a training step; a compiled stencil loop each way on float32
+    CPU states) gives the rows of the whole perception and the same gradient for the state."""
+    generator = torch.Generator().manual_seed(4)
+    state = torch.randn(3, *grid.cell_shape, C, generator=generator, requires_grad=True)
+    rows = (torch.rand(state.shape[:-1], generator=generator) < 0.5).reshape(-1).nonzero().squeeze(1)
+    want = grid.perceive(state).reshape(-1, grid.perception_size * C).index_select(0, rows)
+    got = grid.perceive_rows(state, rows)
+    assert torch.allclose(got, want, atol=1e-5)
+    weights = torch.randn(want.shape, generator=generator)
+    (got_grad,) = torch.autograd.grad((got * weights).sum(), state)
+    (want_grad,) = torch.autograd.grad((want * weights).sum(), state)
+    assert torch.allclose(got_grad, want_grad, atol=1e-5)
+    assert got_grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize("grid", [Grid2D((10, 6)), Grid3D((5, 4, 6))])
 def test_perception_blocks_cover_the_grid_exactly(grid):
     state = torch.randn(2, *grid.cell_shape, C)

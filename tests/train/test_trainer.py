@@ -651,3 +651,30 @@ def test_point_target_sampling_reaches_the_loss_and_the_header(tmp_path, capsys)
     good = make_exemplar(tmp_path / "good.png")
     assert main(["train", str(good), "--target-sampling", "nearest", "--out", str(tmp_path / "x.nca3d")]) == 2
     assert "invalid choice: 'nearest'" in capsys.readouterr().err
+
+
+def test_a_cpu_batch_grows_in_parts_on_streams_with_the_same_numbers_on_one_thread(tmp_path, monkeypatch):
+    """A CPU iteration grows and scores its batch in BATCH_PARTS parts, one stream per core (one torch
+    thread each); on one thread the parts run one after the other and the run is the same."""
+    import nca3d.train.trainer as trainer_module
+
+    streams = []
+    real_run_threads = trainer_module.run_threads
+    monkeypatch.setattr(trainer_module, "run_threads",
+                        lambda worker, count, *a: streams.append(count) or real_run_threads(worker, count, *a))
+    runs, threads = {}, torch.get_num_threads()
+    try:
+        for count in (1, 2):
+            (tmp_path / str(count)).mkdir()
+            trainer = Trainer(tiny_config(tmp_path / str(count), batch=4, iters=3), Progress("none"))
+            torch.nn.init.normal_(trainer.model.nca.hidden_to_update.weight, std=0.05)  # a live NCA
+            torch.set_num_threads(count)
+            losses = [trainer.step() for _ in range(3)]
+            runs[count] = losses, [p.detach().clone() for p in trainer.model.parameters()], trainer.pool.clone()
+    finally:
+        torch.set_num_threads(threads)
+    assert streams == [1] * 3 + [2] * 3
+    assert np.allclose(runs[1][0], runs[2][0], rtol=1e-5)
+    for one, two in zip(runs[1][1], runs[2][1]):
+        assert torch.allclose(one, two, atol=1e-6)
+    assert torch.allclose(runs[1][2], runs[2][2], atol=1e-5)
