@@ -656,8 +656,8 @@ class Trainer:
 
         On a CPU the batch is grown and scored in BATCH_PARTS parts, each with its own generator drawn
         from the run's, on one stream per core (core.threads.run_threads; one torch thread each) or,
-        on one thread, one part after the other: the same numbers either way. The loss is the mean
-        over the batch, as before, so the gradient is the mean of the parts'. torch's own threads split
+        on one thread, one part after the other: the same numbers either way. The loss is the batch's
+        mean, so its gradient is the parts' mean weighted by their sizes. torch's own threads split
         every small op of a rollout across the cores and meet at a barrier after each; independent
         streams do not wait."""
         cfg, g = self.config, self.generator
@@ -684,7 +684,9 @@ class Trainer:
             weights = [part.shape[0] / cfg.batch for part in parts]  # the batch mean of the parts' means
             grown = torch.cat([r[0] for r in results])
             texture = sum(w * r[1] for w, r in zip(weights, results))
-            grads = [sum(w * r[2][k] for w, r in zip(weights, results)) for k in range(len(params))]
+            grads = [None if all(r[2][k] is None for r in results) else
+                     sum(w * r[2][k] for w, r in zip(weights, results) if r[2][k] is not None)
+                     for k in range(len(params))]
         for param, grad in zip(params, grads):
             param.grad = grad
         for param in self.model.nca.parameters():  # per-tensor gradient normalisation
@@ -700,7 +702,7 @@ class Trainer:
     def _grow_and_score(self, state: torch.Tensor, steps: int, generator: torch.Generator,
                         params: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """`state` (b, *cells, C) grown `steps` steps and scored: the grown states (detached), the
-        texture loss and the gradients of the whole loss for `params` (zeros where one is unused)."""
+        texture loss and the gradients of the whole loss for `params` (None where one is unused)."""
         # Without autocast's cache each step casts the weights anew (a few thousand numbers), so their
         # gradients meet in fp32; with it, concurrent parts shared casts by timing (run-to-run noise)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.rollout_bf16, cache_enabled=False):
@@ -708,8 +710,7 @@ class Trainer:
                                        checkpoint_segment=self.config.grad_checkpoint)
         texture, extra = self._losses(state, generator)
         grads = torch.autograd.grad(texture + extra, params, allow_unused=True)
-        grads = [torch.zeros_like(p) if grad is None else grad for p, grad in zip(params, grads)]
-        return state.detach(), texture.detach(), grads
+        return state.detach(), texture.detach(), list(grads)
 
     @torch.no_grad()
     def age_pool(self) -> None:
