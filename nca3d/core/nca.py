@@ -75,8 +75,8 @@ class NCA(nn.Module):
         cell's update). Inference runs block by block on torch's own threads: on a quiet 2-core
         machine 2x faster than core.threads' streams for 2D and mesh steps (6.1 / 4.7 against
         12.1 / 9.8 ms) and 1.1x for 64^3. Training (grad enabled) takes the perception of the fired
-        cells only (Lattice.perceive_rows) and runs the MLP on cache-sized pieces of them; the state's update
-        is then out of place. Against the masked update, a rollout's forward + backward ran 1.5-2.2x
+        cells only (Lattice.perceive_rows) and runs the MLP on cache-sized pieces of them; the
+        state's update is then out of place. Against the masked update, a rollout's forward + backward ran 1.5-2.2x
         faster in fp32 on one thread; in bf16 on 2 threads a mesh iteration 2.4-2.7x, a 2D one the same."""
         batch, channels = state.shape[0], state.shape[-1]
         if torch.is_grad_enabled():

@@ -117,7 +117,7 @@ class _FiredPerception(torch.autograd.Function):
     float32 CPU tensors with numba only (GridLattice.perceive_rows)."""
 
     @staticmethod
-    def forward(ctx, state: Tensor, rows: Tensor, lattice: "GridLattice") -> Tensor:
+    def forward(ctx, state: Tensor, rows: Tensor, lattice: GridLattice) -> Tensor:
         neighbours, weights = lattice.stencil()
         flat = state.detach().reshape(-1, state.shape[-1]).contiguous()
         out = state.new_zeros((rows.shape[0], weights.shape[0] * flat.shape[1]))
