@@ -156,6 +156,7 @@ class GridLattice(Lattice):
         for axis in range(dims - 2, -1, -1):
             strides_arraywise[axis] = strides_arraywise[axis + 1] * self.cell_shape[axis + 1]
         self._strides_xyz = strides_arraywise[::-1]
+        self._stencil: tuple[np.ndarray, np.ndarray] | None = None  # built on first use (stencil)
 
     def to(self, device) -> "GridLattice":
         return self
@@ -187,7 +188,7 @@ class GridLattice(Lattice):
         neighbour at offset k (wrapped; k runs over itertools.product((-1, 0, 1), repeat=d) in array
         axis order), and weights (P, 3^d) float32, filter p's weight of neighbour k, read off the
         lattice's own filters (_filters) applied to a unit impulse at each offset."""
-        if getattr(self, "_stencil", None) is None:
+        if self._stencil is None:
             dims = len(self.cell_shape)
             offsets = np.array(list(itertools.product((-1, 0, 1), repeat=dims)))
             coords = np.stack(np.unravel_index(np.arange(self.num_cells), self.cell_shape), axis=1)  # (cells, d)
