@@ -1,4 +1,5 @@
 import io
+import math
 import shutil
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from nca3d.train.scale import ScaleChoice
 from nca3d.train.trainer import (
     FINE_DETAIL_SHARE,
     LARGE_FEATURE_CELLS,
+    MATURE_STEPS,
     TrainConfig,
     Trainer,
     checkpoint_path,
@@ -225,6 +227,59 @@ def test_an_eighth_of_the_pool_ages_once_at_a_fraction_of_the_budget(tmp_path):
     assert resumed.pool_aged == [4, 2, 16]  # not again
 
 
+def test_pool_states_count_their_steps_and_the_drift_term_pushes_the_grown_ones(tmp_path):
+    """Each pool state counts its steps from the seed (reseeding, training and ageing; kept by the
+    checkpoint); the drift term (volumes by default) reaches the gradients of states at least
+    MATURE_STEPS old only."""
+    assert [TrainConfig(exemplar="x.png", out="m.nca3d", domain=d).drift_weight for d in ("2d", "mesh", "volume")] \
+        == [0.0, 0.0, 1.0]
+    trainer = Trainer(tiny_config(tmp_path, domain="volume", iters=6, pool_age_steps=0, seed_every=3), Progress("none"))
+    trainer.run()
+    # every training step a batch of 2 moves 4-8 steps, the seed re-injected at iterations 0 and 3
+    assert 2 * 4 * 6 - 2 * 8 <= int(trainer.pool_steps.sum()) <= 2 * 8 * 6
+    resumed = Trainer(tiny_config(tmp_path, domain="volume", iters=6, pool_age_steps=0, seed_every=3), Progress("none"))
+    resumed.resume()
+    assert torch.equal(resumed.pool_steps, trainer.pool_steps)
+    before = trainer.pool_steps.clone()
+    trainer.config.pool_age_steps = 40
+    trainer.age_pool()
+    assert int((trainer.pool_steps - before).sum()) == trainer.pool_aged[1] * trainer.pool_aged[2] > 0
+
+    state = trainer.pool[:2].clone()
+    params = [p for p in trainer.model.parameters() if p.requires_grad]
+
+    def grads(mature, weight):
+        trainer.config.drift_weight = weight
+        return trainer._grow_and_score(state, 6, torch.Generator().manual_seed(1), params, torch.tensor(mature))[2]
+
+    young, off, grown = grads([False, False], 5.0), grads([True, True], 0.0), grads([True, True], 5.0)
+    assert all(torch.equal(a, b) for a, b in zip(young, off))
+    assert any(not torch.allclose(a, b) for a, b in zip(off, grown))
+    trainer.pool_steps[:], trainer.config.seed_every = MATURE_STEPS - 1, 1000
+    trainer.step()  # the states it picked were one step short of mature: no drift term, and now mature
+    assert int((trainer.pool_steps >= MATURE_STEPS).sum()) == 2
+
+
+def test_a_step_whose_gradient_is_not_finite_is_skipped_and_its_states_reseeded(tmp_path, capsys):
+    trainer = Trainer(tiny_config(tmp_path, domain="volume", iters=6), Progress("json"))
+    trainer.step()
+    weights = [p.detach().clone() for p in trainer.model.parameters()]
+    grow = trainer._grow_and_score
+
+    def blown(*args):
+        grown, texture, grads = grow(*args)
+        return grown * math.inf, texture, [None if g is None else g * math.nan for g in grads]
+
+    trainer._grow_and_score = blown
+    trainer.step()
+    assert trainer.iteration == 2 and all(torch.equal(a, b) for a, b in zip(weights, trainer.model.parameters()))
+    assert torch.isfinite(trainer.pool).all() and (trainer.pool.flatten(1).abs().amax(1) == 0).sum() >= 2
+    assert "it 1: the gradient is not finite; step skipped, its 2 pool states reseeded" in capsys.readouterr().out
+    trainer._grow_and_score = grow
+    trainer.step()
+    assert all(bool(torch.isfinite(p).all()) for p in trainer.model.parameters())
+
+
 def test_resume_refuses_other_settings(tmp_path):
     """The refusal names each setting with the checkpoint's value and the run's, so the user knows
     what to pass; a checkpoint older than a setting counts as made with its old value."""
@@ -391,6 +446,30 @@ def test_a_fine_tune_ages_its_pool_before_its_first_candidate(tmp_path):
     fresh = Trainer(tiny_config(tmp_path / "first", iters=8, out=str(tmp_path / "f.nca3d"), **SELECT), Progress("none"))
     fresh.run()
     assert fresh.pool_aged[0] == 4  # from scratch: at 40% of the budget as before
+
+
+def test_a_fine_tunes_pool_ages_clamped_at_its_starting_models_state_limit(tmp_path):
+    first = tmp_path / "first"
+    first.mkdir()
+    start = Trainer(tiny_config(first, iters=3), Progress("none")).run()[0]
+    limit = load_model(start).config.state_limit
+    tuned = Trainer(tiny_config(tmp_path, iters=8, init=start, pool_age_steps=100), Progress("none"))
+    assert tuned.init_record["state_limit"] == limit > 0
+    tuned.init_record["state_limit"] = 0.01  # a limit the growth meets at once
+
+    def aged_states(trainer):
+        for _ in range(2):
+            trainer.step()
+        before = trainer.pool_steps.clone()
+        trainer.age_pool()
+        aged = trainer.pool_steps > before
+        assert int(aged.sum()) == trainer.pool_aged[1] > 0 and trainer.pool_aged[2] > 0
+        return trainer.pool[aged]
+
+    assert float(aged_states(tuned).abs().max()) == pytest.approx(0.01)
+    assert tuned.model.nca.state_limit == 0.0  # training itself stays unclamped
+    fresh = Trainer(tiny_config(first, iters=8, out=str(tmp_path / "f.nca3d"), pool_age_steps=100), Progress("none"))
+    assert float(aged_states(fresh).abs().max()) > 0.01  # from scratch: no limit yet, unclamped
 
 
 def test_init_fine_tunes_from_a_models_weights(tmp_path, capsys):
