@@ -55,8 +55,6 @@ def add_arguments(parser) -> None:
             ("max_steps", int, "longest rollout per iteration (default 96; volume 48)"),
             ("seed_every", int, "re-inject the seed every this many iterations (default: states live ~2048 steps)"),
             ("overflow_weight", float, "weight keeping states in [-1, 1] (default 30)"),
-            ("drift_weight", float, "weight keeping a grown texture's state means still, so it holds its look "
-                                    "over thousands of steps (default 1 for volumes, else 0)"),
             ("normal_height_weight", float, "PBR: weight tying the normal map to the height's slopes (default 10; 0: off)"),
             ("autocorr_weight", float, "feature auto-correlation term (default: 10 when the exemplar repeats, "
              "as bricks, knit and tiles do; else 0)"),

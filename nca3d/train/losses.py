@@ -25,7 +25,6 @@ __all__ = [
     "autocorrelation",
     "autocorrelation_loss",
     "crop_count",
-    "drift_loss",
     "multiscale_crops",
     "normal_height_misfit",
     "overflow_loss",
@@ -286,23 +285,6 @@ def multiscale_crops(
 def overflow_loss(state: torch.Tensor) -> torch.Tensor:
     """``mean |s - clip(s, -1, 1)|``: keeps NCA states in range (weight about 100)."""
     return (state - state.clamp(-1, 1)).abs().mean()
-
-
-def drift_loss(before: torch.Tensor, after: torch.Tensor, steps: int, mature: torch.Tensor,
-               horizon: int = 4096, limit: float = 4.0) -> torch.Tensor:
-    """How far each state channel's mean over the lattice moves, at the rate of a rollout of `steps`
-    steps from `before` to `after` (b, *cells, C), over `horizon` steps: the mean over channels of
-    its square, counted for the `mature` (b,) states only (grown textures, whose statistics should
-    stand still; a young state's means still move as it grows), averaged over all b. States count
-    clamped to +-`limit`: one that has blown up (the overflow term's business) stays finite here.
-
-    A texture may animate, but its spatial statistics are stationary: a slow drift of a channel's
-    mean, unseen by a rollout of 16-48 steps, is what darkens a volume by 4096 steps."""
-    def means(state):
-        return state.clamp(-limit, limit).flatten(1, -2).mean(1)  # (b, C)
-
-    moved = (means(after) - means(before)) * (horizon / steps)
-    return ((moved ** 2).mean(1) * mature.to(moved.dtype)).mean()
 
 
 def _unit_normals_and_height_gradient(normal: torch.Tensor, height: torch.Tensor):

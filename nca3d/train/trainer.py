@@ -43,7 +43,6 @@ from .losses import (
     RESAMPLINGS,
     TextureLoss,
     crop_count,
-    drift_loss,
     normal_height_misfit,
     overflow_loss,
     relief_strength,
@@ -77,14 +76,6 @@ REGULAR_AUTOCORR_WEIGHT = 10.0  # the auto-correlation term of an exemplar with 
 # marble 12 (25 minutes; its large veins) 0.16 / 0.29 / 0.06 / 0.26 against 0.33 / 0.30 / -0.02 / 0.03; in
 # 12-17% fewer iterations (an iteration costs 1.16x on one thread, 1.32x on two).
 DEFAULT_SUPERSAMPLE = {"2d": 2, "mesh": 1, "volume": 1}
-# Weight of the drift term (losses.drift_loss: how far a grown state's channel means would move over
-# 4096 steps at the rate of its training rollout), for states at least MATURE_STEPS from the seed
-# (the first growth the quality bench scores).
-# amethyst_volume's means moved 0.8-2.5 (rms, per channel) over 4096 steps at that rate, and its
-# cells darkened into purple blobs by 4096 steps; volume_default's 0.6-1.1 at 24^3. Volumes only so
-# far: 2D and mesh models were not trained with it.
-DEFAULT_DRIFT_WEIGHT = {"2d": 0.0, "mesh": 0.0, "volume": 1.0}
-MATURE_STEPS = 256
 # EfficientNet upsamples the loss crops 2x (--feature-upsample) so that 2-4 px detail reaches its finer
 # taps, at 4x its cost, the largest part of an iteration. A 2D exemplar of large soft structure wants
 # iterations more than that detail: features the lattice's floors (train.scale: MIN_GRID,
@@ -166,7 +157,6 @@ class TrainConfig:
     lr_decay: float = 0.3  # the learning rate is multiplied by this ...
     lr_decay_at: float = 0.5  # ... once this fraction of the budget (iterations or minutes) is spent
     overflow_weight: float = 30.0
-    drift_weight: float | None = None  # weight keeping grown states' channel means still (None: DEFAULT_DRIFT_WEIGHT)
     autocorr_weight: float | None = None  # feature auto-correlation term (None: REGULAR_AUTOCORR_WEIGHT when
     # the exemplar repeats, train.scale.period; else 0)
     grey_weight: float = 10.0
@@ -243,10 +233,6 @@ class TrainConfig:
             raise NCA3DError(f"--scales {','.join(map(str, self.scales))} is out of range; give crop scales from 1 to 16, "
                              f"for example 1,2,4 (the default) or 1,2,4,8 (adds pixel-scale crops)")
         self.supersample = self.supersample or DEFAULT_SUPERSAMPLE[self.domain]
-        if self.drift_weight is None:
-            self.drift_weight = DEFAULT_DRIFT_WEIGHT[self.domain]
-        if not self.drift_weight >= 0:
-            raise NCA3DError(f"--drift-weight {self.drift_weight:g} must be >= 0 (0: off)")
         if self.supersample < 1 or (self.domain == "volume" and self.supersample > 1):
             raise NCA3DError(f"--supersample {self.supersample} does not apply here; give 1 or more for 2D and mesh "
                              f"renders (a volume's views march rays: 1 or leave it out)")
@@ -265,7 +251,7 @@ class TrainConfig:
 
 
 # Settings newer than some checkpoints, with the value a checkpoint without them was trained with.
-SETTINGS_BEFORE_THEY_EXISTED = {"pool_age_steps": 0, "derive_pbr": False, "dark_is_high": False, "normal_height_weight": 0.0, "tap_balance": 0.0, "moment_weight": 1.0, "zoom": 1.0, "scales": list(DEFAULT_SCALES), "target_sampling": "area", "supersample": 1, "feature_upsample": 2.0, "drift_weight": 0.0}
+SETTINGS_BEFORE_THEY_EXISTED = {"pool_age_steps": 0, "derive_pbr": False, "dark_is_high": False, "normal_height_weight": 0.0, "tap_balance": 0.0, "moment_weight": 1.0, "zoom": 1.0, "scales": list(DEFAULT_SCALES), "target_sampling": "area", "supersample": 1, "feature_upsample": 2.0}
 
 # Settings that may differ when a run is resumed: the budget, where it runs, and bookkeeping.
 RESUMABLE_CHANGES = ("iters", "minutes", "device", "checkpoint_every", "grad_checkpoint", "precision", "limit_steps",
@@ -471,7 +457,6 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.pool = self.model.seed(self.task.lattice, config.pool)
-        self.pool_steps = torch.zeros(config.pool, dtype=torch.long, device=self.device)  # each state's steps from the seed
         self.iteration, self.elapsed, self.losses = 0, 0.0, []
         self.lr_decayed_at: int | None = None  # the iteration where the learning rate was decayed
         self.pool_aged: list | None = None  # [iteration, states, steps] of the pool's ageing (age_pool)
@@ -515,7 +500,6 @@ class Trainer:
             for key, value in self.optimizer.state.get(param, {}).items():
                 tensors[f"adam.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
         tensors["pool"] = self.pool.cpu().contiguous()
-        tensors["pool_steps"] = self.pool_steps.cpu().contiguous()
         tensors["rng"] = self.generator.get_state().contiguous()
         for key, value in (self.best or {}).items():
             tensors[f"best.{key}"] = value.cpu().contiguous()
@@ -567,8 +551,6 @@ class Trainer:
             if state:
                 self.optimizer.state[param] = state
         self.pool = tensors["pool"].to(self.device)
-        # a checkpoint from before the states' ages counts them young (no drift term until they grow)
-        self.pool_steps = tensors.get("pool_steps", torch.zeros(len(self.pool), dtype=torch.long)).to(self.device)
         self.iteration, self.elapsed, self.losses = meta["iteration"], meta["elapsed"], meta["losses"]
         if meta.get("rng_device", "cpu") == self.device.type:
             self.generator.set_state(tensors["rng"])
@@ -680,24 +662,23 @@ class Trainer:
         streams do not wait."""
         cfg, g = self.config, self.generator
         index = torch.randperm(cfg.pool, generator=g, device=self.device)[:cfg.batch]
-        state, ages = self.pool[index].clone(), self.pool_steps[index].clone()
+        state = self.pool[index].clone()
         if self.iteration % cfg.seed_every == 0:
-            state[0], ages[0] = 0.0, 0  # re-inject the seed
-        mature = ages >= MATURE_STEPS
+            state[0] = 0.0  # re-inject the seed
         steps = int(torch.randint(cfg.min_steps, cfg.max_steps + 1, (1,), generator=g, device=self.device))
         params = [p for p in self.model.parameters() if p.requires_grad]
         if self.device.type != "cpu" or cfg.batch < BATCH_PARTS:
-            grown, texture, grads = self._grow_and_score(state, steps, g, params, mature)
+            grown, texture, grads = self._grow_and_score(state, steps, g, params)
         else:
-            parts, matures = state.chunk(BATCH_PARTS), mature.chunk(BATCH_PARTS)
+            parts = state.chunk(BATCH_PARTS)
             seeds = torch.randint(0, 2 ** 62, (len(parts),), generator=g, device=self.device).tolist()
             results: list = [None] * len(parts)
             numbers = shared_numbers(len(parts))
 
             def stream(_: int) -> None:
                 for number in numbers():
-                    results[number] = self._grow_and_score(parts[number], steps, make_generator(seeds[number], self.device),
-                                                           params, matures[number])
+                    results[number] = self._grow_and_score(parts[number], steps,
+                                                           make_generator(seeds[number], self.device), params)
 
             run_threads(stream, min(len(parts), torch.get_num_threads()))
             weights = [part.shape[0] / cfg.batch for part in parts]  # the batch mean of the parts' means
@@ -707,9 +688,9 @@ class Trainer:
                      sum(w * r[2][k] for w, r in zip(weights, results) if r[2][k] is not None)
                      for k in range(len(params))]
         if not all(bool(torch.isfinite(grad).all()) for grad in grads if grad is not None):
-            # A state blown past float range (a fine-tune's pool aged unclamped) would turn every weight
-            # into NaN for the rest of the run: the step is skipped, the batch's states reseeded
-            self.pool[index], self.pool_steps[index] = 0.0, 0
+            # A pool state blown past float range (as a fine-tune's unclamped ageing made them) would turn
+            # every weight into NaN for the rest of the run: the step is skipped, the batch's states reseeded
+            self.pool[index] = 0.0
             self.progress.update("train", self.budget_fraction(), f"it {self.iteration}: the gradient is not "
                                  f"finite; step skipped, its {cfg.batch} pool states reseeded", force=True)
             self.iteration += 1
@@ -722,25 +703,20 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self._lr()
         self.optimizer.step()
-        self.pool[index], self.pool_steps[index] = grown, ages + steps
+        self.pool[index] = grown
         self.iteration += 1
         return float(texture)
 
     def _grow_and_score(self, state: torch.Tensor, steps: int, generator: torch.Generator,
-                        params: list[torch.Tensor], mature: torch.Tensor
-                        ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+                        params: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """`state` (b, *cells, C) grown `steps` steps and scored: the grown states (detached), the
-        texture loss and the gradients of the whole loss for `params` (None where one is unused).
-        `mature` (b,): the states grown long enough for the drift term."""
-        before = state
+        texture loss and the gradients of the whole loss for `params` (None where one is unused)."""
         # Without autocast's cache each step casts the weights anew (a few thousand numbers), so their
         # gradients meet in fp32; with it, concurrent parts shared casts by timing (run-to-run noise)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.rollout_bf16, cache_enabled=False):
             state = self.model.rollout(state, self.task.lattice, steps, generator,
                                        checkpoint_segment=self.config.grad_checkpoint)
         texture, extra = self._losses(state, generator)
-        if self.config.drift_weight and bool(mature.any()):
-            extra = extra + self.config.drift_weight * drift_loss(before, state, steps, mature)
         grads = torch.autograd.grad(texture + extra, params, allow_unused=True)
         return state.detach(), texture.detach(), list(grads)
 
@@ -770,7 +746,6 @@ class Trainer:
                 self.pool[chunk] = self.model.rollout(self.pool[chunk], lattice, steps, self.generator)
             finally:
                 nca.state_limit = before
-            self.pool_steps[chunk] += steps
         self.pool_aged = [self.iteration, count, steps]
 
     # --- the run ---------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from nca3d.train.losses import (
     autocorrelation,
     autocorrelation_loss,
     crop_count,
-    drift_loss,
     multiscale_crops,
     normal_height_misfit,
     overflow_loss,
@@ -432,24 +431,6 @@ def test_texture_loss_swd_autocorr_and_validation():
 
 
 # --- auxiliary losses ------------------------------------------------------------------------
-
-
-def test_drift_loss_is_the_squared_move_of_the_channel_means_over_the_horizon_for_mature_states():
-    torch.manual_seed(0)
-    before = torch.rand(3, 5, 6, 4)  # (b, H, W, C)
-    shift = torch.tensor([0.01, 0.0, -0.02, 0.0])
-    after = before.flip(1) + shift  # cells move about (an animation), the means move by `shift`
-    mature = torch.tensor([True, True, False])
-    # 16 steps: over 4096 the means would move 256 x shift; the third (young) state does not count
-    expected = float(((shift * 256) ** 2).mean()) * 2 / 3
-    assert float(drift_loss(before, after, 16, mature)) == pytest.approx(expected, rel=1e-4)
-    assert float(drift_loss(before, before.flip(2), 16, mature)) == pytest.approx(0.0, abs=1e-9)  # stationary
-    assert float(drift_loss(before, after, 16, torch.zeros(3, dtype=torch.bool))) == 0.0
-    blown = before * 1e30  # a state that has blown up counts at +-4: a finite term
-    assert math.isfinite(float(drift_loss(before, blown, 16, mature)))
-    after.requires_grad_(True)
-    drift_loss(before, after, 16, mature).backward()
-    assert after.grad[2].abs().max() == 0 and after.grad[0].abs().max() > 0  # only mature states get pushed
 
 
 def test_overflow_loss():

@@ -20,7 +20,6 @@ from nca3d.train.scale import ScaleChoice
 from nca3d.train.trainer import (
     FINE_DETAIL_SHARE,
     LARGE_FEATURE_CELLS,
-    MATURE_STEPS,
     TrainConfig,
     Trainer,
     checkpoint_path,
@@ -227,39 +226,6 @@ def test_an_eighth_of_the_pool_ages_once_at_a_fraction_of_the_budget(tmp_path):
     assert resumed.pool_aged == [4, 2, 16]  # not again
 
 
-def test_pool_states_count_their_steps_and_the_drift_term_pushes_the_grown_ones(tmp_path):
-    """Each pool state counts its steps from the seed (reseeding, training and ageing; kept by the
-    checkpoint); the drift term (volumes by default) reaches the gradients of states at least
-    MATURE_STEPS old only."""
-    assert [TrainConfig(exemplar="x.png", out="m.nca3d", domain=d).drift_weight for d in ("2d", "mesh", "volume")] \
-        == [0.0, 0.0, 1.0]
-    trainer = Trainer(tiny_config(tmp_path, domain="volume", iters=6, pool_age_steps=0, seed_every=3), Progress("none"))
-    trainer.run()
-    # every training step a batch of 2 moves 4-8 steps, the seed re-injected at iterations 0 and 3
-    assert 2 * 4 * 6 - 2 * 8 <= int(trainer.pool_steps.sum()) <= 2 * 8 * 6
-    resumed = Trainer(tiny_config(tmp_path, domain="volume", iters=6, pool_age_steps=0, seed_every=3), Progress("none"))
-    resumed.resume()
-    assert torch.equal(resumed.pool_steps, trainer.pool_steps)
-    before = trainer.pool_steps.clone()
-    trainer.config.pool_age_steps = 40
-    trainer.age_pool()
-    assert int((trainer.pool_steps - before).sum()) == trainer.pool_aged[1] * trainer.pool_aged[2] > 0
-
-    state = trainer.pool[:2].clone()
-    params = [p for p in trainer.model.parameters() if p.requires_grad]
-
-    def grads(mature, weight):
-        trainer.config.drift_weight = weight
-        return trainer._grow_and_score(state, 6, torch.Generator().manual_seed(1), params, torch.tensor(mature))[2]
-
-    young, off, grown = grads([False, False], 5.0), grads([True, True], 0.0), grads([True, True], 5.0)
-    assert all(torch.equal(a, b) for a, b in zip(young, off))
-    assert any(not torch.allclose(a, b) for a, b in zip(off, grown))
-    trainer.pool_steps[:], trainer.config.seed_every = MATURE_STEPS - 1, 1000
-    trainer.step()  # the states it picked were one step short of mature: no drift term, and now mature
-    assert int((trainer.pool_steps >= MATURE_STEPS).sum()) == 2
-
-
 def test_a_step_whose_gradient_is_not_finite_is_skipped_and_its_states_reseeded(tmp_path, capsys):
     trainer = Trainer(tiny_config(tmp_path, domain="volume", iters=6), Progress("json"))
     trainer.step()
@@ -460,9 +426,9 @@ def test_a_fine_tunes_pool_ages_clamped_at_its_starting_models_state_limit(tmp_p
     def aged_states(trainer):
         for _ in range(2):
             trainer.step()
-        before = trainer.pool_steps.clone()
+        before = trainer.pool.clone()
         trainer.age_pool()
-        aged = trainer.pool_steps > before
+        aged = (trainer.pool - before).flatten(1).abs().amax(1) > 0
         assert int(aged.sum()) == trainer.pool_aged[1] > 0 and trainer.pool_aged[2] > 0
         return trainer.pool[aged]
 
