@@ -63,11 +63,7 @@ def state_limit(model, lattice, steps: int = 2048, seeds: int = 2, margin: float
     from .nca import make_generator
 
     largest = LargestState(model.device)
-    before, model.nca.state_limit = model.nca.state_limit, 0.0
-    try:
-        with torch.inference_mode():
-            for seed in range(seeds):
-                model.rollout(model.seed(lattice), lattice, steps, make_generator(seed, model.device), largest)
-    finally:
-        model.nca.state_limit = before
+    with model.nca.limited(0.0), torch.inference_mode():
+        for seed in range(seeds):
+            model.rollout(model.seed(lattice), lattice, steps, make_generator(seed, model.device), largest)
     return largest.limit(margin)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor, nn
 
@@ -33,6 +35,16 @@ class NCA(nn.Module):
         # hidden layer is relu(bias), so a zero bias would leave every NCA gradient at zero.
         nn.init.zeros_(self.hidden_to_update.weight)
         self.step_threads = StepThreads()  # CPU inference rollouts' thread count, chosen by timing steps
+
+    @contextmanager
+    def limited(self, limit: float):
+        """Inside the block states are clamped at `limit` (0: unclamped; the block may change it
+        again); after it the limit is what it was before."""
+        before, self.state_limit = self.state_limit, float(limit)
+        try:
+            yield
+        finally:
+            self.state_limit = before
 
     def update(self, perception: Tensor) -> Tensor:
         """(..., P*C) -> (..., C) residual update."""

@@ -624,8 +624,8 @@ class Trainer:
         scored = {min(at, cfg.select_steps) for at in SELECT_AT} | {cfg.select_steps}
         # Grown as the model will ship: unclamped for limit_steps, tracking its states, then clamped
         # at the state limit that gives (finish measures the shipped one the same way, on 2 seeds).
-        largest, before, nca.state_limit = LargestState(self.device), nca.state_limit, 0.0
-        try:
+        largest = LargestState(self.device)
+        with nca.limited(0.0):
             for steps in sorted(scored | {min(cfg.limit_steps, cfg.select_steps)}):
                 tracking = done < cfg.limit_steps
                 state = self.model.rollout(state, self.task.lattice, steps - done, generator, largest if tracking else None)
@@ -641,8 +641,6 @@ class Trainer:
                 full_views = crops[0][:, :3]  # scale 1 comes first, albedo (or rgb) first: (B, 3, p, p)
                 stripes = orientation_distance(full_views, self.view_orientation)
                 scores.append(float(texture + extra) + STRIPE_WEIGHT * stripes)
-        finally:
-            nca.state_limit = before
         return float(np.mean(scores))
 
     def _select(self) -> None:
@@ -738,14 +736,12 @@ class Trainer:
         steps = int(min(cfg.pool_age_steps, AGE_COST * trained / count))
         slots = torch.randperm(cfg.pool, generator=self.generator, device=self.device)[:count]
         chunks = slots.split(max(1, AGE_CHUNK_CELLS // lattice.num_cells)) if steps else ()
-        for number, chunk in enumerate(chunks):
-            self.progress.update("train", self.budget_fraction(), f"it {self.iteration}: ageing {count} of the pool's "
-                                 f"states {steps} steps, to train on long growths ({number + 1}/{len(chunks)})", force=True)
-            before, nca.state_limit = nca.state_limit, (self.init_record or {}).get("state_limit", 0.0)
-            try:
+        with nca.limited((self.init_record or {}).get("state_limit", 0.0)):
+            for number, chunk in enumerate(chunks):
+                self.progress.update("train", self.budget_fraction(), f"it {self.iteration}: ageing {count} of the "
+                                     f"pool's states {steps} steps, to train on long growths ({number + 1}/{len(chunks)})",
+                                     force=True)
                 self.pool[chunk] = self.model.rollout(self.pool[chunk], lattice, steps, self.generator)
-            finally:
-                nca.state_limit = before
         self.pool_aged = [self.iteration, count, steps]
 
     # --- the run ---------------------------------------------------------------------------
