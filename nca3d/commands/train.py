@@ -46,7 +46,7 @@ def add_arguments(parser) -> None:
             ("pool", int, "state pool size (default 256)"),
             ("patch", int, "loss crop size in px (default 96)"),
             ("checkpoint_every", int, "write NAME.ckpt every this many iterations (default 50)"),
-            ("lr", float, "Adam learning rate (default 1e-3)"),
+            ("lr", float, "Adam learning rate (default 1e-3; 5e-4 with --init)"),
             ("lr_decay", float, "learning-rate factor applied once (default 0.3)"),
             ("lr_decay_at", float, "... when this fraction of the budget is spent (default 0.5)"),
             ("ray_samples", int, "volume: samples per ray (default 40)"),

@@ -19,6 +19,7 @@ from nca3d.render.raycast import available_backends
 from nca3d.train.scale import ScaleChoice
 from nca3d.train.trainer import (
     FINE_DETAIL_SHARE,
+    FINE_TUNE_LR,
     LARGE_FEATURE_CELLS,
     TrainConfig,
     Trainer,
@@ -464,6 +465,24 @@ def test_init_fine_tunes_from_a_models_weights(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--init model" in err[0] and "hidden 32" in err[0]
+
+
+def test_a_fine_tune_names_what_differs_from_its_start_and_runs_at_a_lower_rate(tmp_path, capsys):
+    """A start model whose PBR maps were derived, fine-tuned without --derive-pbr: one line naming both
+    runs' outputs and the flag that mends it; a fine-tune's default rate is FINE_TUNE_LR, a given one kept."""
+    first = tmp_path / "first"
+    first.mkdir()
+    start_file = Trainer(tiny_config(first, iters=1, derive_pbr=True), Progress("none")).run()[0]
+    code = main(["train", str(first / "ex.png"), "--out", str(tmp_path / "x.nca3d"), "--iters", "1", "--features",
+                 "patches", "--channels", "8", "--hidden", "32", "--init", start_file, "--device", "cpu",
+                 "--progress", "none"])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "its outputs pbr (albedo, height, roughness, ao, normal), this run's rgb (rgb)" in err[0]
+    assert "its maps were derived: add --derive-pbr" in err[0]
+    rates = [TrainConfig(exemplar="x.png", out="m.nca3d", **given).lr
+             for given in ({}, {"init": start_file}, {"init": start_file, "lr": 2e-3})]
+    assert rates == [1e-3, FINE_TUNE_LR, 2e-3] and FINE_TUNE_LR < 1e-3
 
 
 def test_kill_minus_nine_then_resume(tmp_path):
