@@ -12,8 +12,8 @@ import sys
 
 from ..errors import NCA3DError, listed, whole_numbers
 
-# One module per bench (core, volume, texture, train, quality, quality_pbr, transfer, realtime, capacity), all over the measuring
-# helpers of .measure; nothing outside this package imports it but the CLI's `nca3d bench`.
+# One module per bench (core, volume, texture, train, quality, quality_pbr, transfer, realtime, capacity,
+# stability), all over the measuring helpers of .measure; nothing outside this package imports it but the CLI's `nca3d bench`.
 
 
 def _run_raycast(args, device):
@@ -105,9 +105,17 @@ def _run_transfer(args, device):
                           steps=256 if args.quick else 1024, device=device), print_transfer
 
 
+def _run_stability(args, device):
+    from ..progress import Progress
+    from .stability import bench_stability, print_stability
+
+    progress = Progress("none" if args.json else "bar")
+    return bench_stability(listed(args.models), device=device, quick=args.quick, progress=progress), print_stability
+
+
 BENCHES = {"core": _run_core, "volume": _run_volume, "quality": _run_quality, "train": _run_train,
            "texture": _run_texture, "raycast": _run_raycast, "derive": _run_derive, "transfer": _run_transfer,
-           "realtime": _run_realtime, "capacity": _run_capacity}
+           "realtime": _run_realtime, "capacity": _run_capacity, "stability": _run_stability}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     quality.add_argument("--minutes", type=float, default=30.0, help="training budget per exemplar")
     quality.add_argument("--models", help="folder of trained NAME_DOMAIN.nca3d models to evaluate instead (with "
                                           "--pbr also any model whose header names the material folder); "
-                                          "transfer: mesh models NAME,... (bundled names or files)")
+                                          "transfer: mesh models NAME,... (bundled names or files); stability: models "
+                                          "NAME,... (default: every bundled one)")
     quality.add_argument("--out", default="nca3d_out/quality", help="where panels and figures go")
     transfer = parser.add_argument_group("transfer")
     transfer.add_argument("--meshes", help="comma-separated meshes (files or rock, torus, capsule) to grow on")
