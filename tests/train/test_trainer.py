@@ -259,6 +259,17 @@ def test_resume_refuses_other_settings(tmp_path):
     Trainer(tiny_config(tmp_path, iters=4, supersample=1), Progress("none")).run(resume=True)
 
 
+def test_a_resumed_run_may_score_candidates_sooner(tmp_path):
+    """A run whose budget would end before --select-after resumes with an earlier one: candidates
+    from then on, the new setting kept in its checkpoint; the growth they are scored on may not change."""
+    Trainer(tiny_config(tmp_path, iters=2, select_steps=12), Progress("none")).run()  # select_after 400: none
+    resumed = Trainer(tiny_config(tmp_path, iters=6, **SELECT), Progress("none"))
+    assert resumed.run(resume=True) and [it for it, _ in resumed.selection] == [3, 6]
+    assert load_model(resumed.config.out).provenance["config"]["select_after"] == 3
+    with pytest.raises(NCA3DError, match="--select-steps 12 there, 24 now"):
+        Trainer(tiny_config(tmp_path, iters=8, **{**SELECT, "select_steps": 24}), Progress("none")).run(resume=True)
+
+
 def edit_checkpoint(out, edit) -> None:
     """Rewrite the checkpoint beside model `out` after edit(meta, tensors) changed it in place."""
     import json
