@@ -13,7 +13,8 @@ import sys
 from ..errors import NCA3DError, listed, whole_numbers
 
 # One module per bench (core, volume, texture, train, quality, quality_pbr, transfer, realtime, capacity,
-# stability), all over the measuring helpers of .measure; nothing outside this package imports it but the CLI's `nca3d bench`.
+# stability), all over the measuring helpers of .measure; nothing outside this package imports it but
+# the CLI's `nca3d bench`.
 
 
 def _run_raycast(args, device):
