@@ -17,6 +17,7 @@ import time
 
 import torch
 
+from ..core.grow import grow
 from ..core.nca import make_generator
 from ..models import library_models, load_named_model
 
@@ -49,11 +50,10 @@ def grow_and_measure(model, steps: int, seed: int = 0) -> dict:
     marks = sorted({max(1, round(f * steps)) for f in MARK_FRACTIONS})
     rows, done = [], 0
     start = time.perf_counter()
-    with torch.inference_mode():
-        for mark in marks:
-            state = model.rollout(state, lattice, mark - done, generator)
-            done = mark
-            rows.append({"step": mark, **state_figures(state, limit)})
+    for mark in marks:
+        state = grow(model, state, lattice, mark - done, generator)
+        done = mark
+        rows.append({"step": mark, **state_figures(state, limit)})
     seconds = time.perf_counter() - start
     halfway = min(rows, key=lambda row: abs(row["step"] - steps / 2))
     return {"cells": lattice.num_cells, "state_limit": limit, "steps": steps, "seconds": seconds,
