@@ -444,6 +444,10 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.model = Model(model_config).to(self.device)
         self.init_record = self._load_init(config.init) if config.init else None
+        dropped = [key for key, value in self.terms().items() if (self.init_record or {}).get(key) and not value]
+        if dropped:
+            self.progress.update("init", 0.0, f"--init: not carrying over the start model's {' and '.join(dropped)} "
+                                 f"(it learned another exemplar); give --license / --credit for this one", force=True)
         if config.domain == "mesh":
             self.progress.update("raycast", 0.0, "ray-cast views of the icosphere (cached after the first run)")
         self.task = make_task(config.domain, config.grid, config.harmonics, config.patch, config.ray_samples,
@@ -512,7 +516,16 @@ class Trainer:
                              f"same --domain, maps, --channels, --hidden and --harmonics")
         self.model.load_state_dict(start.state_dict())
         return {"model": Path(path).name, "tensors_sha256": read_header(path)[0]["tensors_sha256"],
-                "iterations": start.provenance.get("iterations"), "state_limit": start.config.state_limit}
+                "iterations": start.provenance.get("iterations"), "state_limit": start.config.state_limit,
+                **{key: start.provenance.get(key) for key in ("exemplar_sha256", "license", "credit")}}
+
+    def terms(self) -> dict[str, str | None]:
+        """The licence and credit the model records: as given, else a fine-tune's start model's where it
+        learned the same exemplar and maps (the same digest), since the new model learns the same data."""
+        cfg, start = self.config, self.init_record or {}
+        same_data = start.get("exemplar_sha256") == self.exemplar_sha256
+        return {key: given or (start.get(key) if same_data else None)
+                for key, given in (("license", cfg.license), ("credit", cfg.credit))}
 
     # --- checkpoints -----------------------------------------------------------------------
     def _checkpoint_tensors(self) -> dict[str, torch.Tensor]:
@@ -832,8 +845,8 @@ class Trainer:
         self.model.set_state_limit(state_limit(self.model, self.task.lattice, steps=self.config.limit_steps))
         self.model.provenance.update(
             selected_iteration=selected, lr_decayed_at=self.lr_decayed_at, pool_aged=self.pool_aged, selection=_finite_or_none(self.selection, digits=5),
-            exemplar=Path(cfg.exemplar).name, exemplar_sha256=self.exemplar_sha256, license=cfg.license,
-            credit=cfg.credit, iterations=self.iteration,
+            exemplar=Path(cfg.exemplar).name, exemplar_sha256=self.exemplar_sha256, **self.terms(),
+            iterations=self.iteration,
             final_loss=float(np.mean(self.losses[-50:])) if self.losses else None,
             grey=self.grey, config=dataclasses.asdict(cfg), scale=self.scale.as_dict(), minutes=round(self.elapsed / 60, 2),
             rollout_precision="bf16" if self.rollout_bf16 else "fp32",

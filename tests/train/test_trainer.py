@@ -496,6 +496,29 @@ def test_a_fine_tune_names_what_differs_from_its_start_and_runs_at_a_lower_rate(
     assert rates == [1e-3, FINE_TUNE_LR, 2e-3] and FINE_TUNE_LR < 1e-3
 
 
+def test_a_fine_tune_on_the_same_exemplar_keeps_its_start_models_licence_and_credit(tmp_path, capsys):
+    """Same exemplar and maps (same digest): the start's licence and credit unless given; another
+    exemplar: none carried, and the run says so."""
+    first = tmp_path / "first"
+    first.mkdir()
+    start = Trainer(tiny_config(first, iters=1, license="CC-BY-3.0", credit="A. Painter"), Progress("none")).run()[0]
+
+    def tuned(name, exemplar_size=48, **given):
+        folder = tmp_path / name
+        folder.mkdir()
+        config = tiny_config(folder, iters=1, init=start, exemplar=str(make_exemplar(folder / "own.png", exemplar_size)),
+                             **given)
+        provenance = load_model(Trainer(config, Progress("json")).run()[0]).provenance
+        return provenance["license"], provenance["credit"]
+
+    assert tuned("same") == ("CC-BY-3.0", "A. Painter")
+    assert "not carrying over" not in capsys.readouterr().out
+    assert tuned("given", credit="B. Tuner") == ("CC-BY-3.0", "B. Tuner")
+    assert tuned("other", exemplar_size=40) == (None, None)
+    out = capsys.readouterr().out
+    assert "not carrying over the start model's license and credit (it learned another exemplar)" in out
+
+
 def test_kill_minus_nine_then_resume(tmp_path):
     exemplar = make_exemplar(tmp_path / "ex.png")
     out = tmp_path / "k.nca3d"
