@@ -257,11 +257,12 @@ class TrainConfig:
 # Settings newer than some checkpoints, with the value a checkpoint without them was trained with.
 SETTINGS_BEFORE_THEY_EXISTED = {"pool_age_steps": 0, "derive_pbr": False, "dark_is_high": False, "normal_height_weight": 0.0, "tap_balance": 0.0, "moment_weight": 1.0, "zoom": 1.0, "scales": list(DEFAULT_SCALES), "target_sampling": "area", "supersample": 1, "feature_upsample": 2.0}
 
-# Settings that may differ when a run is resumed: the budget, where it runs, bookkeeping, and when
+# Settings that may differ when a run is resumed: the budget, where it runs, bookkeeping, when
 # candidates are scored (a run whose budget ends before --select-after can resume with an earlier one;
-# select_steps stays, so every candidate's score is of the same growth)
+# select_steps stays, so every candidate's score is of the same growth), and where the files are (a run
+# folder moved or copied elsewhere: the exemplar digest checks that the images are the same)
 RESUMABLE_CHANGES = ("iters", "minutes", "device", "checkpoint_every", "grad_checkpoint", "precision", "limit_steps",
-                     "license", "credit", "select_every", "select_after")
+                     "license", "credit", "select_every", "select_after", "out", "exemplar", "maps", "material")
 
 
 def _setting(value) -> str:

@@ -259,6 +259,20 @@ def test_resume_refuses_other_settings(tmp_path):
     Trainer(tiny_config(tmp_path, iters=4, supersample=1), Progress("none")).run(resume=True)
 
 
+def test_a_run_folder_moved_elsewhere_resumes_from_its_checkpoint(tmp_path):
+    """--out and the exemplar's path may change on resume (a moved or copied run folder); the exemplar's
+    digest still refuses other images."""
+    (tmp_path / "a").mkdir()
+    Trainer(tiny_config(tmp_path / "a", iters=2), Progress("none")).run()
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    moved = Trainer(tiny_config(tmp_path / "b", iters=4), Progress("none"))
+    assert moved.run(resume=True) and moved.iteration == 4
+    assert load_model(tmp_path / "b" / "m.nca3d").provenance["config"]["exemplar"] == str(tmp_path / "b" / "ex.png")
+    other = make_exemplar(tmp_path / "b" / "other.png", size=40)
+    with pytest.raises(NCA3DError, match="trained on a different exemplar"):
+        Trainer(tiny_config(tmp_path / "b", iters=6, exemplar=str(other)), Progress("none")).run(resume=True)
+
+
 def test_a_resumed_run_may_score_candidates_sooner(tmp_path):
     """A run whose budget would end before --select-after resumes with an earlier one: candidates
     from then on, the new setting kept in its checkpoint; the growth they are scored on may not change."""
