@@ -445,7 +445,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.model = Model(model_config).to(self.device)
         self.init_record = self._load_init(config.init) if config.init else None
-        dropped = [key for key, value in self.terms().items() if (self.init_record or {}).get(key) and not value]
+        dropped = [key for key, value in self.license_and_credit().items() if (self.init_record or {}).get(key) and not value]
         if dropped:
             self.progress.update("init", 0.0, f"--init: not carrying over the start model's {' and '.join(dropped)} "
                                  f"(it learned another exemplar); give --license / --credit for this one", force=True)
@@ -520,7 +520,7 @@ class Trainer:
                 "iterations": start.provenance.get("iterations"), "state_limit": start.config.state_limit,
                 **{key: start.provenance.get(key) for key in ("exemplar_sha256", "license", "credit")}}
 
-    def terms(self) -> dict[str, str | None]:
+    def license_and_credit(self) -> dict[str, str | None]:
         """The licence and credit the model records: as given, else a fine-tune's start model's where it
         learned the same exemplar and maps (the same digest), since the new model learns the same data."""
         cfg, start = self.config, self.init_record or {}
@@ -846,7 +846,7 @@ class Trainer:
         self.model.set_state_limit(state_limit(self.model, self.task.lattice, steps=self.config.limit_steps))
         self.model.provenance.update(
             selected_iteration=selected, lr_decayed_at=self.lr_decayed_at, pool_aged=self.pool_aged, selection=_finite_or_none(self.selection, digits=5),
-            exemplar=Path(cfg.exemplar).name, exemplar_sha256=self.exemplar_sha256, **self.terms(),
+            exemplar=Path(cfg.exemplar).name, exemplar_sha256=self.exemplar_sha256, **self.license_and_credit(),
             iterations=self.iteration,
             final_loss=float(np.mean(self.losses[-50:])) if self.losses else None,
             grey=self.grey, config=dataclasses.asdict(cfg), scale=self.scale.as_dict(), minutes=round(self.elapsed / 60, 2),
