@@ -445,7 +445,8 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.model = Model(model_config).to(self.device)
         self.init_record = self._load_init(config.init) if config.init else None
-        dropped = [key for key, value in self.license_and_credit().items() if (self.init_record or {}).get(key) and not value]
+        start = self.init_record or {}
+        dropped = [key for key, value in self.license_and_credit().items() if start.get(key) and not value]
         if dropped:
             self.progress.update("init", 0.0, f"--init: not carrying over the start model's {' and '.join(dropped)} "
                                  f"(it learned another exemplar); give --license / --credit for this one", force=True)
