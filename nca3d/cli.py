@@ -14,6 +14,7 @@ from .commands.render import add_arguments as add_render_arguments
 from .commands.render import run as run_render
 from .commands.texture import add_maps_arguments, add_texture_arguments
 from .commands.train import add_arguments as add_train_arguments
+from .commands.train import add_peek_arguments
 from .commands.view import add_arguments as add_view_arguments
 from .commands.view import run as run_view
 from .commands.volume import add_arguments as add_volume_arguments
@@ -38,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_new_arguments(sub.add_parser("new", help="write a freshly initialised model"))
     add_info_arguments(sub.add_parser("info", help="print a model's header as JSON"))
     add_train_arguments(sub.add_parser("train", help="train a model from an exemplar image or a PBR material folder"))
+    add_peek_arguments(sub.add_parser("peek", help="write the model of a training run in progress from its checkpoint, "
+                                                   "without stopping it"))
 
     volume = sub.add_parser("volume", help="grow a volume model and write OpenVDB (same as python -m nca3d.volume)")
     add_volume_arguments(volume)

@@ -1,4 +1,5 @@
-"""`nca3d train`: train a model from an exemplar image or a PBR material folder (nca3d.train.trainer)."""
+"""`nca3d train`: train a model from an exemplar image or a PBR material folder (nca3d.train.trainer);
+`nca3d peek`: the model of a run in progress, from its checkpoint (nca3d.train.peek)."""
 
 from __future__ import annotations
 
@@ -117,4 +118,33 @@ def run(args) -> int:
     config = TrainConfig(maps=maps, **options)
     progress = Progress(args.progress)
     progress.done(Trainer(config, progress).run(resume=args.resume))
+    return 0
+
+
+def add_peek_arguments(parser) -> None:
+    """The options of `nca3d peek`."""
+    parser.add_argument("training", metavar="RUN", help="a training run's --out NAME.nca3d, or its checkpoint NAME.ckpt")
+    parser.add_argument("--out", help="the model to write (default NAME.peek.nca3d; its .loss.png and .preview.png "
+                                      "beside it)")
+    parser.add_argument("--weights", default="best", choices=["best", "current"],
+                        help="the best long-rollout candidate so far, what the run would ship if it stopped now "
+                             "(default), or the weights of the checkpoint's iteration")
+    parser.add_argument("--progress", default="bar", choices=["bar", "json", "none"],
+                        help="a progress bar, JSON lines for tools, or nothing")
+    parser.set_defaults(run=run_peek)
+
+
+def run_peek(args) -> int:
+    import sys
+
+    from ..progress import Progress
+    from ..train.peek import peek
+
+    progress = Progress(args.progress)
+    files, said = peek(args.training, args.out, weights=args.weights, progress=progress)
+    if args.progress == "json":
+        progress.update("peek", 1.0, said, force=True)
+    else:
+        print(said, file=sys.stderr)
+    progress.done(files)
     return 0

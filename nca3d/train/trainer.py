@@ -390,8 +390,20 @@ def make_task(domain: str, grid: int, harmonics: int, patch: int, ray_samples: i
                     supersample=rays_per_px).to(device)
 
 
-def checkpoint_path(out: str) -> Path:
+def checkpoint_path(out: str | Path) -> Path:
     return Path(out).with_suffix(".ckpt")
+
+
+def read_checkpoint(path: Path, fix: str = "delete it to start over") -> tuple[dict, dict[str, torch.Tensor]]:
+    """A run's checkpoint: its record (iteration, losses, config, ...) and its tensors."""
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads(f.metadata()["nca3d_checkpoint"])
+        return meta, load_file(str(path))
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError) as exc:
+        raise NCA3DError(f"checkpoint '{path}' is unreadable ({exc}); {fix}") from None
 
 
 class Trainer:
@@ -489,6 +501,7 @@ class Trainer:
         self.pool_aged: list | None = None  # [iteration, states, steps] of the pool's ageing (age_pool)
         self.selection: list[tuple[int, float]] = []  # (iteration, long-rollout score; inf: blew up) of each candidate
         self.best: dict[str, torch.Tensor] | None = None  # weights of the best-scoring candidate
+        self.peeked: dict | None = None  # a model written from a checkpoint while its run goes on (train.peek)
 
     def _auto_checkpoint(self) -> int:
         """AUTO_CHECKPOINT_STEPS where the longest rollout's activations (ROLLOUT_BYTES_PER_CELL_STEP per
@@ -549,19 +562,12 @@ class Trainer:
         write_bytes_atomic(checkpoint_path(self.config.out),
                            save(self._checkpoint_tensors(), metadata={"nca3d_checkpoint": json.dumps(meta)}))
 
-    def resume(self) -> bool:
-        """Continue from NAME.ckpt if it exists; False when there is none."""
-        path = checkpoint_path(self.config.out)
+    def resume(self, path: Path | None = None) -> bool:
+        """Continue from NAME.ckpt (or the checkpoint at `path`) if it exists; False when there is none."""
+        path = path or checkpoint_path(self.config.out)
         if not path.exists():
             return False
-        try:
-            from safetensors import safe_open
-
-            with safe_open(str(path), "pt") as f:
-                meta = json.loads(f.metadata()["nca3d_checkpoint"])
-            tensors = load_file(str(path))
-        except (SafetensorError, OSError, KeyError, ValueError) as exc:
-            raise NCA3DError(f"checkpoint '{path}' is unreadable ({exc}); delete it to start over") from None
+        meta, tensors = read_checkpoint(path)
         if meta["exemplar_sha256"] != self.exemplar_sha256:
             raise NCA3DError(f"checkpoint '{path}' was trained on a different exemplar; delete it or change --out")
         current = {k: v for k, v in dataclasses.asdict(self.config).items() if k not in RESUMABLE_CHANGES}
@@ -856,6 +862,8 @@ class Trainer:
             derived_maps=[kind for kind in self.model.channel_slices() if kind != "albedo" and kind not in cfg.maps])
         if self.init_record:
             self.model.provenance["init"] = self.init_record
+        if self.peeked:
+            self.model.provenance["peek"] = self.peeked
         save_model(self.model, out)
         files = [str(out)]
         loss_png = out.with_suffix(".loss.png")
