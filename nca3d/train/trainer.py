@@ -35,6 +35,7 @@ from ..io.atomic import write_bytes_atomic
 from ..io.images import MIN_EXEMPLAR_SIZE, read_exemplar, write_png
 from ..io.material import find_material_maps, read_map
 from ..io.model_file import load_model, read_header, save_model
+from ..io.run_lock import run_lock
 from ..memory import available_memory, human_bytes
 from ..ops.pbr import derive_missing_maps
 from ..progress import Progress
@@ -788,6 +789,12 @@ class Trainer:
 
     # --- the run ---------------------------------------------------------------------------
     def run(self, resume: bool = False) -> list[str]:
+        """Train to the budget (from NAME.ckpt when `resume`), then finish(); one process per --out."""
+        with run_lock(Path(self.config.out).with_suffix(".lock"), f"run '{self.config.out}'",
+                      "wait for it to end or stop it, or choose another --out"):
+            return self._run(resume)
+
+    def _run(self, resume: bool) -> list[str]:
         cfg = self.config
         if resume and self.resume():
             self.progress.update("train", self.budget_fraction(), f"resumed at iteration {self.iteration}", force=True)

@@ -1,5 +1,6 @@
 import io
 import math
+import os
 import shutil
 import signal
 import subprocess
@@ -790,3 +791,18 @@ def test_a_cpu_batch_grows_in_parts_on_streams_with_the_same_numbers_on_one_thre
     for one, two in zip(runs[1][1], runs[2][1]):
         assert torch.allclose(one, two, atol=1e-6)
     assert torch.allclose(runs[1][2], runs[2][2], atol=1e-5)
+
+
+def test_a_second_run_on_the_same_out_is_refused_while_the_first_trains(tmp_path, capsys):
+    """Two runs writing one NAME.ckpt in turn would undo each other's iterations."""
+    from nca3d.io.run_lock import run_lock
+
+    config = tiny_config(tmp_path, iters=2)
+    with run_lock(tmp_path / "m.lock", "the first run", "wait"):
+        assert main(["train", config.exemplar, "--out", config.out, "--iters", "1", "--features", "patches",
+                     "--grid", "8", "--device", "cpu", "--progress", "none"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"run '{config.out}' is in use by another process (pid {os.getpid()})" in err[0]
+        assert not checkpoint_path(config.out).exists()
+    Trainer(config, Progress("none")).run()
+    assert load_model(config.out).provenance["iterations"] == 2 and not (tmp_path / "m.lock").exists()
