@@ -39,7 +39,7 @@ def peek(run: str | Path, out: str | Path | None = None, weights: str = "best",
     if not path.is_file():
         raise NCA3DError(f"no checkpoint '{path}': a run writes NAME.ckpt beside its --out NAME.nca3d every "
                          f"--checkpoint-every iterations (50 by default); peek once the first is written")
-    meta, _ = read_checkpoint(path, fix="give the NAME.nca3d or NAME.ckpt of a run of nca3d train")
+    meta, _ = read_checkpoint(path, fix="give the NAME.nca3d or NAME.ckpt of a run of nca3d train", tensors=False)
     out = Path(out) if out else peek_path(run)
     settings = {**SETTINGS_BEFORE_THEY_EXISTED, **meta["config"], "out": str(out)}
     config = TrainConfig(**{key: value for key, value in settings.items() if key in TrainConfig.__dataclass_fields__})
@@ -47,7 +47,9 @@ def peek(run: str | Path, out: str | Path | None = None, weights: str = "best",
         if not Path(name).exists():
             raise NCA3DError(f"the run's exemplar '{name}' is not found from here; peek from the folder the run was "
                              f"started in (the model's header records the exemplar it learned)")
+    start, config.init = config.init, None  # a fine-tune's start model: the checkpoint records it, and may outlive it
     trainer = Trainer(config, progress or Progress("none"))
+    config.init = start
     trainer.resume(path)
     if weights == "current" or trainer.best is None:
         trainer.best = None

@@ -395,14 +395,16 @@ def checkpoint_path(out: str | Path) -> Path:
     return Path(out).with_suffix(".ckpt")
 
 
-def read_checkpoint(path: Path, fix: str = "delete it to start over") -> tuple[dict, dict[str, torch.Tensor]]:
-    """A run's checkpoint: its record (iteration, losses, config, ...) and its tensors."""
+def read_checkpoint(path: Path, fix: str = "delete it to start over",
+                    tensors: bool = True) -> tuple[dict, dict[str, torch.Tensor]]:
+    """A run's checkpoint: its record (iteration, losses, config, ...) and its tensors (none unless
+    `tensors`: a mesh run's pool alone can take 500 MB)."""
     try:
         from safetensors import safe_open
 
         with safe_open(str(path), "pt") as f:
             meta = json.loads(f.metadata()["nca3d_checkpoint"])
-        return meta, load_file(str(path))
+        return meta, load_file(str(path)) if tensors else {}
     except (SafetensorError, OSError, KeyError, TypeError, ValueError) as exc:
         raise NCA3DError(f"checkpoint '{path}' is unreadable ({exc}); {fix}") from None
 
@@ -458,6 +460,8 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.model = Model(model_config).to(self.device)
         self.init_record = self._load_init(config.init) if config.init else None
+        # a fine-tune's start model gone since its run began: the checkpoint has what a resume needs
+        self.init_missing = bool(self.init_record and self.init_record.pop("missing", False))
         start = self.init_record or {}
         dropped = [key for key, value in self.license_and_credit().items() if start.get(key) and not value]
         if dropped:
@@ -522,6 +526,11 @@ class Trainer:
         from ..models import resolve_model
 
         path = resolve_model(name_or_path)
+        ckpt = checkpoint_path(self.config.out)
+        if not path.exists() and ckpt.exists():
+            recorded = read_checkpoint(ckpt, tensors=False)[0].get("init")
+            if recorded:
+                return {**recorded, "missing": True}
         start = load_model(path, device=self.device)
         mine, theirs = self.model.config, start.config
         different = [key for key in ("domain", "outputs", "channels", "hidden", "harmonics")
@@ -798,6 +807,9 @@ class Trainer:
         cfg = self.config
         if resume and self.resume():
             self.progress.update("train", self.budget_fraction(), f"resumed at iteration {self.iteration}", force=True)
+        elif self.init_missing:
+            raise NCA3DError(f"--init model '{cfg.init}' not found; give its path, or add --resume to continue the "
+                             f"run from its checkpoint (which holds what it needs of it)")
         start, start_elapsed = time.monotonic(), self.elapsed
         threads = StepThreads(probe_steps=ITERATION_PROBES)
         threads.begin(active=self.device.type == "cpu")

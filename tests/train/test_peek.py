@@ -52,6 +52,16 @@ def test_a_peek_at_the_current_weights_and_before_any_candidate(tmp_path):
     assert said == "iteration 2: the current weights; no candidate scored yet (the first at iteration 400)"
 
 
+def test_a_peek_at_a_fine_tune_whose_start_model_is_gone(tmp_path):
+    start = Trainer(tiny_config(tmp_path, out=str(tmp_path / "start.nca3d"), iters=1), Progress("none")).run()[0]
+    config = tiny_config(tmp_path, iters=2, init=start, checkpoint_every=2)
+    Trainer(config, Progress("none")).run()
+    (tmp_path / "start.nca3d").unlink()
+    files, _ = peek(config.out)
+    provenance = load_model(files[0]).provenance
+    assert provenance["init"] == load_model(config.out).provenance["init"] and provenance["config"]["init"] == start
+
+
 def test_nca3d_peek_reads_a_running_training(tmp_path, capsys):
     """A run in another process keeps going while `nca3d peek` writes its model."""
     exemplar = make_exemplar(tmp_path / "ex.png")

@@ -493,6 +493,24 @@ def test_init_fine_tunes_from_a_models_weights(tmp_path, capsys):
     assert len(err) == 1 and "--init model" in err[0] and "hidden 32" in err[0]
 
 
+def test_a_fine_tune_resumes_after_its_start_model_is_gone(tmp_path, capsys):
+    """The checkpoint holds what a resume needs of the start model (its record); a fresh start needs the file."""
+    start_file = Trainer(tiny_config(tmp_path, out=str(tmp_path / "start.nca3d"), iters=1), Progress("none")).run()[0]
+    tuned = Trainer(tiny_config(tmp_path, iters=2, init=start_file), Progress("none"))
+    tuned.run()
+    record = load_model(tuned.config.out).provenance["init"]
+    (tmp_path / "start.nca3d").unlink()
+    resumed = Trainer(tiny_config(tmp_path, iters=3, init=start_file), Progress("none"))
+    assert resumed.run(resume=True) and load_model(resumed.config.out).provenance["init"] == record
+    assert resumed.iteration == 3
+    code = main(["train", str(tmp_path / "ex.png"), "--out", resumed.config.out, "--iters", "4", "--features",
+                 "patches", "--channels", "8", "--hidden", "32", "--grid", "8", "--init", start_file, "--device",
+                 "cpu", "--progress", "none"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and f"--init model '{start_file}' not found" in err[0] and "--resume" in err[0]
+    assert load_model(resumed.config.out).provenance["iterations"] == 3  # nothing overwritten
+
+
 def test_a_fine_tune_names_what_differs_from_its_start_and_runs_at_a_lower_rate(tmp_path, capsys):
     """A start model whose PBR maps were derived, fine-tuned without --derive-pbr: one line naming both
     runs' outputs and the flag that mends it; a fine-tune's default rate is FINE_TUNE_LR, a given one kept."""
