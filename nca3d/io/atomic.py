@@ -12,6 +12,11 @@ from typing import Iterator
 from ..errors import NCA3DError
 
 
+def unwritable(folder: Path, exc: OSError) -> NCA3DError:
+    """The one line for an output location that cannot be written."""
+    return NCA3DError(f"cannot write to '{folder}': {exc.strerror}; choose a writable output location")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds.
@@ -24,7 +29,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}", dir=folder)
     except OSError as exc:
-        raise NCA3DError(f"cannot write to '{folder}': {exc.strerror}; choose a writable output location") from None
+        raise unwritable(folder, exc) from None
     os.close(fd)
     tmp_path = Path(tmp)
     umask = os.umask(0)  # mkstemp makes 0600 files; finished outputs get the usual permissions

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import NCA3DError
+from .atomic import unwritable
 
 try:
     import fcntl
@@ -42,8 +43,7 @@ def run_lock(path: str | os.PathLike, what: str, fix: str) -> Iterator[None]:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise NCA3DError(f"cannot write to '{path.parent}': {exc.strerror}; choose a writable output "
-                             f"location") from None
+            raise unwritable(path.parent, exc) from None
         if not _try_lock(fd):
             try:
                 holder = os.read(fd, 64).decode(errors="replace").strip() or "?"

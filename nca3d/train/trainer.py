@@ -37,6 +37,7 @@ from ..io.material import find_material_maps, read_map
 from ..io.model_file import load_model, read_header, save_model
 from ..io.run_lock import run_lock
 from ..memory import available_memory, human_bytes
+from ..models import resolve_model
 from ..ops.pbr import derive_missing_maps
 from ..progress import Progress
 from .features import make_feature_extractor
@@ -460,8 +461,8 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.model = Model(model_config).to(self.device)
         self.init_record = self._load_init(config.init) if config.init else None
-        # a fine-tune's start model gone since its run began: the checkpoint has what a resume needs
-        self.init_missing = bool(self.init_record and self.init_record.pop("missing", False))
+        # a fine-tune's start model gone since its run began: its record came from the checkpoint (_load_init)
+        self.init_missing = bool(config.init) and not resolve_model(config.init).exists()
         start = self.init_record or {}
         dropped = [key for key, value in self.license_and_credit().items() if start.get(key) and not value]
         if dropped:
@@ -522,15 +523,14 @@ class Trainer:
         return AUTO_CHECKPOINT_STEPS
 
     def _load_init(self, name_or_path: str) -> dict:
-        """Copy a model's weights into the new one (fine-tuning); it must have the same architecture."""
-        from ..models import resolve_model
-
+        """Copy a model's weights into the new one (fine-tuning); it must have the same architecture.
+        When the file is gone, the record the run's checkpoint kept of it (a resume needs no weights)."""
         path = resolve_model(name_or_path)
         ckpt = checkpoint_path(self.config.out)
         if not path.exists() and ckpt.exists():
             recorded = read_checkpoint(ckpt, tensors=False)[0].get("init")
             if recorded:
-                return {**recorded, "missing": True}
+                return recorded  # what a resume needs of it
         start = load_model(path, device=self.device)
         mine, theirs = self.model.config, start.config
         different = [key for key in ("domain", "outputs", "channels", "hidden", "harmonics")
